@@ -1,0 +1,1 @@
+//! Empty library: the models live in `tests/`, compiled only under `--cfg loom`.

@@ -1,0 +1,72 @@
+//! Public error types.
+
+use crate::store::StoreError;
+use std::fmt;
+
+/// A builder setting that cannot work; returned by [`CacheBuilder::build`](crate::CacheBuilder::build).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum BuildError {
+    /// Neither `max_capacity` nor `max_weight` was set, or both were.
+    Capacity(&'static str),
+    /// The shard count is not a power of two, or is zero, or too large.
+    Shards(usize),
+    /// Another setting is invalid; the message says which and why.
+    Invalid(String),
+}
+
+impl fmt::Display for BuildError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BuildError::Capacity(m) => write!(f, "capacity: {m}"),
+            BuildError::Shards(n) => {
+                write!(f, "shards: {n} is not a power of two between 1 and 65536")
+            }
+            BuildError::Invalid(m) => f.write_str(m),
+        }
+    }
+}
+
+impl std::error::Error for BuildError {}
+
+/// An error from a cache operation. Only operations that involve a backing store (or a limit
+/// the caller asked to be told about) can fail.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Error {
+    /// The backing store failed; see [`StoreError::kind`] for whether it may have applied.
+    Store(StoreError),
+    /// The entry is heavier than a shard can ever hold; it was not stored.
+    TooHeavy,
+    /// Every entry of the key's shard is pinned (dirty, waiting for write-behind) and the
+    /// cache was built to fail fast instead of waiting.
+    Full,
+    /// The cache was closed.
+    Closed,
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Store(e) => write!(f, "{e}"),
+            Error::TooHeavy => f.write_str("the entry is heavier than a shard can hold"),
+            Error::Full => f.write_str("the shard is full of pinned (dirty) entries"),
+            Error::Closed => f.write_str("the cache is closed"),
+        }
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Error::Store(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+impl From<StoreError> for Error {
+    fn from(e: StoreError) -> Self {
+        Error::Store(e)
+    }
+}

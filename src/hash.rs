@@ -1,0 +1,62 @@
+//! Hashing: ahash by default, one hash per operation, split into independent bit fields.
+//!
+//! The 64-bit hash is cut so that the shard index, the table's group index and the tag byte
+//! come from different bits. If the shard and the bucket shared low bits, every shard would
+//! use only a fraction of its buckets.
+//!
+//! - shard: the top `shard_bits` bits;
+//! - group index: the low bits (masked by the table);
+//! - tag: 7 bits from bits 32..39, with the high bit set to mark "full".
+
+use std::hash::{BuildHasher, Hash};
+
+/// The default hasher: ahash with random keys, resistant to hash flooding.
+pub type DefaultHashBuilder = ahash::RandomState;
+
+/// An ahash builder with fixed seeds, for reproducible layouts (tests, loom models, traces).
+pub fn fixed_hasher(seed: u64) -> DefaultHashBuilder {
+    ahash::RandomState::with_seeds(
+        seed ^ 0x243f_6a88_85a3_08d3,
+        seed.rotate_left(17) ^ 0x1319_8a2e_0370_7344,
+        seed.rotate_left(31) ^ 0xa409_3822_299f_31d0,
+        seed.rotate_left(47) ^ 0x082e_fa98_ec4e_6c89,
+    )
+}
+
+#[inline]
+pub(crate) fn hash_one<Q: Hash + ?Sized, S: BuildHasher>(s: &S, key: &Q) -> u64 {
+    s.hash_one(key)
+}
+
+/// The shard index for `hash` among `1 << shard_bits` shards.
+#[inline]
+pub(crate) fn shard_index(hash: u64, shard_bits: u32) -> usize {
+    if shard_bits == 0 { 0 } else { (hash >> (64 - shard_bits)) as usize }
+}
+
+/// The tag byte stored in the table for `hash`: high bit set (full), 7 hash bits below.
+#[inline]
+pub(crate) fn tag(hash: u64) -> u8 {
+    0x80 | ((hash >> 32) as u8 & 0x7f)
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fields_are_independent() {
+        let h = 0xffff_0000_0000_0000u64;
+        assert_eq!(shard_index(h, 4), 0xf);
+        assert_eq!(tag(h), 0x80);
+        assert_eq!(shard_index(h, 0), 0);
+        assert_eq!(tag(0x0000_007f_0000_0000), 0xff);
+    }
+
+    #[test]
+    fn fixed_seeds_are_reproducible() {
+        let a = fixed_hasher(7);
+        let b = fixed_hasher(7);
+        assert_eq!(hash_one(&a, &42u64), hash_one(&b, &42u64));
+    }
+}

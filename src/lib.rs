@@ -1,0 +1,20 @@
+//! cogwheel: a concurrent cache for latency-critical paths.
+#![deny(missing_docs)]
+#![cfg_attr(loom, allow(dead_code, unreachable_pub))]
+
+#[cfg(all(loom, not(crossbeam_loom)))]
+compile_error!("loom builds need RUSTFLAGS=\"--cfg loom --cfg crossbeam_loom\"");
+#[cfg(all(loom, not(feature = "loom")))]
+compile_error!("--cfg loom needs the `loom` feature; run the loom-tests crate (.ci/loom.sh)");
+
+mod error;
+mod hash;
+mod policy;
+pub mod store;
+mod sync;
+mod time;
+
+pub use error::{BuildError, Error};
+pub use hash::{DefaultHashBuilder, fixed_hasher};
+pub use policy::EvictionPolicy;
+pub use time::{Clock, ManualClock};

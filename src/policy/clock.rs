@@ -1,0 +1,187 @@
+//! Plain CLOCK (second chance): one hand sweeping the residents in slot order.
+//!
+//! A resident whose reference bit is set gets a second chance (the bit is cleared); the first
+//! unreferenced, unpinned resident the hand meets is the victim. Kept as the baseline the
+//! CLOCK-Pro policy is measured against, and as the simplest correct policy behind the seam.
+
+use super::{Admit, Residents, Token};
+
+#[derive(Debug, Clone, Copy)]
+struct Slot {
+    weight: u32,
+    resident: bool,
+}
+
+/// Plain CLOCK over a vector of slots; the token is the slot index.
+#[derive(Debug)]
+pub(crate) struct Clock {
+    slots: Vec<Slot>,
+    free: Vec<Token>,
+    hand: usize,
+    len: usize,
+    weight: u64,
+    capacity: u64,
+}
+
+impl Clock {
+    pub(crate) fn new(capacity: u64) -> Self {
+        Clock { slots: Vec::new(), free: Vec::new(), hand: 0, len: 0, weight: 0, capacity }
+    }
+
+    pub(crate) fn admit<R: Residents>(
+        &mut self,
+        _hash: u64,
+        weight: u32,
+        res: &mut R,
+        evicted: &mut Vec<Token>,
+    ) -> Admit {
+        if u64::from(weight) > self.capacity {
+            return Admit::TooHeavy;
+        }
+        while self.weight + u64::from(weight) > self.capacity {
+            if !self.evict_one(res, evicted, None) {
+                return Admit::AllPinned;
+            }
+        }
+        let token = match self.free.pop() {
+            Some(t) => t,
+            None => {
+                self.slots.push(Slot { weight: 0, resident: false });
+                (self.slots.len() - 1) as Token
+            }
+        };
+        self.slots[token as usize] = Slot { weight, resident: true };
+        self.len += 1;
+        self.weight += u64::from(weight);
+        Admit::Resident(token)
+    }
+
+    pub(crate) fn reweigh<R: Residents>(
+        &mut self,
+        token: Token,
+        weight: u32,
+        res: &mut R,
+        evicted: &mut Vec<Token>,
+    ) -> bool {
+        if u64::from(weight) > self.capacity {
+            return false;
+        }
+        let slot = &mut self.slots[token as usize];
+        debug_assert!(slot.resident, "reweigh of a token that is not resident");
+        self.weight = self.weight - u64::from(slot.weight) + u64::from(weight);
+        slot.weight = weight;
+        while self.weight > self.capacity {
+            if !self.evict_one(res, evicted, Some(token)) {
+                break;
+            }
+        }
+        true
+    }
+
+    pub(crate) fn remove(&mut self, token: Token) {
+        let slot = &mut self.slots[token as usize];
+        debug_assert!(slot.resident, "remove of a token that is not resident");
+        if slot.resident {
+            slot.resident = false;
+            self.weight -= u64::from(slot.weight);
+            self.len -= 1;
+            self.free.push(token);
+        }
+    }
+
+    pub(crate) fn clear(&mut self) {
+        *self = Clock::new(self.capacity);
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+
+    pub(crate) fn weight(&self) -> u64 {
+        self.weight
+    }
+
+    /// Move the hand until one victim is evicted; `false` when a bounded sweep (two full turns:
+    /// one to clear reference bits, one to find them clear) found none, i.e. every resident
+    /// that would free weight is pinned.
+    fn evict_one<R: Residents>(&mut self, res: &mut R, evicted: &mut Vec<Token>, skip: Option<Token>) -> bool {
+        let n = self.slots.len();
+        for _ in 0..2 * n + 1 {
+            if n == 0 {
+                return false;
+            }
+            let i = self.hand % n;
+            self.hand = (i + 1) % n;
+            let slot = self.slots[i];
+            let token = i as Token;
+            if !slot.resident || slot.weight == 0 || Some(token) == skip || res.is_pinned(token) {
+                continue;
+            }
+            if res.take_referenced(token) {
+                continue;
+            }
+            self.remove(token);
+            evicted.push(token);
+            return true;
+        }
+        false
+    }
+
+    #[cfg(any(test, debug_assertions))]
+    pub(crate) fn validate(&self) {
+        let residents: Vec<_> = self.slots.iter().filter(|s| s.resident).collect();
+        assert_eq!(residents.len(), self.len, "len counts the resident slots");
+        let w: u64 = residents.iter().map(|s| u64::from(s.weight)).sum();
+        assert_eq!(w, self.weight, "weight sums the resident weights");
+        assert_eq!(self.free.len() + self.len, self.slots.len(), "every slot is free or resident");
+        assert!(self.weight <= self.capacity || self.slots.is_empty(), "weight within capacity");
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+    use std::collections::HashSet;
+
+    #[derive(Default)]
+    struct Bits {
+        referenced: HashSet<Token>,
+        pinned: HashSet<Token>,
+    }
+    impl Residents for Bits {
+        fn take_referenced(&mut self, t: Token) -> bool {
+            self.referenced.remove(&t)
+        }
+        fn is_pinned(&self, t: Token) -> bool {
+            self.pinned.contains(&t)
+        }
+    }
+
+    #[test]
+    fn second_chance() {
+        let mut c = Clock::new(2);
+        let mut bits = Bits::default();
+        let mut ev = Vec::new();
+        let Admit::Resident(a) = c.admit(1, 1, &mut bits, &mut ev) else { panic!() };
+        let Admit::Resident(b) = c.admit(2, 1, &mut bits, &mut ev) else { panic!() };
+        bits.referenced.insert(a);
+        let Admit::Resident(_) = c.admit(3, 1, &mut bits, &mut ev) else { panic!() };
+        assert_eq!(ev, vec![b], "the unreferenced resident is the victim");
+        c.validate();
+    }
+
+    #[test]
+    fn all_pinned_and_too_heavy() {
+        let mut c = Clock::new(2);
+        let mut bits = Bits::default();
+        let mut ev = Vec::new();
+        assert_eq!(c.admit(0, 3, &mut bits, &mut ev), Admit::TooHeavy);
+        let Admit::Resident(a) = c.admit(1, 1, &mut bits, &mut ev) else { panic!() };
+        let Admit::Resident(b) = c.admit(2, 1, &mut bits, &mut ev) else { panic!() };
+        bits.pinned.extend([a, b]);
+        assert_eq!(c.admit(3, 1, &mut bits, &mut ev), Admit::AllPinned);
+        assert!(ev.is_empty());
+        assert_eq!(c.len(), 2);
+        c.validate();
+    }
+}
