@@ -29,7 +29,7 @@ struct Registered {
 }
 
 thread_local! {
-    static HANDLES: RefCell<Vec<Registered>> = RefCell::new(Vec::new());
+    static HANDLES: RefCell<Vec<Registered>> = const { RefCell::new(Vec::new()) };
 }
 
 /// A cache's own epoch collector.

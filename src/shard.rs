@@ -127,10 +127,10 @@ impl<K: Eq, V> Shard<K, V> {
     ) -> Option<&'g Entry<K, V>> {
         let table = self.table.load(guard);
         let e = table.find(hash, hash::tag(hash), eq, guard)?;
-        if let Some(now) = now {
-            if e.is_expired(now) {
-                return None;
-            }
+        if let Some(now) = now
+            && e.is_expired(now)
+        {
+            return None;
         }
         e.touch();
         Some(e)

@@ -37,7 +37,7 @@ const COUNTERS: usize = Counter::StoreWriteErrors as usize + 1;
 static NEXT_STRIPE: StripeCounter = StripeCounter::new(0);
 
 thread_local! {
-    static STRIPE: Cell<usize> = Cell::new(usize::MAX);
+    static STRIPE: Cell<usize> = const { Cell::new(usize::MAX) };
 }
 
 #[inline]

@@ -138,10 +138,11 @@ impl<K, V> Table<K, V> {
                 // the guard. Entries are retired only after being unlinked from every table
                 // and through `defer_destroy`, so it stays valid while `guard` lives; null
                 // (a concurrent removal) is handled by `as_ref`.
-                if let Some(e) = unsafe { p.as_ref() } {
-                    if e.hash == hash && eq(&e.key) {
-                        return Some(e);
-                    }
+                if let Some(e) = unsafe { p.as_ref() }
+                    && e.hash == hash
+                    && eq(&e.key)
+                {
+                    return Some(e);
                 }
             }
             if has_empty(tags) {
@@ -181,10 +182,11 @@ impl<K, V> Table<K, V> {
                 }
                 let p = group.slots[i].load(Ordering::Relaxed, guard);
                 // SAFETY: as in `find`; besides, only the lock holder retires entries.
-                if let Some(e) = unsafe { p.as_ref() } {
-                    if e.hash == hash && eq(&e.key) {
-                        return Some(Probe::Found(slot_index(g, i)));
-                    }
+                if let Some(e) = unsafe { p.as_ref() }
+                    && e.hash == hash
+                    && eq(&e.key)
+                {
+                    return Some(Probe::Found(slot_index(g, i)));
                 }
             }
             if vacant.is_none() {
