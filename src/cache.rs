@@ -331,8 +331,11 @@ where
         }
     }
 
-    #[cfg(test)]
-    pub(crate) fn validate(&self) {
+    /// Testing aid: check every internal invariant (table ↔ policy bookkeeping, policy
+    /// rings and weights) and panic naming the first one broken. Takes each shard's lock in
+    /// turn; not for production paths.
+    #[doc(hidden)]
+    pub fn validate_internals(&self) {
         let guard = self.inner.reclaim.pin();
         for s in self.inner.shards.iter() {
             s.validate(&guard);

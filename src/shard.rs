@@ -379,8 +379,6 @@ impl<K: Eq, V> Shard<K, V> {
     }
 
     /// Check the writer's bookkeeping against the table (tests).
-    #[cfg(any(test, debug_assertions))]
-    #[allow(dead_code)]
     pub(crate) fn validate(&self, guard: &Guard) {
         let w = lock(&self.writer);
         let table = self.table.load(guard);
