@@ -89,7 +89,9 @@ where
     }
 
     /// The number of shards: a power of two from 1 to 65536. By default about four per
-    /// available core, fewer for small capacities. One shard gives the exact sequential
+    /// available core, fewer for small capacities. An entry-bounded cache uses at most
+    /// `max_capacity` shards (rounded down to a power of two), since a shard must hold at
+    /// least one entry. One shard gives the exact sequential
     /// behaviour of the eviction policy (for simulations), at the cost of write concurrency.
     pub fn shards(mut self, n: usize) -> Self {
         self.shards = Some(n);
@@ -176,6 +178,11 @@ where
             Some(n) if n == 0 || !n.is_power_of_two() || n > MAX_SHARDS => {
                 return Err(BuildError::Shards(n));
             }
+            // A shard with no capacity could hold nothing at all: an entry-bounded cache never
+            // uses more shards than it has entries.
+            Some(n) if self.max_capacity.is_some() && capacity > 0 => {
+                n.min(prev_power_of_two(capacity))
+            }
             Some(n) => n,
             None => default_shards(capacity),
         };
@@ -183,10 +190,15 @@ where
     }
 }
 
+fn prev_power_of_two(n: u64) -> usize {
+    let p = 1u64 << (63 - n.leading_zeros());
+    usize::try_from(p).unwrap_or(MAX_SHARDS).min(MAX_SHARDS)
+}
+
 /// About four shards per core, halved while a shard would hold fewer than `MIN_PER_SHARD`.
 fn default_shards(capacity: u64) -> usize {
     #[cfg(loom)]
-    let cores = 1;
+    let cores: usize = 1;
     #[cfg(not(loom))]
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let mut n = (cores * 4).next_power_of_two().min(MAX_SHARDS);

@@ -342,6 +342,16 @@ where
         }
     }
 
+    /// Rebuild every shard's table now (loom models of a rebuild racing readers).
+    #[cfg(loom)]
+    #[doc(hidden)]
+    pub fn __force_rebuild(&self) {
+        let guard = self.pin();
+        for s in self.inner.shards.iter() {
+            s.force_rebuild(&guard);
+        }
+    }
+
     /// Pin this cache's epoch (for iteration).
     fn pin(&self) -> Guard {
         self.inner.reclaim.pin()

@@ -30,3 +30,10 @@ pub use listener::RemovalCause;
 pub use policy::EvictionPolicy;
 pub use stats::Stats;
 pub use time::{Clock, ManualClock};
+
+/// Internals for the loom models in `loom-tests/`; not part of the public API.
+#[cfg(loom)]
+#[doc(hidden)]
+pub mod __loom {
+    pub use crate::reclaim::release_thread_handles;
+}

@@ -362,6 +362,11 @@ impl<K: Eq, V> Shard<K, V> {
         } else {
             w.slots
         };
+        self.rebuild(w, slots, guard);
+    }
+
+    /// Copy the live entries into a fresh table of `slots` slots, publish it, retire the old.
+    fn rebuild(&self, w: &mut Writer, slots: usize, guard: &Guard) {
         let old = self.table.load(guard);
         let fresh = Table::with_slots(slots);
         for (slot, e) in old.entries(guard) {
@@ -371,6 +376,14 @@ impl<K: Eq, V> Shard<K, V> {
         w.slots = fresh.slots();
         w.tombstones = 0;
         self.table.swap_in(fresh, guard);
+    }
+
+    /// Rebuild the table now, at its current size (loom models of rebuild racing readers).
+    #[cfg(loom)]
+    pub(crate) fn force_rebuild(&self, guard: &Guard) {
+        let mut w = lock(&self.writer);
+        let slots = w.slots;
+        self.rebuild(&mut w, slots, guard);
     }
 
     fn publish_counts(&self, w: &Writer) {
