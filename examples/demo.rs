@@ -28,7 +28,9 @@ fn main() {
         .build()
         .expect("valid settings");
 
-    println!("cogwheel demo: {READERS} readers and {WRITERS} writers, {KEYS} keys, capacity {CAPACITY}");
+    println!(
+        "cogwheel demo: {READERS} readers and {WRITERS} writers, {KEYS} keys, capacity {CAPACITY}"
+    );
     let start = Instant::now();
     let mut handles = Vec::new();
     for w in 0..WRITERS {
@@ -38,7 +40,9 @@ fn main() {
             for _ in 0..OPS / 4 {
                 x = xorshift(x);
                 let k = skewed(x);
-                cache.insert(k, Arc::new(format!("value of {k}"))).expect("no store, no error");
+                cache
+                    .insert(k, Arc::new(format!("value of {k}")))
+                    .expect("no store, no error");
             }
         }));
     }
@@ -50,7 +54,11 @@ fn main() {
                 x = xorshift(x);
                 let k = skewed(x);
                 if let Some(v) = cache.get(&k) {
-                    assert_eq!(*v, format!("value of {k}"), "a reader saw another key's value");
+                    assert_eq!(
+                        *v,
+                        format!("value of {k}"),
+                        "a reader saw another key's value"
+                    );
                 }
             }
         }));
@@ -61,10 +69,21 @@ fn main() {
     let elapsed = start.elapsed();
     let s = cache.stats();
     println!("done in {elapsed:.2?}");
-    println!("  entries now     {:>10} (capacity {CAPACITY})", cache.len());
-    println!("  reads           {:>10}  hit ratio {:.1} %", s.requests(), 100.0 * s.hit_ratio());
+    println!(
+        "  entries now     {:>10} (capacity {CAPACITY})",
+        cache.len()
+    );
+    println!(
+        "  reads           {:>10}  hit ratio {:.1} %",
+        s.requests(),
+        100.0 * s.hit_ratio()
+    );
     println!("  inserts         {:>10}  updates {}", s.inserts, s.updates);
-    println!("  evictions       {:>10}  (listener saw {})", s.evictions, evicted.load(Ordering::Relaxed));
+    println!(
+        "  evictions       {:>10}  (listener saw {})",
+        s.evictions,
+        evicted.load(Ordering::Relaxed)
+    );
     assert!(cache.len() as u64 <= CAPACITY);
 }
 

@@ -1,7 +1,7 @@
 //! The public cache handle.
 
 use crate::builder::CacheBuilder;
-use crate::entry::Entry;
+use crate::entry::{Entry, Expiry};
 use crate::error::Error;
 use crate::hash::{self, DefaultHashBuilder};
 use crate::listener::{Listener, RemovalCause, Weigher};
@@ -43,10 +43,10 @@ struct Inner<K, V, S> {
     reclaim: Reclaimer,
     counters: Counters,
     clock: Clock,
-    /// Whether any entry can expire (reads only consult the clock if so).
-    expiring: bool,
+    tti_nanos: Option<u64>,
+    /// How far a read must move a time-to-idle deadline before it is stored.
+    tti_slack: u64,
     time_to_live: Option<Duration>,
-    time_to_idle: Option<Duration>,
     capacity: u64,
     weigher: Option<Weigher<K, V>>,
     listener: Option<Listener<K, V>>,
@@ -99,9 +99,11 @@ where
             reclaim: Reclaimer::new(),
             counters: Counters::new(stripes),
             clock: b.clock,
-            expiring: b.time_to_live.is_some() || b.time_to_idle.is_some(),
+            tti_nanos: b.time_to_idle.map(time::duration_nanos),
+            tti_slack: b
+                .time_to_idle
+                .map_or(0, |d| (time::duration_nanos(d) / 1024).min(1_000_000)),
             time_to_live: b.time_to_live,
-            time_to_idle: b.time_to_idle,
             capacity,
             weigher: b.weigher,
             listener: b.listener,
@@ -130,16 +132,29 @@ where
     {
         let inner = &*self.inner;
         let hash = self.hash(key);
-        let now = if inner.expiring {
-            Some(inner.clock.now())
-        } else {
-            None
-        };
         let guard = inner.reclaim.pin();
-        let found = self
-            .shard(hash)
-            .get(hash, |k| k.borrow() == key, now, &guard)
-            .map(|e| e.value.clone());
+        let found = match self.shard(hash).peek(hash, |k| k.borrow() == key, &guard) {
+            Some(e) => {
+                let d = e.deadline();
+                // Entries that cannot expire skip the clock entirely.
+                if d == time::NEVER {
+                    e.touch();
+                    Some(e.value.clone())
+                } else {
+                    let now = inner.clock.now();
+                    if d <= now {
+                        None
+                    } else {
+                        if let Some(tti) = inner.tti_nanos {
+                            e.extend_idle(now, tti, inner.tti_slack);
+                        }
+                        e.touch();
+                        Some(e.value.clone())
+                    }
+                }
+            }
+            None => None,
+        };
         drop(guard);
         inner.counters.incr(if found.is_some() {
             Counter::Hits
@@ -159,7 +174,7 @@ where
         let hash = self.hash(key);
         let guard = inner.reclaim.pin();
         match self.shard(hash).peek(hash, |k| k.borrow() == key, &guard) {
-            Some(e) => !inner.expiring || !e.is_expired(inner.clock.now()),
+            Some(e) => !inner.is_expired(e),
             None => false,
         }
     }
@@ -173,25 +188,49 @@ where
         self.insert_with(key, value, self.inner.time_to_live)
     }
 
+    /// Insert or replace `key`'s value with its own time-to-live (instead of the builder's
+    /// default). A zero TTL means the value is not stored: any previous value of the key is
+    /// removed (reported as `Replaced`).
+    ///
+    /// ```
+    /// use cogwheel::{Cache, ManualClock};
+    /// use std::time::Duration;
+    ///
+    /// let clock = ManualClock::new();
+    /// let cache: Cache<&str, u32> = Cache::builder().max_capacity(10).clock(clock.clone()).build().unwrap();
+    /// cache.insert_with_ttl("session", 7, Duration::from_secs(30)).unwrap();
+    /// clock.advance(Duration::from_secs(29));
+    /// assert_eq!(cache.get("session"), Some(7));
+    /// clock.advance(Duration::from_secs(1));
+    /// assert_eq!(cache.get("session"), None);
+    /// ```
+    pub fn insert_with_ttl(&self, key: K, value: V, ttl: Duration) -> Result<(), Error> {
+        self.insert_with(key, value, Some(ttl))
+    }
+
     fn insert_with(&self, key: K, value: V, ttl: Option<Duration>) -> Result<(), Error> {
         let inner = &*self.inner;
         if inner.capacity == 0 {
             return Ok(());
         }
         let weight = inner.weigher.as_ref().map_or(1, |w| w(&key, &value));
-        let now = if inner.expiring { inner.clock.now() } else { 0 };
-        let deadline = match (ttl, inner.time_to_idle) {
-            (None, None) => time::NEVER,
-            (Some(t), None) => time::deadline(now, t),
-            (None, Some(i)) => time::deadline(now, i),
-            (Some(t), Some(i)) => time::deadline(now, t).min(time::deadline(now, i)),
-        };
+        let now = inner.clock.now();
+        let exp = inner.expiry_for(now, ttl);
+        if exp.deadline <= now {
+            // Expired on arrival (a zero TTL): not stored, and the superseded value goes.
+            let hash = self.hash(&key);
+            let guard = inner.reclaim.pin();
+            if let Some(e) = self.shard(hash).remove(hash, |k| *k == key, &guard) {
+                self.report(&[(e, RemovalCause::Replaced)]);
+            }
+            return Ok(());
+        }
         let hash = self.hash(&key);
         let guard = inner.reclaim.pin();
         let mut out = Vec::new();
         let outcome = self
             .shard(hash)
-            .insert(hash, key, value, weight, deadline, now, &guard, &mut out);
+            .insert(hash, key, value, weight, exp, now, &guard, &mut out);
         self.report(&out);
         drop(guard);
         match outcome {
@@ -225,7 +264,7 @@ where
         let Some(e) = self.shard(hash).remove(hash, |k| k.borrow() == key, &guard) else {
             return Ok(None);
         };
-        let expired = inner.expiring && e.is_expired(inner.clock.now());
+        let expired = inner.is_expired(e);
         let cause = if expired {
             RemovalCause::Expired
         } else {
@@ -358,6 +397,27 @@ where
     }
 }
 
+impl<K, V, S> Inner<K, V, S> {
+    /// Whether `e` is past its deadline (entries that never expire skip the clock).
+    #[inline]
+    fn is_expired(&self, e: &Entry<K, V>) -> bool {
+        let d = e.deadline();
+        d != time::NEVER && d <= self.clock.now()
+    }
+
+    /// The deadlines of an entry written at `now` with `ttl` (or the default).
+    fn expiry_for(&self, now: u64, ttl: Option<Duration>) -> Expiry {
+        let expires_at = ttl.map_or(time::NEVER, |t| time::deadline(now, t));
+        let idle = self
+            .tti_nanos
+            .map_or(time::NEVER, |i| now.saturating_add(i));
+        Expiry {
+            deadline: expires_at.min(idle),
+            expires_at,
+        }
+    }
+}
+
 impl<K, V, S> Clone for Cache<K, V, S> {
     fn clone(&self) -> Self {
         Cache {
@@ -403,14 +463,9 @@ where
             // One shard at a time: the guard is held only while copying one shard out, so a
             // slow consumer of the iterator does not hold back reclamation.
             let guard = self.cache.pin();
-            let now = if inner.expiring {
-                Some(inner.clock.now())
-            } else {
-                None
-            };
             let items: Vec<(K, V)> = shard
                 .entries(&guard)
-                .filter(|e| now.is_none_or(|n| !e.is_expired(n)))
+                .filter(|e| !inner.is_expired(e))
                 .map(|e| (e.key.clone(), e.value.clone()))
                 .collect();
             self.buf = items.into_iter();

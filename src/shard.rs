@@ -8,7 +8,7 @@
 //! handed back to the caller, who reports them after unlocking while its guard keeps them
 //! readable.
 
-use crate::entry::Entry;
+use crate::entry::{Entry, Expiry};
 use crate::hash;
 use crate::listener::RemovalCause;
 use crate::policy::{Admit, EvictionPolicy, Policy, Residents, Token};
@@ -116,27 +116,7 @@ impl<K: Eq, V> Shard<K, V> {
         }
     }
 
-    /// Lock-free read: the live entry for the key, marked referenced.
-    #[inline]
-    pub(crate) fn get<'g>(
-        &self,
-        hash: u64,
-        eq: impl FnMut(&K) -> bool,
-        now: Option<u64>,
-        guard: &'g Guard,
-    ) -> Option<&'g Entry<K, V>> {
-        let table = self.table.load(guard);
-        let e = table.find(hash, hash::tag(hash), eq, guard)?;
-        if let Some(now) = now
-            && e.is_expired(now)
-        {
-            return None;
-        }
-        e.touch();
-        Some(e)
-    }
-
-    /// Lock-free read without marking the entry referenced (for `contains_key`, `iter`).
+    /// Lock-free read. The caller checks expiry and marks the entry referenced.
     #[inline]
     pub(crate) fn peek<'g>(
         &self,
@@ -158,7 +138,7 @@ impl<K: Eq, V> Shard<K, V> {
         key: K,
         value: V,
         weight: u32,
-        deadline: u64,
+        exp: Expiry,
         now: u64,
         guard: &'g Guard,
         out: &mut Vec<Removed<'g, K, V>>,
@@ -190,7 +170,7 @@ impl<K: Eq, V> Shard<K, V> {
                         return InsertOutcome::TooHeavy;
                     }
                 }
-                let fresh = Entry::new(key, value, hash, token, weight, deadline);
+                let fresh = Entry::new(key, value, hash, token, weight, exp);
                 let expired = old.is_expired(now);
                 if !expired {
                     fresh.inherit_referenced(old);
@@ -227,8 +207,7 @@ impl<K: Eq, V> Shard<K, V> {
                     Admit::Resident(token) => {
                         // Victims first: the newcomer may reuse a victim's token.
                         self.remove_victims(w, table, guard, out);
-                        let e =
-                            new_entry(Entry::new(key, value, hash, token, weight, deadline), guard);
+                        let e = new_entry(Entry::new(key, value, hash, token, weight, exp), guard);
                         if table.publish(slot, tag, e) {
                             w.tombstones -= 1;
                         }
