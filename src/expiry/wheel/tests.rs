@@ -298,10 +298,8 @@ fn check(ops: Vec<Op>) {
             let d = model.remove(t).unwrap_or_else(|| panic!("token {t} fired twice or unscheduled"));
             assert!(d <= clamped, "token {t} fired early: deadline {d} > now {clamped}");
         }
-        if done {
-            if let Some((t, d)) = model.iter().find(|(_, d)| fire_bound(**d) <= clamped) {
-                panic!("token {t} (deadline {d}) missed: now {clamped} completed");
-            }
+        if done && let Some((t, d)) = model.iter().find(|(_, d)| fire_bound(**d) <= clamped) {
+            panic!("token {t} (deadline {d}) missed: now {clamped} completed");
         }
         w.validate();
         done
