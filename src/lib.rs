@@ -11,6 +11,8 @@ mod error;
 #[allow(dead_code)] // the lead wires the wheel into the shard
 mod expiry;
 mod hash;
+#[allow(dead_code)] // the lead wires the loader into the cache
+mod loader;
 mod policy;
 pub mod store;
 mod sync;
