@@ -19,6 +19,14 @@ mod sync;
 mod time;
 
 pub use error::{BuildError, Error};
+
+/// Internals the loom models in `loom-tests/` drive directly; not API. Other branches add their
+/// own items here.
+#[cfg(loom)]
+#[doc(hidden)]
+pub mod __loom {
+    pub use crate::loader::{LoadError, Loaded, Loader, Origin};
+}
 pub use hash::{DefaultHashBuilder, fixed_hasher};
 pub use policy::EvictionPolicy;
 pub use time::{Clock, ManualClock};
