@@ -49,9 +49,9 @@
 //! 1. it is returned exactly once;
 //! 2. never early: only by a call whose (clamped) `now` is `>= d`;
 //! 3. at the latest by the first call that returns `true` with a (clamped) `now` that is
-//!    `>= fire_bound(d)`; a token scheduled with `d <= ` the wheel's time is returned by the
-//!    next call that returns `true`; and everything is returned by a completed advance to
-//!    `u64::MAX`.
+//!    `>= fire_bound(d)`. Moreover a token scheduled, after a call that returned `true`, with
+//!    `d <= now()` (already overdue) is returned by the next call that returns `true`, and a
+//!    completed advance to `u64::MAX` returns everything.
 //!
 //! So the wheel is precise to one level-0 tick (≈ 1.07 s), as Caffeine's is: a token whose
 //! deadline falls inside the current tick waits for the tick to end. That is the right trade
