@@ -40,6 +40,9 @@
 //! therefore be an insert-if-absent, so a writer's value is never replaced by a load's.
 //! `publish` runs under the flight lock: it must not call back into this loader for the same
 //! key (in particular not through a path that calls `invalidate`).
+//!
+//! The items are `pub` inside this private module only so that the loom shim (`crate::__loom`)
+//! can re-export them; outside the crate they stay unreachable.
 
 use crate::sync::{self, Arc, Condvar, Mutex, MutexGuard, thread};
 use std::any::Any;
