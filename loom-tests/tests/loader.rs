@@ -192,4 +192,43 @@ mod loader {
             assert!(w.loader.is_empty());
         });
     }
+
+    #[test]
+    fn remove_during_a_load_with_a_waiter() {
+        loom::model(|| {
+            let w = World::new();
+            let started = Arc::new(AtomicBool::new(false));
+            let spawn_load = || {
+                let (w, started) = (w.clone(), started.clone());
+                thread::spawn(move || {
+                    w.loader.run::<(), _, _, _>(
+                        HASH,
+                        &KEY,
+                        || w.cached(),
+                        || {
+                            w.loads.fetch_add(1, Ordering::SeqCst);
+                            started.store(true, Ordering::SeqCst);
+                            Ok(1)
+                        },
+                        |v| w.publish(v),
+                    )
+                })
+            };
+            let (a, b) = (spawn_load(), spawn_load());
+            let removed = started.load(Ordering::SeqCst);
+            if removed {
+                w.loader.invalidate(HASH, &KEY);
+                *w.cache.lock().unwrap() = None;
+            }
+            let (a, b) = (a.join().unwrap().unwrap(), b.join().unwrap().unwrap());
+            assert_eq!((a.value, b.value), (1, 1));
+            let loads = w.loads.load(Ordering::SeqCst);
+            assert!(loads <= 2);
+            if removed && loads == 1 {
+                // One flight served both callers and it started before the remove.
+                assert_eq!(w.cached(), None, "{a:?} {b:?}");
+            }
+            assert!(w.loader.is_empty());
+        });
+    }
 }
