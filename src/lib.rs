@@ -11,8 +11,12 @@ mod builder;
 mod cache;
 mod entry;
 mod error;
+#[allow(dead_code)] // the lead wires the wheel into the shard
+mod expiry;
 mod hash;
 mod listener;
+#[allow(dead_code)] // the lead wires the loader into the cache
+mod loader;
 mod policy;
 mod reclaim;
 mod shard;
@@ -25,6 +29,7 @@ mod time;
 pub use builder::{CacheBuilder, MAX_SHARDS};
 pub use cache::{Cache, Iter};
 pub use error::{BuildError, Error};
+
 pub use hash::{DefaultHashBuilder, fixed_hasher};
 pub use listener::RemovalCause;
 pub use policy::EvictionPolicy;
@@ -35,5 +40,6 @@ pub use time::{Clock, ManualClock};
 #[cfg(loom)]
 #[doc(hidden)]
 pub mod __loom {
+    pub use crate::loader::{LoadError, Loaded, Loader, Origin};
     pub use crate::reclaim::release_thread_handles;
 }
