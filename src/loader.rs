@@ -44,7 +44,7 @@
 //! The items are `pub` inside this private module only so that the loom shim (`crate::__loom`)
 //! can re-export them; outside the crate they stay unreachable.
 
-use crate::sync::{self, Arc, Condvar, Mutex, MutexGuard, thread};
+use crate::sync::{self, Arc, AtomicUsize, Condvar, Mutex, MutexGuard, Ordering, thread};
 use std::any::Any;
 use std::collections::HashMap;
 use std::fmt;
@@ -116,7 +116,14 @@ enum State<V> {
     Abandoned,
 }
 
-type Shard<K, V> = Mutex<HashMap<K, Arc<Flight<V>>>>;
+/// One registry shard: the flights, and how many there are. The count is changed only under
+/// the map's lock, and read without it by `invalidate`: every insert and remove calls
+/// `invalidate`, and almost always no load is running, so the common case costs one load
+/// instead of a lock.
+struct Shard<K, V> {
+    map: Mutex<HashMap<K, Arc<Flight<V>>>>,
+    flights: AtomicUsize,
+}
 
 impl<K: Hash + Eq + Clone, V: Clone> Default for Loader<K, V> {
     fn default() -> Self {
@@ -128,7 +135,9 @@ impl<K: Hash + Eq + Clone, V: Clone> Loader<K, V> {
     /// An empty registry.
     pub fn new() -> Self {
         Loader {
-            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            shards: (0..SHARDS)
+                .map(|_| Shard { map: Mutex::new(HashMap::new()), flights: AtomicUsize::new(0) })
+                .collect(),
         }
     }
 
@@ -157,7 +166,7 @@ impl<K: Hash + Eq + Clone, V: Clone> Loader<K, V> {
         let me = thread::current();
         loop {
             let flight = {
-                let mut map = sync::lock(shard);
+                let mut map = sync::lock(&shard.map);
                 match map.get(key) {
                     Some(flight) if flight.leader.id() == me.id() => {
                         return Err(LoadError::Recursive);
@@ -169,6 +178,10 @@ impl<K: Hash + Eq + Clone, V: Clone> Loader<K, V> {
                             state: Mutex::new(State::Running { stale: false }),
                             done: Condvar::new(),
                         });
+                        // SeqCst pairs with the load in `invalidate`: a writer that misses this
+                        // increment started before the flight existed, and any load that then
+                        // starts is ordered after the writer's change by `check`/`publish`.
+                        shard.flights.fetch_add(1, Ordering::SeqCst);
                         map.insert(key.clone(), Arc::clone(&flight));
                         drop(map);
                         return lead(shard, key, &flight, check, init, publish);
@@ -207,7 +220,11 @@ impl<K: Hash + Eq + Clone, V: Clone> Loader<K, V> {
     pub fn invalidate(&self, hash: u64, key: &K) -> bool {
         // Take the flight out under the registry lock, then lock the flight alone: the registry
         // and flight locks are never held together, so there is no lock order to get wrong.
-        let Some(flight) = sync::lock(self.shard(hash)).get(key).cloned() else {
+        let shard = self.shard(hash);
+        if shard.flights.load(Ordering::SeqCst) == 0 {
+            return false;
+        }
+        let Some(flight) = sync::lock(&shard.map).get(key).cloned() else {
             return false;
         };
         let mut state = sync::lock(&flight.state);
@@ -222,7 +239,7 @@ impl<K: Hash + Eq + Clone, V: Clone> Loader<K, V> {
 
     /// Number of loads in flight (for tests and stats).
     pub fn len(&self) -> usize {
-        self.shards.iter().map(|s| sync::lock(s).len()).sum()
+        self.shards.iter().map(|s| sync::lock(&s.map).len()).sum()
     }
 
     /// Whether no load is in flight.
@@ -235,7 +252,7 @@ impl<K: Hash + Eq + Clone, V: Clone> Loader<K, V> {
     #[cfg(test)]
     fn waiting(&self, hash: u64, key: &K) -> usize {
         // One reference is the registry's, one the leader's; the rest belong to waiters.
-        sync::lock(self.shard(hash))
+        sync::lock(&self.shard(hash).map)
             .get(key)
             .map_or(0, |f| Arc::strong_count(f).saturating_sub(2))
     }
@@ -330,11 +347,12 @@ fn complete<K: Hash + Eq, V>(shard: &Shard<K, V>, key: &K, flight: &Arc<Flight<V
 }
 
 fn unregister<K: Hash + Eq, V>(shard: &Shard<K, V>, key: &K, flight: &Arc<Flight<V>>) {
-    let mut map = sync::lock(shard);
+    let mut map = sync::lock(&shard.map);
     // Only the leader removes its flight, so the entry is this flight; check anyway rather
     // than remove a stranger's.
     if map.get(key).is_some_and(|f| Arc::ptr_eq(f, flight)) {
         map.remove(key);
+        shard.flights.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
