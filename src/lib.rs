@@ -13,8 +13,16 @@ mod policy;
 pub mod store;
 mod sync;
 mod time;
+mod write_behind;
 
 pub use error::{BuildError, Error};
 pub use hash::{DefaultHashBuilder, fixed_hasher};
 pub use policy::EvictionPolicy;
 pub use time::{Clock, ManualClock};
+
+/// Internals for the loom models in `loom-tests/` (a `--cfg loom` build only; not API).
+#[cfg(loom)]
+#[doc(hidden)]
+pub mod __loom {
+    pub use crate::write_behind::mpsc::{MpscQueue, Node, TryPopError};
+}
