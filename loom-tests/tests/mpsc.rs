@@ -5,6 +5,18 @@
 //! a node before pushing it, and every node is dropped exactly once (a drop counter) and none
 //! leaks (`loom::alloc::Track` in each node, and loom's own leak check of the node `Arc`s).
 //! Run with `.ci/loom.sh mpsc`.
+//!
+//! These models were checked against bugs planted by hand (then reverted) in
+//! `src/write_behind/mpsc.rs`; each made every model fail within a few executions:
+//! - link store `prev.next = n` Relaxed instead of Release: "Causality violation: Concurrent
+//!   load and mut accesses" at the consumer's load of `n.next`;
+//! - `head.swap` Release instead of AcqRel: "Causality violation: Concurrent atomic store and
+//!   mut accesses" at a producer's link store, or a lost link ("Model exceeded maximum number of
+//!   branches" in `pop_wait`);
+//! - `n.next = null` moved after the swap (node published before it is reset): a lost link,
+//!   reported as exceeded branches in `pop_wait` or "MpscQueue dropped while inconsistent";
+//! - the stub pushed without checking `tail == head`: loom's `Arc::from_raw` panics on a node
+//!   that was already released (a double pop).
 #![cfg(loom)]
 
 use cogwheel::__loom::{MpscQueue, Node, TryPopError};

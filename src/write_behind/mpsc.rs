@@ -31,9 +31,9 @@
 //! step 3, and nodes pushed behind the gap (even by pushes that already returned) are invisible
 //! until then. `pop` reports this as [`TryPopError::Inconsistent`] rather than `Empty`, because
 //! `head` shows that nodes are on their way. The window is two instructions long, but a producer
-//! may be preempted inside it, so the consumer must not spin on the CPU: [`Consumer::pop_wait`]
-//! waits with [`crate::sync::spin_wait`], which backs off to an OS yield (and yields the model
-//! thread under loom). This is the known trade of the algorithm: producers are wait-free, the
+//! may be preempted inside it, so the consumer must not spin without bound:
+//! [`Consumer::pop_wait`] waits with [`crate::sync::spin_wait`], a few spin hints and then OS
+//! yields (and a model-thread yield under loom, which would otherwise never run the producer). This is the known trade of the algorithm: producers are wait-free, the
 //! consumer is blocking with respect to a stalled producer, and the queue is not linearizable
 //! (a completed push can be invisible behind a slower one). The write-behind writer only needs
 //! "every push is eventually popped, in per-producer order", which holds.
