@@ -13,8 +13,9 @@
 //!
 //! # Protocol
 //!
-//! `push(n)` (any thread, wait-free: one swap and one store):
-//! 1. `n.next = null` (Relaxed);
+//! `push(n)` (any thread, wait-free: one compare-exchange, one swap and one store):
+//! 1. claim `n`: `n.next` goes from `UNQUEUED` to null (Acquire), or `push` panics because `n`
+//!    is already in a queue (see "At most one queue at a time" below);
 //! 2. `prev = head.swap(n)` (AcqRel): `n` is now the newest node;
 //! 3. `prev.next = n` (Release): `n` is now reachable from `tail`.
 //!
@@ -22,7 +23,8 @@
 //! (Acquire). If `tail` is the stub, step over it first. If `next` is set, `tail` is complete:
 //! advance `tail` to `next` and return the old `tail`. If `next` is null and `tail` is also
 //! `head`, `tail` is the last node: the consumer pushes the stub behind it (as a producer would)
-//! so that it can advance past `tail`, and returns `tail` once its `next` is linked.
+//! so that it can advance past `tail`, and returns `tail` once its `next` is linked. A returned
+//! node's `next` is reset to `UNQUEUED` (Release), which makes it pushable again.
 //!
 //! # The inconsistent window
 //!
@@ -40,12 +42,13 @@
 //!
 //! # Orderings, and why
 //!
-//! - `n.next = null` is Relaxed: nobody else can reach `n` yet; the Release half of the swap
-//!   publishes it.
+//! - The claim (`n.next`: `UNQUEUED` → null) is Acquire and the reset to `UNQUEUED` when `n`
+//!   is popped is Release: a push of a popped node comes after everything the consumer did
+//!   with it, including its last read of `n.next`.
 //! - `head.swap` is AcqRel. Release: the producer that later swaps `n` out of `head` writes
-//!   `n.next`; it must do so *after* our `n.next = null` (otherwise the null store could
+//!   `n.next`; it must do so *after* our claim wrote null there (otherwise the null could
 //!   overwrite its link and lose the rest of the queue). Acquire: symmetrically, our step 3
-//!   writes `prev.next` and must come after `prev`'s own null store by its producer.
+//!   writes `prev.next` and must come after `prev`'s own claim by its producer.
 //! - `prev.next = n` is Release and the consumer's loads of `next` are Acquire. This is the edge
 //!   that hands the node over: everything `n`'s producer did before pushing (building the node,
 //!   changing its fields) is visible to the consumer that pops `n`, and so is `n.next = null`.
@@ -68,12 +71,17 @@
 //! # At most one queue at a time
 //!
 //! A node has one `next` field, so it may be in at most one queue, at most once, at any time.
-//! The queue cannot check this cheaply; the caller must guarantee it. The cache does so by
-//! pushing an entry only on its clean→dirty transition (a successful CAS on the entry's dirty
-//! state), and the writer makes the entry clean again only after popping it. That CAS chain also
-//! orders a pop before the next push of the same node. Debug builds keep a `queued` flag in
-//! every [`Links`] and assert the rule on each push. The flag uses Relaxed operations on purpose,
-//! so that debug (and loom) builds check exactly the orderings that release builds rely on.
+//! Breaking that rule would corrupt the list and free a node twice, so a safe `push` must not
+//! be able to do it: the rule is enforced in every build, at no extra space. A node in no queue
+//! has `next == UNQUEUED` (a dangling, never-allocated address); `push` claims the node by
+//! swinging `next` from `UNQUEUED` to null with a compare-exchange, and panics if `next` held
+//! anything else; `pop` (and `Drop`) store `UNQUEUED` back once the node is unlinked. The
+//! compare-exchange takes the place of the plain `next = null` store of the textbook algorithm,
+//! so a push still costs one read-modify-write on the node and one on `head`.
+//!
+//! The panic is a bug check, not flow control: the cache pushes an entry only on its
+//! clean→dirty transition (a successful CAS on the entry's dirty state), and the writer makes
+//! the entry clean again only after popping it, so an entry is never pushed while queued.
 
 use std::fmt;
 use std::marker::PhantomData;
@@ -85,14 +93,11 @@ use crossbeam_utils::CachePadded;
 use crate::sync::Ordering::{AcqRel, Acquire, Relaxed, Release};
 use crate::sync::{Arc, AtomicBool, AtomicPtr, spin_wait};
 
-/// The link a node embeds to be queued in an [`MpscQueue`]: one atomic `next` pointer (plus, in
-/// debug builds, a flag that asserts the node is in at most one queue at a time).
+/// The link a node embeds to be queued in an [`MpscQueue`]: one atomic `next` pointer.
 pub struct Links<T> {
-    /// The next-newer node, the queue's stub (cast), or null. Holds `Arc::into_raw` pointers.
+    /// While queued: the next-newer node (an `Arc::into_raw` pointer), the queue's stub (cast),
+    /// or null. In no queue: [`unqueued`].
     next: AtomicPtr<T>,
-    /// Set while the node is queued; checks the at-most-one-queue rule in debug builds.
-    #[cfg(debug_assertions)]
-    queued: AtomicBool,
 }
 
 impl<T> Links<T> {
@@ -100,9 +105,7 @@ impl<T> Links<T> {
     #[must_use]
     pub fn new() -> Self {
         Links {
-            next: AtomicPtr::new(ptr::null_mut()),
-            #[cfg(debug_assertions)]
-            queued: AtomicBool::new(false),
+            next: AtomicPtr::new(unqueued()),
         }
     }
 }
@@ -201,7 +204,10 @@ impl<T: Linked> MpscQueue<T> {
     /// An empty queue.
     #[must_use]
     pub fn new() -> Self {
-        let stub: Box<Links<T>> = Box::default();
+        // The stub starts in the list, alone: `next` null, not `UNQUEUED`.
+        let stub = Box::new(Links {
+            next: AtomicPtr::new(ptr::null_mut()),
+        });
         let stub_ptr = stub_ptr(&stub);
         MpscQueue {
             head: CachePadded::new(AtomicPtr::new(stub_ptr)),
@@ -212,24 +218,29 @@ impl<T: Linked> MpscQueue<T> {
         }
     }
 
-    /// Append `node`. Wait-free: one swap and one store, from any number of threads.
+    /// Append `node`. Wait-free (no loop, no wait on other threads), from any number of
+    /// threads.
     ///
     /// The queue keeps `node`'s strong count until the node is popped or the queue is dropped.
-    /// `node` must not be in any queue already (see the module docs for how the cache ensures
-    /// this); debug builds panic if it is.
+    ///
+    /// # Panics
+    ///
+    /// If `node` is already in a queue (this one or another, not yet popped): a node has one
+    /// `next` field. The cache never does this (see the module docs).
     pub fn push(&self, node: Arc<T>) {
-        #[cfg(debug_assertions)]
-        {
-            let was_queued = node.links().queued.swap(true, Relaxed);
-            assert!(
-                !was_queued,
-                "MpscQueue::push: node is already queued (a node may be in one queue, once, at a time)"
-            );
-        }
+        let claimed =
+            node.links()
+                .next
+                .compare_exchange(unqueued(), ptr::null_mut(), Acquire, Relaxed);
+        assert!(
+            claimed.is_ok(),
+            "MpscQueue::push: node is already queued (a node may be in one queue, once, at a time)"
+        );
         let node = Arc::into_raw(node).cast_mut();
         // SAFETY: `node` comes from `Arc::into_raw` just above, so the queue now owns a strong
-        // count of it and it is not the stub; by the caller's contract it is in no queue.
-        unsafe { self.push_raw(node) };
+        // count of it and it is not the stub. The claim above succeeded, so `node` was in no
+        // queue and its `next` is null and ours: no other push can claim it until it is popped.
+        unsafe { self.link(node) };
     }
 
     /// Take the consumer role, or `None` when another thread holds it.
@@ -285,18 +296,15 @@ impl<T: Linked> MpscQueue<T> {
         }
     }
 
-    /// Steps 1–3 of the push protocol for a node the queue already owns.
+    /// Steps 2 and 3 of the push protocol, for a node whose `next` is already null.
     ///
     /// # Safety
     ///
     /// `node` is either the stub while the stub is not in the list (only the consumer pushes
     /// it), or a pointer from `Arc::into_raw` whose strong count the caller has handed to the
-    /// queue, for a node that is in no queue. Either way no other thread accesses `node.next`.
-    unsafe fn push_raw(&self, node: *mut T) {
-        // SAFETY: the queue owns `node` (or it is the stub), per this function's contract.
-        unsafe { self.links_of(node) }
-            .next
-            .store(ptr::null_mut(), Relaxed);
+    /// queue, for a node the caller has claimed (`next` swung from `UNQUEUED` to null). Either
+    /// way `node.next` is null and no other thread accesses it until `node` is linked.
+    unsafe fn link(&self, node: *mut T) {
         let prev = self.head.swap(node, AcqRel);
         // SAFETY: `prev` was `head`, so it is the stub or a queued node whose `next` is still
         // null. The consumer releases a node only after it has seen that node's `next` set, and
@@ -316,6 +324,7 @@ impl<T: Linked> MpscQueue<T> {
         // SAFETY: `tail` is the stub or the oldest queued node, which only the consumer (us)
         // can release.
         let mut next = unsafe { self.links_of(tail) }.next.load(Acquire);
+        debug_assert_ne!(next, unqueued(), "a node in the list has an unqueued link");
 
         if tail == stub {
             if next.is_null() {
@@ -333,6 +342,7 @@ impl<T: Linked> MpscQueue<T> {
             // SAFETY: `tail` is now the oldest queued node (linked after the stub by its
             // producer's Release store, which our Acquire load above observed).
             next = unsafe { self.links_of(tail) }.next.load(Acquire);
+            debug_assert_ne!(next, unqueued(), "a node in the list has an unqueued link");
         }
 
         if !next.is_null() {
@@ -348,8 +358,11 @@ impl<T: Linked> MpscQueue<T> {
 
         // `tail` is the only node and the stub is not in the list (`tail == head` and `tail`
         // is not the stub): queue the stub behind `tail` so that `tail` can be released.
-        // SAFETY: the stub is not in the list and we are the consumer, its only pusher.
-        unsafe { self.push_raw(stub) };
+        // The stub is not in the list and we are the consumer, its only pusher; its `next` may
+        // still point at a node popped long ago. Publishing this null is the swap's job.
+        self.stub.next.store(ptr::null_mut(), Relaxed);
+        // SAFETY: the stub is not in the list, its `next` is null, and only we push it.
+        unsafe { self.link(stub) };
         // SAFETY: `tail` is still queued; only we can release it.
         next = unsafe { self.links_of(tail) }.next.load(Acquire);
         if next.is_null() {
@@ -362,7 +375,7 @@ impl<T: Linked> MpscQueue<T> {
         Ok(unsafe { self.take(tail) })
     }
 
-    /// Hand an unlinked node back to the caller.
+    /// Hand an unlinked node back to the caller, pushable again.
     ///
     /// # Safety
     ///
@@ -372,8 +385,8 @@ impl<T: Linked> MpscQueue<T> {
         // SAFETY: the strong count taken by `push` is still owned by the queue and is given
         // back exactly once, here, because `tail` has moved past `node`.
         let node = unsafe { Arc::from_raw(node) };
-        #[cfg(debug_assertions)]
-        node.links().queued.store(false, Relaxed);
+        // Our last access to `node.next`: from here on a producer may claim it again.
+        node.links().next.store(unqueued(), Release);
         node
     }
 }
@@ -460,6 +473,12 @@ impl<T: Linked> fmt::Debug for Consumer<'_, T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Consumer").finish_non_exhaustive()
     }
+}
+
+/// The `next` of a node that is in no queue: a dangling address that no allocation (node or
+/// stub) can have. Only ever compared, never dereferenced.
+fn unqueued<T>() -> *mut T {
+    ptr::dangling_mut()
 }
 
 /// The stub's address in the queue's `*mut T` encoding. Only ever compared, never dereferenced

@@ -74,13 +74,33 @@ fn a_popped_node_can_be_pushed_again() {
 }
 
 #[test]
-#[cfg(debug_assertions)]
 #[should_panic(expected = "already queued")]
-fn pushing_a_queued_node_panics_in_debug() {
+fn pushing_a_queued_node_panics() {
     let q = MpscQueue::new();
     let a = Arc::new(Node::new(1));
     q.push(Arc::clone(&a));
     q.push(a);
+}
+
+#[test]
+#[should_panic(expected = "already queued")]
+fn pushing_a_node_queued_elsewhere_panics() {
+    let (q1, q2) = (MpscQueue::new(), MpscQueue::new());
+    let a = Arc::new(Node::new(1));
+    q1.push(Arc::clone(&a));
+    q2.push(a);
+}
+
+#[test]
+fn a_node_moves_between_queues_once_popped() {
+    let (q1, q2) = (MpscQueue::new(), MpscQueue::new());
+    let a = Arc::new(Node::new(1));
+    q1.push(Arc::clone(&a));
+    q2.push(q1.pop().unwrap());
+    assert_eq!(q1.pop().unwrap_err(), TryPopError::Empty);
+    assert!(Arc::ptr_eq(&q2.pop().unwrap(), &a));
+    drop((q1, q2));
+    assert_eq!(Arc::strong_count(&a), 1);
 }
 
 #[test]
