@@ -7,22 +7,29 @@
 //! Run with `.ci/loom.sh mpsc`.
 //!
 //! These models were checked against bugs planted by hand (then reverted) in
-//! `src/write_behind/mpsc.rs`; each made every model fail within a few executions:
+//! `src/write_behind/mpsc.rs`; loom rejected each within a fraction of a second:
 //! - link store `prev.next = n` Relaxed instead of Release: "Causality violation: Concurrent
-//!   load and mut accesses" at the consumer's load of `n.next`;
+//!   load and mut accesses" at the consumer's load of `n.next` (all five models);
 //! - `head.swap` Release instead of AcqRel: "Causality violation: Concurrent atomic store and
 //!   mut accesses" at a producer's link store, or a lost link ("Model exceeded maximum number of
-//!   branches" in `pop_wait`);
-//! - `n.next = null` moved after the swap (node published before it is reset): a lost link,
-//!   reported as exceeded branches in `pop_wait` or "MpscQueue dropped while inconsistent";
+//!   branches" in `pop_wait`) (all five);
+//! - `n.next = null` stored again after the swap (node published before its link is reset): a
+//!   lost link, reported as exceeded branches in `pop_wait` or "MpscQueue dropped while
+//!   inconsistent" (all five);
 //! - the stub pushed without checking `tail == head`: loom's `Arc::from_raw` panics on a node
-//!   that was already released (a double pop).
+//!   that was already released, a double pop (four of five; `mpsc_dropped_non_empty` pops
+//!   once only).
+//!
+//! The claim/reset of `next` made Relaxed is not reported, as expected: coherence of `next`
+//! alone keeps the queue correct, and the stronger orderings are there for the caller.
 #![cfg(loom)]
 
 use cogwheel::__loom::{MpscQueue, Node, TryPopError};
 use loom::alloc::Track;
 use loom::sync::Arc;
-use loom::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use loom::sync::atomic::AtomicBool;
+use loom::sync::atomic::AtomicUsize;
+use loom::sync::atomic::Ordering::{AcqRel, Relaxed, Release};
 use loom::thread;
 
 /// The payload of a model node.
@@ -32,6 +39,8 @@ struct Item {
     /// Written (Relaxed) by the producer after the node is built and before it is pushed: the
     /// consumer must read it back, which only the queue's Release/Acquire hand-off guarantees.
     stamp: AtomicUsize,
+    /// The cache entry's dirty flag, for the model of the clean→dirty protocol.
+    dirty: AtomicBool,
     drops: Arc<AtomicUsize>,
     _leak_check: Track<()>,
 }
@@ -64,17 +73,23 @@ fn stamp_of(producer: usize, seq: usize) -> usize {
     100 * (producer + 1) + seq
 }
 
-/// Build node `seq` of `producer` and push it, as a producer thread does.
-fn push(q: &Queue, drops: &Arc<AtomicUsize>, producer: usize, seq: usize) {
+/// Build node `seq` of `producer`, stamped.
+fn new_node(drops: &Arc<AtomicUsize>, producer: usize, seq: usize) -> Arc<Node<Item>> {
     let node = Arc::new(Node::new(Item {
         producer,
         seq,
         stamp: AtomicUsize::new(0),
+        dirty: AtomicBool::new(false),
         drops: Arc::clone(drops),
         _leak_check: Track::new(()),
     }));
     node.stamp.store(stamp_of(producer, seq), Relaxed);
-    q.push(node);
+    node
+}
+
+/// Build node `seq` of `producer` and push it, as a producer thread does.
+fn push(q: &Queue, drops: &Arc<AtomicUsize>, producer: usize, seq: usize) {
+    q.push(new_node(drops, producer, seq));
 }
 
 /// Record a popped node: checks its stamp and its producer's order.
@@ -256,4 +271,56 @@ fn mpsc_contended_consumers() {
         drop(q);
         assert_eq!(drops.load(Relaxed), 2);
     });
+}
+
+/// The cache's protocol: an entry is pushed only on its clean→dirty transition, and the writer
+/// (the consumer) cleans it after popping it. The entry starts dirty and queued; another thread
+/// writes it again (dirties it, pushing it only if it was clean) while the writer pops and
+/// cleans it. So a node popped on one thread is pushed again on another, and `push`'s claim
+/// must never find it still queued.
+#[test]
+fn mpsc_redirtied_entry_is_pushed_again_by_another_thread() {
+    model(
+        "mpsc_redirtied_entry_is_pushed_again_by_another_thread",
+        || {
+            let q = Arc::new(Queue::new());
+            let drops = Arc::new(AtomicUsize::new(0));
+            let entry = new_node(&drops, 0, 0);
+            entry.dirty.store(true, Relaxed);
+            q.push(Arc::clone(&entry));
+
+            let other_writer = {
+                let (q, entry) = (Arc::clone(&q), Arc::clone(&entry));
+                thread::spawn(move || {
+                    let was_dirty = entry.dirty.swap(true, AcqRel);
+                    if !was_dirty {
+                        q.push(entry);
+                    }
+                    !was_dirty
+                })
+            };
+
+            let popped = loop {
+                match q.pop_wait() {
+                    Ok(node) => break node,
+                    Err(TryPopError::Empty) => thread::yield_now(),
+                    Err(e) => panic!("unexpected {e:?}"),
+                }
+            };
+            assert!(Arc::ptr_eq(&popped, &entry));
+            popped.dirty.store(false, Release);
+            drop(popped);
+
+            let pushed_again = other_writer.join().unwrap();
+            let mut popped_again = 0;
+            while let Ok(node) = q.pop_wait() {
+                assert!(Arc::ptr_eq(&node, &entry));
+                popped_again += 1;
+            }
+            assert_eq!(popped_again, usize::from(pushed_again));
+            drop(q);
+            drop(entry);
+            assert_eq!(drops.load(Relaxed), 1);
+        },
+    );
 }

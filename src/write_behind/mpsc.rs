@@ -43,8 +43,10 @@
 //! # Orderings, and why
 //!
 //! - The claim (`n.next`: `UNQUEUED` → null) is Acquire and the reset to `UNQUEUED` when `n`
-//!   is popped is Release: a push of a popped node comes after everything the consumer did
-//!   with it, including its last read of `n.next`.
+//!   is popped is Release. Coherence of `n.next` alone already puts the consumer's last read
+//!   of it before a new claim; Acquire/Release makes the claim a full hand-off of the node
+//!   (whatever the consumer did before releasing it is visible to the next pusher), so the
+//!   queue does not lean on the caller's own hand-off. It is free on x86.
 //! - `head.swap` is AcqRel. Release: the producer that later swaps `n` out of `head` writes
 //!   `n.next`; it must do so *after* our claim wrote null there (otherwise the null could
 //!   overwrite its link and lose the rest of the queue). Acquire: symmetrically, our step 3
