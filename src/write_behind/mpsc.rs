@@ -35,9 +35,10 @@
 //! `head` shows that nodes are on their way. The window is two instructions long, but a producer
 //! may be preempted inside it, so the consumer must not spin without bound:
 //! [`Consumer::pop_wait`] waits with [`crate::sync::spin_wait`], a few spin hints and then OS
-//! yields (and a model-thread yield under loom, which would otherwise never run the producer). This is the known trade of the algorithm: producers are wait-free, the
-//! consumer is blocking with respect to a stalled producer, and the queue is not linearizable
-//! (a completed push can be invisible behind a slower one). The write-behind writer only needs
+//! yields (and a model-thread yield under loom, which would otherwise never run the producer).
+//! This is the known trade of the algorithm: producers are wait-free, the consumer is blocking
+//! with respect to a stalled producer, and the queue is not linearizable (a completed push can
+//! be invisible behind a slower one). The write-behind writer only needs
 //! "every push is eventually popped, in per-producer order", which holds.
 //!
 //! # Orderings, and why
@@ -53,7 +54,8 @@
 //!   writes `prev.next` and must come after `prev`'s own claim by its producer.
 //! - `prev.next = n` is Release and the consumer's loads of `next` are Acquire. This is the edge
 //!   that hands the node over: everything `n`'s producer did before pushing (building the node,
-//!   changing its fields) is visible to the consumer that pops `n`, and so is `n.next = null`.
+//!   changing its fields) is visible to the consumer that pops `n`, and so is the null that the
+//!   claim wrote to `n.next`.
 //! - The consumer's loads of `head` are Relaxed. They only decide between "empty",
 //!   "inconsistent" and "push the stub"; a stale value just yields `Inconsistent` (the stub push
 //!   and the following Acquire load of `next` settle the real state), and no pointer read from
