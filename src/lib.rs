@@ -25,6 +25,7 @@ pub mod store;
 mod sync;
 mod table;
 mod time;
+mod write_behind;
 
 pub use builder::{CacheBuilder, MAX_SHARDS};
 pub use cache::{Cache, Iter};
@@ -36,10 +37,11 @@ pub use policy::EvictionPolicy;
 pub use stats::Stats;
 pub use time::{Clock, ManualClock};
 
-/// Internals for the loom models in `loom-tests/`; not part of the public API.
+/// Internals for the loom models in `loom-tests/` (a `--cfg loom` build only; not API).
 #[cfg(loom)]
 #[doc(hidden)]
 pub mod __loom {
     pub use crate::loader::{LoadError, Loaded, Loader, Origin};
     pub use crate::reclaim::release_thread_handles;
+    pub use crate::write_behind::mpsc::{MpscQueue, Node, TryPopError};
 }

@@ -136,7 +136,10 @@ impl<K: Hash + Eq + Clone, V: Clone> Loader<K, V> {
     pub fn new() -> Self {
         Loader {
             shards: (0..SHARDS)
-                .map(|_| Shard { map: Mutex::new(HashMap::new()), flights: AtomicUsize::new(0) })
+                .map(|_| Shard {
+                    map: Mutex::new(HashMap::new()),
+                    flights: AtomicUsize::new(0),
+                })
                 .collect(),
         }
     }
