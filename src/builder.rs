@@ -39,6 +39,7 @@ pub struct CacheBuilder<K, V, S = DefaultHashBuilder> {
     pub(crate) time_to_live: Option<Duration>,
     pub(crate) time_to_idle: Option<Duration>,
     pub(crate) listener: Option<Listener<K, V>>,
+    pub(crate) maintenance_interval: Option<Duration>,
     _types: PhantomData<fn(K, V)>,
 }
 
@@ -55,6 +56,7 @@ impl<K, V> CacheBuilder<K, V, DefaultHashBuilder> {
             time_to_live: None,
             time_to_idle: None,
             listener: None,
+            maintenance_interval: None,
             _types: PhantomData,
         }
     }
@@ -134,6 +136,17 @@ where
         self
     }
 
+    /// Start a maintenance thread that reclaims expired entries (and calls the listener for
+    /// them) every `every`, so expiry happens even when no one writes. The thread only ever
+    /// `try_lock`s a shard (it never makes a caller wait), holds no strong reference to the
+    /// cache between runs, and exits when the last handle is dropped. Without it, expired
+    /// entries are never returned anyway, and are reclaimed by writes and
+    /// [`Cache::run_pending_tasks`].
+    pub fn maintenance_interval(mut self, every: Duration) -> Self {
+        self.maintenance_interval = Some(every);
+        self
+    }
+
     /// Use another hasher (for example [`fixed_hasher`](crate::fixed_hasher) for reproducible
     /// layouts).
     pub fn hasher<S2>(self, hasher: S2) -> CacheBuilder<K, V, S2>
@@ -151,6 +164,7 @@ where
             time_to_live: self.time_to_live,
             time_to_idle: self.time_to_idle,
             listener: self.listener,
+            maintenance_interval: self.maintenance_interval,
             _types: PhantomData,
         }
     }
@@ -186,7 +200,12 @@ where
             Some(n) => n,
             None => default_shards(capacity),
         };
-        Ok(Cache::from_builder(self, capacity, shards))
+        if self.maintenance_interval == Some(Duration::ZERO) {
+            return Err(BuildError::Invalid(
+                "maintenance_interval must be longer than zero".into(),
+            ));
+        }
+        Cache::from_builder(self, capacity, shards)
     }
 }
 

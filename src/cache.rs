@@ -2,7 +2,7 @@
 
 use crate::builder::CacheBuilder;
 use crate::entry::{Entry, Expiry};
-use crate::error::Error;
+use crate::error::{BuildError, Error};
 use crate::hash::{self, DefaultHashBuilder};
 use crate::listener::{Listener, RemovalCause, Weigher};
 use crate::reclaim::{Guard, Reclaimer};
@@ -50,6 +50,18 @@ struct Inner<K, V, S> {
     capacity: u64,
     weigher: Option<Weigher<K, V>>,
     listener: Option<Listener<K, V>>,
+    /// The maintenance thread, unparked on drop so it notices and exits.
+    #[cfg(not(loom))]
+    maintenance: std::sync::OnceLock<std::thread::Thread>,
+}
+
+impl<K, V, S> Drop for Inner<K, V, S> {
+    fn drop(&mut self) {
+        #[cfg(not(loom))]
+        if let Some(t) = self.maintenance.get() {
+            t.unpark();
+        }
+    }
 }
 
 impl<K, V> Cache<K, V, DefaultHashBuilder>
@@ -69,7 +81,11 @@ where
     V: Clone + Send + Sync + 'static,
     S: BuildHasher + Clone + Send + Sync + 'static,
 {
-    pub(crate) fn from_builder(b: CacheBuilder<K, V, S>, capacity: u64, shards: usize) -> Self {
+    pub(crate) fn from_builder(
+        b: CacheBuilder<K, V, S>,
+        capacity: u64,
+        shards: usize,
+    ) -> Result<Self, BuildError> {
         let n = shards as u64;
         let shard_list: Box<[Shard<K, V>]> = (0..n)
             .map(|i| {
@@ -92,6 +108,7 @@ where
         let stripes = 1;
         #[cfg(not(loom))]
         let stripes = 4 * std::thread::available_parallelism().map_or(1, |p| p.get());
+        let b_maintenance = b.maintenance_interval;
         let inner = Inner {
             shards: shard_list,
             shard_bits: shards.trailing_zeros(),
@@ -107,10 +124,38 @@ where
             capacity,
             weigher: b.weigher,
             listener: b.listener,
+            #[cfg(not(loom))]
+            maintenance: std::sync::OnceLock::new(),
         };
-        Cache {
+        let cache = Cache {
             inner: Arc::new(inner),
+        };
+        #[cfg(not(loom))]
+        if let Some(every) = b_maintenance {
+            cache.spawn_maintenance(every)?;
         }
+        Ok(cache)
+    }
+
+    /// Start the maintenance thread. It holds only a weak reference between runs, so it never
+    /// keeps the cache alive, and it is unparked by the cache's drop so it exits promptly.
+    #[cfg(not(loom))]
+    fn spawn_maintenance(&self, every: Duration) -> Result<(), BuildError> {
+        let weak = Arc::downgrade(&self.inner);
+        let thread = std::thread::Builder::new()
+            .name("cogwheel-maintenance".into())
+            .spawn(move || {
+                loop {
+                    std::thread::park_timeout(every);
+                    let Some(inner) = weak.upgrade() else { return };
+                    inner.maintain(true);
+                }
+            })
+            .map_err(|e| {
+                BuildError::Invalid(format!("cannot start the maintenance thread: {e}"))
+            })?;
+        let _ = self.inner.maintenance.set(thread.thread().clone());
+        Ok(())
     }
 
     #[inline]
@@ -344,6 +389,14 @@ where
         self.inner.shards.iter().map(|s| s.weight()).sum()
     }
 
+    /// Do pending maintenance now: reclaim every expired entry (calling the listener for
+    /// each). Waits for each shard's lock in turn. Writes do a little of this work each, and
+    /// a maintenance thread (see [`CacheBuilder::maintenance_interval`]) does it without
+    /// traffic; call this when you want it done at a precise moment (for example in tests).
+    pub fn run_pending_tasks(&self) {
+        self.inner.maintain(false);
+    }
+
     /// A snapshot of the statistics.
     pub fn stats(&self) -> Stats {
         Stats::from_counters(&self.inner.counters)
@@ -354,20 +407,8 @@ where
         self.inner.capacity
     }
 
-    /// Count removals and call the listener; never called with a shard lock held.
     fn report(&self, removed: &[Removed<'_, K, V>]) {
-        let inner = &*self.inner;
-        for (e, cause) in removed {
-            match cause {
-                RemovalCause::Evicted => inner.counters.incr(Counter::EvictedSize),
-                RemovalCause::Expired => inner.counters.incr(Counter::EvictedExpired),
-                RemovalCause::Removed => inner.counters.incr(Counter::Removals),
-                RemovalCause::Replaced => {}
-            }
-            if let Some(l) = &inner.listener {
-                l(&e.key, &e.value, *cause);
-            }
-        }
+        self.inner.report(removed);
     }
 
     /// Testing aid: check every internal invariant (table ↔ policy bookkeeping, policy
@@ -394,6 +435,45 @@ where
     /// Pin this cache's epoch (for iteration).
     fn pin(&self) -> Guard {
         self.inner.reclaim.pin()
+    }
+}
+
+impl<K: Eq, V, S> Inner<K, V, S> {
+    /// Reclaim expired entries in every shard. With `try_only`, shards whose lock is taken are
+    /// skipped (the maintenance thread never waits for a writer).
+    fn maintain(&self, try_only: bool) {
+        const BUDGET: usize = 1024;
+        let now = self.clock.now();
+        for shard in self.shards.iter() {
+            loop {
+                let guard = self.reclaim.pin();
+                let mut out = Vec::new();
+                let done = if try_only {
+                    shard.try_run_expiry(now, BUDGET, &guard, &mut out)
+                } else {
+                    shard.run_expiry(now, BUDGET, &guard, &mut out)
+                };
+                self.report(&out);
+                if done {
+                    break;
+                }
+            }
+        }
+    }
+
+    /// Count removals and call the listener; never called with a shard lock held.
+    fn report(&self, removed: &[Removed<'_, K, V>]) {
+        for (e, cause) in removed {
+            match cause {
+                RemovalCause::Evicted => self.counters.incr(Counter::EvictedSize),
+                RemovalCause::Expired => self.counters.incr(Counter::EvictedExpired),
+                RemovalCause::Removed => self.counters.incr(Counter::Removals),
+                RemovalCause::Replaced => {}
+            }
+            if let Some(l) = &self.listener {
+                l(&e.key, &e.value, *cause);
+            }
+        }
     }
 }
 

@@ -9,12 +9,14 @@
 //! readable.
 
 use crate::entry::{Entry, Expiry};
+use crate::expiry::wheel::TimerWheel;
 use crate::hash;
 use crate::listener::RemovalCause;
 use crate::policy::{Admit, EvictionPolicy, Policy, Residents, Token};
 use crate::reclaim::Guard;
-use crate::sync::{AtomicU64, AtomicUsize, Mutex, Ordering, lock};
+use crate::sync::{AtomicU64, AtomicUsize, Mutex, Ordering, lock, try_lock};
 use crate::table::{Probe, Table, TablePtr, new_entry};
+use crate::time;
 use crossbeam_utils::CachePadded;
 
 /// An entry that left a shard, with the reason; readable while the caller's guard lives.
@@ -47,7 +49,23 @@ struct Writer {
     slots: usize,
     /// Scratch for the policy's victims.
     evicted: Vec<Token>,
+    /// Deadlines of the residents that can expire.
+    wheel: TimerWheel,
+    /// Scratch for the wheel's due tokens.
+    due: Vec<Token>,
 }
+
+impl Writer {
+    /// (Re)schedule a resident's expiry; `NEVER` takes it off the wheel.
+    fn schedule(&mut self, token: Token, deadline: u64) {
+        if deadline != time::NEVER || self.wheel.contains(token) {
+            self.wheel.schedule(token, deadline);
+        }
+    }
+}
+
+/// Wheel steps of expiry work done by each write.
+const WRITE_BUDGET: usize = 16;
 
 /// The shard's answers to the policy, valid for one locked operation.
 struct Res<'a, 'g, K, V> {
@@ -110,6 +128,8 @@ impl<K: Eq, V> Shard<K, V> {
                 tombstones: 0,
                 slots,
                 evicted: Vec::new(),
+                wheel: TimerWheel::new(),
+                due: Vec::new(),
             }),
             len: AtomicUsize::new(0),
             weight: AtomicU64::new(0),
@@ -177,6 +197,7 @@ impl<K: Eq, V> Shard<K, V> {
                 }
                 let old_ptr = table.replace(slot, new_entry(fresh, guard), guard);
                 self.table.retire(old_ptr, guard);
+                w.schedule(token, exp.deadline);
                 out.push((
                     old,
                     if expired {
@@ -217,14 +238,97 @@ impl<K: Eq, V> Shard<K, V> {
                         }
                         w.slot_of[t] = slot;
                         w.live += 1;
+                        w.schedule(token, exp.deadline);
                         InsertOutcome::Inserted
                     }
                 }
             }
             None => unreachable!("ensure_room leaves a free slot on every probe path"),
         };
+        // Amortized maintenance: a little expiry work on every write, so a cache with writes
+        // never needs a maintenance thread to reclaim expired entries.
+        if !w.wheel.is_empty() {
+            self.expire(w, table, now, WRITE_BUDGET, guard, out);
+        }
         self.publish_counts(w);
         outcome
+    }
+
+    /// Reclaim expired entries (up to `budget` wheel steps). Returns whether the wheel caught
+    /// up with `now`. Waits for the lock.
+    pub(crate) fn run_expiry<'g>(
+        &self,
+        now: u64,
+        budget: usize,
+        guard: &'g Guard,
+        out: &mut Vec<Removed<'g, K, V>>,
+    ) -> bool {
+        let mut w = lock(&self.writer);
+        self.expire_locked(&mut w, now, budget, guard, out)
+    }
+
+    /// Like `run_expiry`, but gives up at once (returning `true`) if a writer holds the lock:
+    /// optional maintenance never makes anyone wait.
+    pub(crate) fn try_run_expiry<'g>(
+        &self,
+        now: u64,
+        budget: usize,
+        guard: &'g Guard,
+        out: &mut Vec<Removed<'g, K, V>>,
+    ) -> bool {
+        match try_lock(&self.writer) {
+            Some(mut w) => self.expire_locked(&mut w, now, budget, guard, out),
+            None => true,
+        }
+    }
+
+    fn expire_locked<'g>(
+        &self,
+        w: &mut Writer,
+        now: u64,
+        budget: usize,
+        guard: &'g Guard,
+        out: &mut Vec<Removed<'g, K, V>>,
+    ) -> bool {
+        if w.wheel.is_empty() {
+            return true;
+        }
+        let table = self.table.load(guard);
+        let done = self.expire(w, table, now, budget, guard, out);
+        self.publish_counts(w);
+        done
+    }
+
+    fn expire<'g>(
+        &self,
+        w: &mut Writer,
+        table: &Table<K, V>,
+        now: u64,
+        budget: usize,
+        guard: &'g Guard,
+        out: &mut Vec<Removed<'g, K, V>>,
+    ) -> bool {
+        let mut due = std::mem::take(&mut w.due);
+        let done = w.wheel.advance(now, budget, &mut due);
+        for token in due.drain(..) {
+            let Some(e) = table.entry_at(w.slot_of[token as usize], guard) else {
+                debug_assert!(false, "wheel token {token} has no entry");
+                continue;
+            };
+            // The wheel fires by bucket; the entry's own deadline decides (a read may have
+            // pushed a time-to-idle deadline forward since it was scheduled).
+            let deadline = e.deadline();
+            if deadline <= now {
+                let slot = w.slot_of[token as usize];
+                let e = self.unlink(w, table, slot, guard);
+                w.policy.remove(token);
+                out.push((e, RemovalCause::Expired));
+            } else {
+                w.wheel.schedule(token, deadline);
+            }
+        }
+        w.due = due;
+        done
     }
 
     /// Remove the key's entry, if present.
@@ -281,6 +385,7 @@ impl<K: Eq, V> Shard<K, V> {
         // consistent (if stale) snapshot, and no tombstones are left behind.
         self.table.swap_in(Table::with_slots(w.slots), guard);
         w.policy.clear();
+        w.wheel = TimerWheel::new();
         w.slot_of.clear();
         w.live = 0;
         w.tombstones = 0;
@@ -311,6 +416,7 @@ impl<K: Eq, V> Shard<K, V> {
             w.tombstones += 1;
         }
         w.live -= 1;
+        w.wheel.cancel(e.token);
         self.table.retire(ptr, guard);
         e
     }
@@ -381,9 +487,17 @@ impl<K: Eq, V> Shard<K, V> {
                 w.slot_of[e.token as usize], slot,
                 "slot_of maps each token to its slot"
             );
+            if e.deadline() != time::NEVER {
+                assert!(
+                    w.wheel.contains(e.token),
+                    "an entry that can expire is on the wheel"
+                );
+            }
         }
         assert_eq!(n, w.live, "live counts the table's entries");
         assert_eq!(w.policy.len(), w.live, "the policy tracks every live entry");
         w.policy.validate();
+        w.wheel.validate();
+        assert!(w.wheel.len() <= w.live, "the wheel holds only residents");
     }
 }
