@@ -5,6 +5,7 @@ use crate::error::BuildError;
 use crate::hash::DefaultHashBuilder;
 use crate::listener::{Listener, RemovalCause, Weigher};
 use crate::policy::EvictionPolicy;
+use crate::store::BackingStore;
 use crate::time::Clock;
 use std::fmt;
 use std::hash::{BuildHasher, Hash};
@@ -40,6 +41,7 @@ pub struct CacheBuilder<K, V, S = DefaultHashBuilder> {
     pub(crate) time_to_idle: Option<Duration>,
     pub(crate) listener: Option<Listener<K, V>>,
     pub(crate) maintenance_interval: Option<Duration>,
+    pub(crate) store: Option<Arc<dyn BackingStore<K, V>>>,
     _types: PhantomData<fn(K, V)>,
 }
 
@@ -57,6 +59,7 @@ impl<K, V> CacheBuilder<K, V, DefaultHashBuilder> {
             time_to_idle: None,
             listener: None,
             maintenance_interval: None,
+            store: None,
             _types: PhantomData,
         }
     }
@@ -147,6 +150,14 @@ where
         self
     }
 
+    /// Put a backing store behind the cache. `insert` and `remove` then write through (store
+    /// first; the cache changes only if the store said `Ok`), and [`Cache::fetch`] reads
+    /// through on a miss (single-flight).
+    pub fn store(mut self, store: impl BackingStore<K, V>) -> Self {
+        self.store = Some(Arc::new(store));
+        self
+    }
+
     /// Use another hasher (for example [`fixed_hasher`](crate::fixed_hasher) for reproducible
     /// layouts).
     pub fn hasher<S2>(self, hasher: S2) -> CacheBuilder<K, V, S2>
@@ -165,6 +176,7 @@ where
             time_to_idle: self.time_to_idle,
             listener: self.listener,
             maintenance_interval: self.maintenance_interval,
+            store: self.store,
             _types: PhantomData,
         }
     }

@@ -1,19 +1,26 @@
 //! The public cache handle.
 
+mod load;
+
+pub use load::Compute;
+
 use crate::builder::CacheBuilder;
 use crate::entry::{Entry, Expiry};
 use crate::error::{BuildError, Error};
 use crate::hash::{self, DefaultHashBuilder};
+use crate::key_locks::KeyLocks;
 use crate::listener::{Listener, RemovalCause, Weigher};
+use crate::loader::Loader;
 use crate::reclaim::{Guard, Reclaimer};
-use crate::shard::{InsertOutcome, Removed, Shard};
+use crate::shard::{Cond, InsertOutcome, Removed, Shard};
 use crate::stats::{Counter, Counters, Stats};
+use crate::store::{BackingStore, StoreErrorKind, WriteOp};
 use crate::sync::Arc;
 use crate::time::{self, Clock};
 use std::borrow::Borrow;
 use std::fmt;
 use std::hash::{BuildHasher, Hash};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 /// A concurrent, bounded cache. Cheap to clone: clones share the same cache.
 ///
@@ -50,6 +57,13 @@ struct Inner<K, V, S> {
     capacity: u64,
     weigher: Option<Weigher<K, V>>,
     listener: Option<Listener<K, V>>,
+    /// The backing store, if any (write-through for `insert`/`remove`, read-through for
+    /// `fetch`).
+    store: Option<Arc<dyn BackingStore<K, V>>>,
+    /// Orders writers of one key around store I/O (write-through) and `compute`.
+    key_locks: KeyLocks,
+    /// Single-flight registry for `get_with`, `try_get_with` and read-through.
+    loader: Loader<K, V>,
     /// The maintenance thread, unparked on drop so it notices and exits.
     #[cfg(not(loom))]
     maintenance: std::sync::OnceLock<std::thread::Thread>,
@@ -124,6 +138,9 @@ where
             capacity,
             weigher: b.weigher,
             listener: b.listener,
+            store: b.store,
+            key_locks: KeyLocks::new(4096),
+            loader: Loader::new(),
             #[cfg(not(loom))]
             maintenance: std::sync::OnceLock::new(),
         };
@@ -239,7 +256,7 @@ where
     ///
     /// ```
     /// use cogwheel::{Cache, ManualClock};
-    /// use std::time::Duration;
+    /// use std::time::{Duration, SystemTime};
     ///
     /// let clock = ManualClock::new();
     /// let cache: Cache<&str, u32> = Cache::builder().max_capacity(10).clock(clock.clone()).build().unwrap();
@@ -254,61 +271,108 @@ where
     }
 
     fn insert_with(&self, key: K, value: V, ttl: Option<Duration>) -> Result<(), Error> {
+        let hash = self.hash(&key);
+        let Some(store) = &self.inner.store else {
+            self.inner.loader.invalidate(hash, &key);
+            return self
+                .write_local(hash, key, value, ttl, Cond::Always)
+                .map(|_| ());
+        };
+        // Write-through: store first, cache only on success. The key's lock orders writers of
+        // one key, so the store and the cache see their writes in the same order.
+        let inner = &*self.inner;
+        if self.shard(hash).capacity() < u64::from(inner.weigh(&key, &value)) {
+            inner.counters.incr(Counter::Refused);
+            return Err(Error::TooHeavy);
+        }
+        let _key_lock = inner.key_locks.lock(hash);
+        let expires_at = ttl.and_then(|t| SystemTime::now().checked_add(t));
+        let op = if ttl == Some(Duration::ZERO) {
+            WriteOp::Delete { key: &key }
+        } else {
+            WriteOp::Put {
+                key: &key,
+                value: &value,
+                expires_at,
+            }
+        };
+        match store.write_batch(&[op]) {
+            Ok(()) => {
+                inner.counters.incr(Counter::StoreWrites);
+                inner.loader.invalidate(hash, &key);
+                self.write_local(hash, key, value, ttl, Cond::Always)
+                    .map(|_| ())
+            }
+            Err(e) => {
+                inner.counters.incr(Counter::StoreWriteErrors);
+                if e.kind() == StoreErrorKind::Unknown {
+                    // The store may now hold the new value, or not: serving either from the
+                    // cache could be wrong, so the cache forgets the key.
+                    inner.loader.invalidate(hash, &key);
+                    self.remove_local(hash, &key);
+                }
+                Err(Error::from(e))
+            }
+        }
+    }
+
+    /// Write into the cache only (no store, no loader invalidation).
+    fn write_local(
+        &self,
+        hash: u64,
+        key: K,
+        value: V,
+        ttl: Option<Duration>,
+        cond: Cond,
+    ) -> Result<InsertOutcome, Error> {
         let inner = &*self.inner;
         if inner.capacity == 0 {
-            return Ok(());
+            return Ok(InsertOutcome::Unchanged);
         }
-        let weight = inner.weigher.as_ref().map_or(1, |w| w(&key, &value));
+        let weight = inner.weigh(&key, &value);
         let now = inner.clock.now();
         let exp = inner.expiry_for(now, ttl);
         if exp.deadline <= now {
             // Expired on arrival (a zero TTL): not stored, and the superseded value goes.
-            let hash = self.hash(&key);
-            let guard = inner.reclaim.pin();
-            if let Some(e) = self.shard(hash).remove(hash, |k| *k == key, &guard) {
-                self.report(&[(e, RemovalCause::Replaced)]);
+            if cond == Cond::Always {
+                let guard = inner.reclaim.pin();
+                if let Some(e) = self.shard(hash).remove(hash, |k| *k == key, &guard) {
+                    self.report(&[(e, RemovalCause::Replaced)]);
+                }
             }
-            return Ok(());
+            return Ok(InsertOutcome::Unchanged);
         }
-        let hash = self.hash(&key);
         let guard = inner.reclaim.pin();
         let mut out = Vec::new();
         let outcome = self
             .shard(hash)
-            .insert(hash, key, value, weight, exp, now, &guard, &mut out);
+            .insert(hash, key, value, weight, exp, now, cond, &guard, &mut out);
         self.report(&out);
         drop(guard);
         match outcome {
-            InsertOutcome::Inserted => {
-                inner.counters.incr(Counter::Inserts);
-                Ok(())
-            }
-            InsertOutcome::Replaced => {
-                inner.counters.incr(Counter::Updates);
-                Ok(())
-            }
+            InsertOutcome::Inserted => inner.counters.incr(Counter::Inserts),
+            InsertOutcome::Replaced => inner.counters.incr(Counter::Updates),
             InsertOutcome::TooHeavy => {
                 inner.counters.incr(Counter::Refused);
-                Err(Error::TooHeavy)
+                return Err(Error::TooHeavy);
             }
-            InsertOutcome::Full => Err(Error::Full),
+            InsertOutcome::Full => return Err(Error::Full),
+            InsertOutcome::Unchanged => {}
         }
+        Ok(outcome)
     }
 
-    /// Remove `key`, returning its value if it was present (and not expired).
-    ///
-    /// Without a backing store this never fails.
-    pub fn remove<Q>(&self, key: &Q) -> Result<Option<V>, Error>
+    /// Remove from the cache only; the live value, if there was one.
+    fn remove_local<Q>(&self, hash: u64, key: &Q) -> Option<V>
     where
         K: Borrow<Q>,
         Q: Hash + Eq + ?Sized,
     {
         let inner = &*self.inner;
-        let hash = self.hash(key);
         let guard = inner.reclaim.pin();
-        let Some(e) = self.shard(hash).remove(hash, |k| k.borrow() == key, &guard) else {
-            return Ok(None);
-        };
+        let e = self
+            .shard(hash)
+            .remove(hash, |k| k.borrow() == key, &guard)?;
         let expired = inner.is_expired(e);
         let cause = if expired {
             RemovalCause::Expired
@@ -316,14 +380,50 @@ where
             RemovalCause::Removed
         };
         self.report(&[(e, cause)]);
-        Ok(if expired { None } else { Some(e.value.clone()) })
+        if expired { None } else { Some(e.value.clone()) }
     }
 
-    /// Remove `key` without returning its value.
+    /// Remove `key`, returning its value if it was present (and not expired).
+    ///
+    /// With a backing store the key is deleted from the store first (write-through); the
+    /// cache forgets it only if the store said `Ok`, or if the outcome is unknown. Without a
+    /// store this never fails.
+    pub fn remove<Q>(&self, key: &Q) -> Result<Option<V>, Error>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
+    {
+        let inner = &*self.inner;
+        let hash = self.hash(key);
+        let Some(store) = &inner.store else {
+            inner.loader.invalidate(hash, key);
+            return Ok(self.remove_local(hash, key));
+        };
+        let _key_lock = inner.key_locks.lock(hash);
+        let owned = key.to_owned();
+        match store.write_batch(&[WriteOp::Delete { key: &owned }]) {
+            Ok(()) => {
+                inner.counters.incr(Counter::StoreWrites);
+                inner.loader.invalidate(hash, key);
+                Ok(self.remove_local(hash, key))
+            }
+            Err(e) => {
+                inner.counters.incr(Counter::StoreWriteErrors);
+                if e.kind() == StoreErrorKind::Unknown {
+                    inner.loader.invalidate(hash, key);
+                    self.remove_local(hash, key);
+                }
+                Err(Error::from(e))
+            }
+        }
+    }
+
+    /// Remove `key` without returning its value (from the store too, if there is one; a store
+    /// error is ignored here, use [`remove`](Self::remove) to see it).
     pub fn invalidate<Q>(&self, key: &Q)
     where
         K: Borrow<Q>,
-        Q: Hash + Eq + ?Sized,
+        Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
     {
         let _ = self.remove(key);
     }
@@ -439,6 +539,11 @@ where
 }
 
 impl<K: Eq, V, S> Inner<K, V, S> {
+    #[inline]
+    fn weigh(&self, key: &K, value: &V) -> u32 {
+        self.weigher.as_ref().map_or(1, |w| w(key, value))
+    }
+
     /// Reclaim expired entries in every shard. With `try_only`, shards whose lock is taken are
     /// skipped (the maintenance thread never waits for a writer).
     fn maintain(&self, try_only: bool) {

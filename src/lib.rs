@@ -14,8 +14,8 @@ mod error;
 #[allow(dead_code)] // the lead wires the wheel into the shard
 mod expiry;
 mod hash;
+mod key_locks;
 mod listener;
-#[allow(dead_code)] // the lead wires the loader into the cache
 mod loader;
 mod policy;
 mod reclaim;
@@ -28,11 +28,12 @@ mod time;
 mod write_behind;
 
 pub use builder::{CacheBuilder, MAX_SHARDS};
-pub use cache::{Cache, Iter};
+pub use cache::{Cache, Compute, Iter};
 pub use error::{BuildError, Error};
 
 pub use hash::{DefaultHashBuilder, fixed_hasher};
 pub use listener::RemovalCause;
+pub use loader::LoadError;
 pub use policy::EvictionPolicy;
 pub use stats::Stats;
 pub use time::{Clock, ManualClock};

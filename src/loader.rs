@@ -220,7 +220,11 @@ impl<K: Hash + Eq + Clone, V: Clone> Loader<K, V> {
     /// before changing the cache for `key` (insert, remove), holding no cache lock. Returns
     /// whether a running flight was marked. If the flight is publishing right now, this waits
     /// until the publish is complete, so the caller's change lands after it.
-    pub fn invalidate(&self, hash: u64, key: &K) -> bool {
+    pub fn invalidate<Q>(&self, hash: u64, key: &Q) -> bool
+    where
+        K: std::borrow::Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
         // Take the flight out under the registry lock, then lock the flight alone: the registry
         // and flight locks are never held together, so there is no lock order to get wrong.
         let shard = self.shard(hash);

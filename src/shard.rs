@@ -30,6 +30,24 @@ pub(crate) enum InsertOutcome {
     TooHeavy,
     /// No room: every evictable entry is pinned.
     Full,
+    /// The condition did not hold; nothing changed.
+    Unchanged,
+}
+
+/// When an insert may happen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Cond {
+    /// Insert or replace.
+    Always,
+    /// Only if the key has no live entry (an expired one counts as absent).
+    IfAbsent,
+    /// Only if the key's live entry is still the one at this address (0: still absent).
+    IfCurrent(usize),
+}
+
+/// The address that identifies an entry for `Cond::IfCurrent` (0 for "no entry").
+pub(crate) fn entry_id<K, V>(e: Option<&Entry<K, V>>) -> usize {
+    e.map_or(0, |e| e as *const Entry<K, V> as usize)
 }
 
 pub(crate) struct Shard<K, V> {
@@ -38,6 +56,7 @@ pub(crate) struct Shard<K, V> {
     /// Mirrors of the writer's counts, for `len()` without the lock.
     len: AtomicUsize,
     weight: AtomicU64,
+    capacity: u64,
 }
 
 struct Writer {
@@ -112,6 +131,11 @@ impl<K, V> Shard<K, V> {
     pub(crate) fn weight(&self) -> u64 {
         self.weight.load(Ordering::Relaxed)
     }
+
+    /// The most weight this shard may hold.
+    pub(crate) fn capacity(&self) -> u64 {
+        self.capacity
+    }
 }
 
 impl<K: Eq, V> Shard<K, V> {
@@ -133,6 +157,7 @@ impl<K: Eq, V> Shard<K, V> {
             }),
             len: AtomicUsize::new(0),
             weight: AtomicU64::new(0),
+            capacity,
         }
     }
 
@@ -160,6 +185,7 @@ impl<K: Eq, V> Shard<K, V> {
         weight: u32,
         exp: Expiry,
         now: u64,
+        cond: Cond,
         guard: &'g Guard,
         out: &mut Vec<Removed<'g, K, V>>,
     ) -> InsertOutcome {
@@ -173,6 +199,21 @@ impl<K: Eq, V> Shard<K, V> {
                 let Some(old) = table.entry_at(slot, guard) else {
                     unreachable!("a found slot holds an entry")
                 };
+                let live = !old.is_expired(now);
+                let allowed = match cond {
+                    Cond::Always => true,
+                    Cond::IfAbsent => !live,
+                    Cond::IfCurrent(id) => {
+                        if live {
+                            id == entry_id(Some(old))
+                        } else {
+                            id == 0
+                        }
+                    }
+                };
+                if !allowed {
+                    return InsertOutcome::Unchanged;
+                }
                 let token = old.token;
                 if old.weight != weight {
                     let mut res = Res {
@@ -212,6 +253,9 @@ impl<K: Eq, V> Shard<K, V> {
                 } else {
                     InsertOutcome::Replaced
                 }
+            }
+            Some(Probe::Vacant(_)) if matches!(cond, Cond::IfCurrent(id) if id != 0) => {
+                return InsertOutcome::Unchanged;
             }
             Some(Probe::Vacant(slot)) => {
                 let mut res = Res {

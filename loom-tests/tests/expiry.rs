@@ -47,7 +47,11 @@ fn reader_vs_expiry_by_maintenance() {
         assert!(c.get(&1).is_none(), "an expired entry is never returned");
         assert!(!c.contains_key(&2));
         m.join().unwrap();
-        assert_eq!(expired.load(SeqCst), 2, "each expired entry reported exactly once");
+        assert_eq!(
+            expired.load(SeqCst),
+            2,
+            "each expired entry reported exactly once"
+        );
         assert_eq!(c.len(), 0);
         c.validate_internals();
     });

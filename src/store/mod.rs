@@ -52,6 +52,16 @@ impl StoreError {
         self
     }
 
+    /// A copy for another caller: same kind and message; the source is rendered into the
+    /// message (sources are not `Clone`).
+    pub(crate) fn shared(e: &StoreError) -> Self {
+        StoreError {
+            kind: e.kind,
+            message: e.to_string(),
+            source: None,
+        }
+    }
+
     /// Whether the failed operation may have been applied.
     pub fn kind(&self) -> StoreErrorKind {
         self.kind
