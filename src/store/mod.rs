@@ -6,6 +6,12 @@
 //! on `Fail` but invalidates the key on `Unknown`, so the cache never serves a value the store
 //! may not hold.
 
+pub mod codec;
+pub mod memory;
+
+pub use codec::{Codec, PostcardCodec};
+pub use memory::{Applied, AppliedOp, CallCounts, FaultKind, Faults, MemoryStore};
+
 use std::error::Error as StdError;
 use std::fmt;
 use std::time::SystemTime;
@@ -30,12 +36,20 @@ pub struct StoreError {
 impl StoreError {
     /// A failure that applied nothing.
     pub fn fail(message: impl Into<String>) -> Self {
-        StoreError { kind: StoreErrorKind::Fail, message: message.into(), source: None }
+        StoreError {
+            kind: StoreErrorKind::Fail,
+            message: message.into(),
+            source: None,
+        }
     }
 
     /// A failure whose effect is unknown (it may have been applied).
     pub fn unknown(message: impl Into<String>) -> Self {
-        StoreError { kind: StoreErrorKind::Unknown, message: message.into(), source: None }
+        StoreError {
+            kind: StoreErrorKind::Unknown,
+            message: message.into(),
+            source: None,
+        }
     }
 
     /// Attach the underlying error.
@@ -71,7 +85,9 @@ impl fmt::Display for StoreError {
 
 impl StdError for StoreError {
     fn source(&self) -> Option<&(dyn StdError + 'static)> {
-        self.source.as_deref().map(|e| e as &(dyn StdError + 'static))
+        self.source
+            .as_deref()
+            .map(|e| e as &(dyn StdError + 'static))
     }
 }
 
