@@ -8,9 +8,13 @@
 
 pub mod codec;
 pub mod memory;
+#[cfg(feature = "redb")]
+pub mod redb;
 
 pub use codec::{Codec, PostcardCodec};
 pub use memory::{Applied, AppliedOp, CallCounts, FaultKind, Faults, MemoryStore};
+#[cfg(feature = "redb")]
+pub use redb::{OpenError, RedbStore};
 
 use std::error::Error as StdError;
 use std::fmt;

@@ -1,0 +1,458 @@
+//! The embedded durable store, on [redb](https://docs.rs/redb) (feature `redb`, on by default).
+//!
+//! One redb file holds two tables: `cogwheel.data` (encoded key → encoded value with its
+//! deadline, see [`codec`](super::codec)) and `cogwheel.meta` (the store's format version and
+//! the codec's name, written when the file is created and checked on every open). Each
+//! [`write_batch`](BackingStore::write_batch) is one write transaction, committed with redb's
+//! default durability (`Immediate`: durable when the commit returns).
+//!
+//! Expired entries are misses for `load` and are skipped by `scan`; they stay in the file until
+//! overwritten, deleted, or removed by [`RedbStore::purge_expired`].
+
+use super::codec::{Codec, PostcardCodec, peek_deadline};
+use super::{BackingStore, StoreError, Stored, WriteOp};
+use redb::{
+    CommitError, Database, ReadableDatabase, ReadableTable, TableDefinition, TableError,
+    TransactionError,
+};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use std::fmt;
+use std::io;
+use std::marker::PhantomData;
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+/// The layout version of a cogwheel redb file (tables and their meaning). Bumped on any change
+/// an older build could not read.
+pub const STORE_FORMAT_VERSION: u32 = 1;
+
+const DATA: TableDefinition<&[u8], &[u8]> = TableDefinition::new("cogwheel.data");
+const META: TableDefinition<&str, &[u8]> = TableDefinition::new("cogwheel.meta");
+const META_VERSION: &str = "format_version";
+const META_CODEC: &str = "codec";
+
+/// Why [`RedbStore::open`] failed.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum OpenError {
+    /// Another handle (in this or another process) holds the file open.
+    Locked {
+        /// The file.
+        path: PathBuf,
+    },
+    /// The file is not a readable redb database (bad magic, checksum failure, truncated).
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// What redb reported.
+        detail: String,
+    },
+    /// The file is a redb database, but not a cogwheel store (it has other tables and no
+    /// cogwheel metadata); it is left untouched.
+    NotACogwheelStore {
+        /// The file.
+        path: PathBuf,
+    },
+    /// The file was written with a store format this build cannot read.
+    IncompatibleVersion {
+        /// The file.
+        path: PathBuf,
+        /// The version recorded in the file.
+        found: u32,
+        /// The version this build reads ([`STORE_FORMAT_VERSION`]).
+        expected: u32,
+    },
+    /// The file was written with another codec (its values would not decode).
+    IncompatibleCodec {
+        /// The file.
+        path: PathBuf,
+        /// The codec recorded in the file.
+        found: String,
+        /// The codec this store was opened with.
+        expected: &'static str,
+    },
+    /// The file uses an older redb on-disk format that must be upgraded with redb's own tools.
+    RedbUpgradeRequired {
+        /// The file.
+        path: PathBuf,
+        /// The redb file format version found.
+        version: u8,
+    },
+    /// An I/O error (permissions, missing directory, disk full, ...).
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The error.
+        source: io::Error,
+    },
+    /// Any other error from redb.
+    Redb {
+        /// The file.
+        path: PathBuf,
+        /// The error.
+        source: redb::Error,
+    },
+}
+
+impl fmt::Display for OpenError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            OpenError::Locked { path } => write!(
+                f,
+                "cannot open {}: the file is locked (already open in this or another process)",
+                path.display()
+            ),
+            OpenError::Corrupt { path, detail } => {
+                write!(
+                    f,
+                    "cannot open {}: corrupt or not a redb file: {detail}",
+                    path.display()
+                )
+            }
+            OpenError::NotACogwheelStore { path } => write!(
+                f,
+                "cannot open {}: a redb database, but not a cogwheel store (no cogwheel metadata)",
+                path.display()
+            ),
+            OpenError::IncompatibleVersion {
+                path,
+                found,
+                expected,
+            } => write!(
+                f,
+                "cannot open {}: incompatible store format version {found} (this build reads \
+                 version {expected})",
+                path.display()
+            ),
+            OpenError::IncompatibleCodec {
+                path,
+                found,
+                expected,
+            } => write!(
+                f,
+                "cannot open {}: written with codec {found:?}, opened with codec {expected:?}",
+                path.display()
+            ),
+            OpenError::RedbUpgradeRequired { path, version } => write!(
+                f,
+                "cannot open {}: redb file format {version} needs an upgrade first",
+                path.display()
+            ),
+            OpenError::Io { path, source } => write!(f, "cannot open {}: {source}", path.display()),
+            OpenError::Redb { path, source } => {
+                write!(f, "cannot open {}: {source}", path.display())
+            }
+        }
+    }
+}
+
+impl std::error::Error for OpenError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            OpenError::Io { source, .. } => Some(source),
+            OpenError::Redb { source, .. } => Some(source),
+            _ => None,
+        }
+    }
+}
+
+impl From<OpenError> for StoreError {
+    /// An open error as a store error of kind `Fail`, with the same message.
+    fn from(e: OpenError) -> Self {
+        StoreError::fail(e.to_string())
+    }
+}
+
+impl OpenError {
+    fn from_redb(path: &Path, e: redb::Error) -> Self {
+        let path = path.to_path_buf();
+        match e {
+            redb::Error::DatabaseAlreadyOpen => OpenError::Locked { path },
+            redb::Error::Corrupted(detail) => OpenError::Corrupt { path, detail },
+            redb::Error::UpgradeRequired(version) => {
+                OpenError::RedbUpgradeRequired { path, version }
+            }
+            redb::Error::Io(source) if source.kind() == io::ErrorKind::UnexpectedEof => {
+                OpenError::Corrupt {
+                    path,
+                    detail: format!("file too short: {source}"),
+                }
+            }
+            // redb reports a bad magic number (not a redb file at all) as InvalidData.
+            redb::Error::Io(source) if source.kind() == io::ErrorKind::InvalidData => {
+                OpenError::Corrupt {
+                    path,
+                    detail: source.to_string(),
+                }
+            }
+            redb::Error::Io(source) => OpenError::Io { path, source },
+            source => OpenError::Redb { path, source },
+        }
+    }
+}
+
+// The store owns no K or V; this marker keeps it Send + Sync whatever they are.
+type Types<K, V> = fn(K, V) -> (K, V);
+
+/// A durable store in one redb file.
+///
+/// ```
+/// use cogwheel::store::{BackingStore, RedbStore, WriteOp};
+///
+/// let dir = tempfile::tempdir().unwrap();
+/// let path = dir.path().join("profiles.redb");
+/// let store: RedbStore<String, Vec<u32>> = RedbStore::open(&path).unwrap();
+/// let k = "alice".to_string();
+/// store.write_batch(&[WriteOp::Put { key: &k, value: &vec![1, 2], expires_at: None }]).unwrap();
+/// drop(store);
+///
+/// let store: RedbStore<String, Vec<u32>> = RedbStore::open(&path).unwrap();
+/// assert_eq!(store.load(&k).unwrap().unwrap().value, vec![1, 2]);
+/// // A second handle on the same file is refused while the first is open.
+/// let err = RedbStore::<String, Vec<u32>>::open(&path).unwrap_err();
+/// assert!(err.to_string().contains("locked"), "{err}");
+/// ```
+pub struct RedbStore<K, V, C: Codec = PostcardCodec> {
+    db: Database,
+    codec: C,
+    path: PathBuf,
+    _types: PhantomData<Types<K, V>>,
+}
+
+impl<K, V, C: Codec> fmt::Debug for RedbStore<K, V, C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedbStore")
+            .field("path", &self.path)
+            .field("codec", &self.codec)
+            .finish()
+    }
+}
+
+impl<K, V> RedbStore<K, V, PostcardCodec> {
+    /// Open the store at `path`, creating the file (and its metadata) if it does not exist.
+    ///
+    /// Fails with a clear [`OpenError`] when the file is locked by another handle, corrupt, not
+    /// a cogwheel store, or written by an incompatible format version or codec.
+    pub fn open(path: impl AsRef<Path>) -> Result<Self, OpenError> {
+        Self::open_with_codec(path, PostcardCodec::new())
+    }
+}
+
+fn storage(context: &str, e: impl Into<redb::Error>) -> StoreError {
+    StoreError::fail(format!("redb: {context}")).with_source(e.into())
+}
+
+impl<K, V, C: Codec> RedbStore<K, V, C> {
+    /// Open (or create) the store at `path` with a given codec. The codec's
+    /// [`name`](Codec::name) is recorded in a new file and must match on later opens.
+    pub fn open_with_codec(path: impl AsRef<Path>, codec: C) -> Result<Self, OpenError> {
+        let path = path.as_ref();
+        let db = Database::create(path).map_err(|e| OpenError::from_redb(path, e.into()))?;
+        check_or_init_meta(&db, path, codec.name())?;
+        Ok(RedbStore {
+            db,
+            codec,
+            path: path.to_path_buf(),
+            _types: PhantomData,
+        })
+    }
+
+    /// The file this store lives in.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The codec.
+    pub fn codec(&self) -> &C {
+        &self.codec
+    }
+
+    /// Delete every entry whose deadline is at or before `now`, in one transaction; returns how
+    /// many were removed. Records whose header cannot be read are kept (and reported by `load`).
+    pub fn purge_expired(&self, now: SystemTime) -> Result<usize, StoreError> {
+        let txn = self
+            .db
+            .begin_write()
+            .map_err(|e| storage("begin write", e))?;
+        let mut removed = 0;
+        {
+            let mut table = txn.open_table(DATA).map_err(|e| storage("open table", e))?;
+            table
+                .retain(|_, v| {
+                    let expired = matches!(peek_deadline(v), Ok(Some(t)) if t <= now);
+                    removed += usize::from(expired);
+                    !expired
+                })
+                .map_err(|e| storage("purge", e))?;
+        }
+        commit(txn)?;
+        Ok(removed)
+    }
+}
+
+fn commit(txn: redb::WriteTransaction) -> Result<(), StoreError> {
+    txn.commit().map_err(|e| match e {
+        // Storage errors during commit (I/O during write or fsync) may leave the commit on
+        // disk: the outcome is unknown until the file is reopened.
+        CommitError::Storage(_) => {
+            StoreError::unknown("redb: commit failed; it may have been applied").with_source(e)
+        }
+        e => StoreError::fail("redb: commit refused").with_source(e),
+    })
+}
+
+fn check_or_init_meta(db: &Database, path: &Path, codec: &'static str) -> Result<(), OpenError> {
+    let err = |e: redb::Error| OpenError::from_redb(path, e);
+    let read = db.begin_read().map_err(|e| err(e.into()))?;
+    match read.open_table(META) {
+        Ok(meta) => {
+            let version = meta.get(META_VERSION).map_err(|e| err(e.into()))?;
+            let found = match version.as_ref().map(|g| g.value()) {
+                Some(b) if b.len() == 4 => u32::from_le_bytes([b[0], b[1], b[2], b[3]]),
+                Some(b) => {
+                    return Err(OpenError::Corrupt {
+                        path: path.to_path_buf(),
+                        detail: format!("format version record has {} bytes, not 4", b.len()),
+                    });
+                }
+                None => {
+                    return Err(OpenError::NotACogwheelStore {
+                        path: path.to_path_buf(),
+                    });
+                }
+            };
+            if found != STORE_FORMAT_VERSION {
+                return Err(OpenError::IncompatibleVersion {
+                    path: path.to_path_buf(),
+                    found,
+                    expected: STORE_FORMAT_VERSION,
+                });
+            }
+            let found_codec = meta.get(META_CODEC).map_err(|e| err(e.into()))?;
+            let found_codec = found_codec.map(|g| String::from_utf8_lossy(g.value()).into_owned());
+            if found_codec.as_deref() != Some(codec) {
+                return Err(OpenError::IncompatibleCodec {
+                    path: path.to_path_buf(),
+                    found: found_codec.unwrap_or_else(|| "<none>".into()),
+                    expected: codec,
+                });
+            }
+            Ok(())
+        }
+        Err(TableError::TableDoesNotExist(_)) => {
+            if read
+                .list_tables()
+                .map_err(|e| err(e.into()))?
+                .next()
+                .is_some()
+            {
+                return Err(OpenError::NotACogwheelStore {
+                    path: path.to_path_buf(),
+                });
+            }
+            drop(read);
+            let txn = db.begin_write().map_err(|e| err(e.into()))?;
+            {
+                let mut meta = txn.open_table(META).map_err(|e| err(e.into()))?;
+                meta.insert(META_VERSION, STORE_FORMAT_VERSION.to_le_bytes().as_slice())
+                    .map_err(|e| err(e.into()))?;
+                meta.insert(META_CODEC, codec.as_bytes())
+                    .map_err(|e| err(e.into()))?;
+                txn.open_table(DATA).map_err(|e| err(e.into()))?;
+            }
+            txn.commit().map_err(|e| err(e.into()))?;
+            Ok(())
+        }
+        Err(e) => Err(err(e.into())),
+    }
+}
+
+fn read_err(e: TransactionError) -> StoreError {
+    storage("begin read", e)
+}
+
+fn is_live(expires_at: Option<SystemTime>, now: SystemTime) -> bool {
+    expires_at.is_none_or(|t| t > now)
+}
+
+impl<K, V, C> BackingStore<K, V> for RedbStore<K, V, C>
+where
+    K: Serialize + DeserializeOwned + 'static,
+    V: Serialize + DeserializeOwned + 'static,
+    C: Codec,
+{
+    fn load(&self, key: &K) -> Result<Option<Stored<V>>, StoreError> {
+        let k = self.codec.encode_key(key)?;
+        let txn = self.db.begin_read().map_err(read_err)?;
+        let table = txn.open_table(DATA).map_err(|e| storage("open table", e))?;
+        let Some(guard) = table.get(k.as_slice()).map_err(|e| storage("get", e))? else {
+            return Ok(None);
+        };
+        let bytes = guard.value();
+        if !is_live(peek_deadline(bytes)?, SystemTime::now()) {
+            return Ok(None);
+        }
+        self.codec.decode_value(bytes).map(Some)
+    }
+
+    fn write_batch(&self, ops: &[WriteOp<'_, K, V>]) -> Result<(), StoreError> {
+        // Encode everything first: an encode error then fails the batch before any I/O.
+        let mut encoded = Vec::with_capacity(ops.len());
+        for op in ops {
+            encoded.push(match *op {
+                WriteOp::Put {
+                    key,
+                    value,
+                    expires_at,
+                } => (
+                    self.codec.encode_key(key)?,
+                    Some(self.codec.encode_value(value, expires_at)?),
+                ),
+                WriteOp::Delete { key } => (self.codec.encode_key(key)?, None),
+            });
+        }
+        let txn = self
+            .db
+            .begin_write()
+            .map_err(|e| storage("begin write", e))?;
+        {
+            let mut table = txn.open_table(DATA).map_err(|e| storage("open table", e))?;
+            for (k, v) in &encoded {
+                match v {
+                    Some(v) => {
+                        table
+                            .insert(k.as_slice(), v.as_slice())
+                            .map_err(|e| storage("insert", e))?;
+                    }
+                    None => {
+                        table
+                            .remove(k.as_slice())
+                            .map_err(|e| storage("remove", e))?;
+                    }
+                }
+            }
+        }
+        // Until here an error drops (aborts) the transaction: nothing applied, kind Fail.
+        commit(txn)
+    }
+
+    fn scan(&self, visit: &mut dyn FnMut(K, Stored<V>) -> bool) -> Result<(), StoreError> {
+        let now = SystemTime::now();
+        let txn = self.db.begin_read().map_err(read_err)?;
+        let table = txn.open_table(DATA).map_err(|e| storage("open table", e))?;
+        for item in table.iter().map_err(|e| storage("iterate", e))? {
+            let (k, v) = item.map_err(|e| storage("iterate", e))?;
+            let bytes = v.value();
+            if !is_live(peek_deadline(bytes)?, now) {
+                continue;
+            }
+            let key = self.codec.decode_key(k.value())?;
+            let stored = self.codec.decode_value(bytes)?;
+            if !visit(key, stored) {
+                break;
+            }
+        }
+        Ok(())
+    }
+}
