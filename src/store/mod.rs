@@ -10,11 +10,15 @@ pub mod codec;
 pub mod memory;
 #[cfg(feature = "redb")]
 pub mod redb;
+#[cfg(feature = "redis")]
+pub mod redis;
 
 pub use codec::{Codec, PostcardCodec};
 pub use memory::{Applied, AppliedOp, CallCounts, FaultKind, Faults, MemoryStore};
 #[cfg(feature = "redb")]
 pub use redb::{OpenError, RedbStore};
+#[cfg(feature = "redis")]
+pub use redis::{RedisConfig, RedisStore};
 
 use std::error::Error as StdError;
 use std::fmt;
