@@ -12,8 +12,7 @@
 use super::codec::{Codec, PostcardCodec, peek_deadline};
 use super::{BackingStore, StoreError, Stored, WriteOp};
 use redb::{
-    CommitError, Database, ReadableDatabase, ReadableTable, TableDefinition, TableError,
-    TransactionError,
+    CommitError, Database, ReadableDatabase, TableDefinition, TableError, TransactionError,
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;
