@@ -15,6 +15,9 @@
 #     COGWHEEL_REDIS_RESTART_CMD    the command line that (re)starts it, daemonized: a test
 #                                   may `redis-cli -p PORT shutdown nosave` and run this
 #     COGWHEEL_REDIS_CLUSTER_URLS   redis://127.0.0.1:P1,redis://127.0.0.1:P2,redis://127.0.0.1:P3
+#     COGWHEEL_REDIS_TLS_URL        rediss://:PASSWORD@127.0.0.1:PORT/#insecure  (only when openssl
+#                                   is installed: a TLS-only node with a self-signed certificate
+#                                   and a password; `#insecure` skips certificate verification)
 
 _cw_sourced=0
 (return 0 2>/dev/null) && _cw_sourced=1
@@ -120,10 +123,32 @@ cogwheel_redis_start() {
         _cw_log "cluster did not reach cluster_state:ok"
         return 1
     fi
+    # A TLS-only node with a password, when openssl can make it a certificate.
+    if command -v openssl >/dev/null; then
+        _cw_free_port || return 1
+        p=$_cw_port
+        dir="$COGWHEEL_REDIS_TMP/tls"
+        mkdir -p "$dir"
+        if openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj "/CN=127.0.0.1" \
+            -keyout "$dir/key.pem" -out "$dir/cert.pem" >/dev/null 2>&1; then
+            eval "redis-server --bind 127.0.0.1 --port 0 --tls-port $p --dir $dir --daemonize yes" \
+                "--pidfile $dir/redis.pid --logfile $dir/redis.log --save '' --appendonly no" \
+                "--tls-cert-file $dir/cert.pem --tls-key-file $dir/key.pem --tls-auth-clients no" \
+                "--requirepass cw-tls-pass" || return 1
+            for i in $(seq 1 200); do
+                [ "$(redis-cli --tls --insecure -a cw-tls-pass --no-auth-warning -h 127.0.0.1 -p "$p" ping 2>/dev/null)" = "PONG" ] && break
+                sleep 0.1
+            done
+            export COGWHEEL_REDIS_TLS_URL="rediss://:cw-tls-pass@127.0.0.1:$p/#insecure"
+        else
+            _cw_log "openssl could not make a certificate; no TLS node"
+        fi
+    fi
+
     COGWHEEL_REDIS_CLUSTER_PORTS="${ports[*]}"
     COGWHEEL_REDIS_CLUSTER_URLS=$(IFS=,; echo "${urls[*]}")
     export COGWHEEL_REDIS_CLUSTER_PORTS COGWHEEL_REDIS_CLUSTER_URLS
-    _cw_log "single node $COGWHEEL_REDIS_URL; cluster $COGWHEEL_REDIS_CLUSTER_URLS"
+    _cw_log "single node $COGWHEEL_REDIS_URL; cluster $COGWHEEL_REDIS_CLUSTER_URLS; tls ${COGWHEEL_REDIS_TLS_URL:-none}"
 }
 
 # Stop every server this script started (by the pid files in its own directory) and remove it.

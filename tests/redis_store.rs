@@ -410,3 +410,32 @@ fn response_timeout_is_unknown_and_the_store_recovers() {
     s.write_batch(&[put(&k, &"after".to_string())]).unwrap();
     assert_eq!(s.load(&k).unwrap().unwrap().value, "after");
 }
+
+#[test]
+fn tls_and_password_via_url() {
+    let Some(url) = std::env::var("COGWHEEL_REDIS_TLS_URL")
+        .ok()
+        .filter(|u| !u.is_empty())
+    else {
+        println!("skipped: COGWHEEL_REDIS_TLS_URL not set (run through .ci/redis.sh with openssl)");
+        return;
+    };
+    let opened = Store::open(RedisConfig::single(&url).prefix(prefix("tls")));
+    if !cfg!(feature = "redis-tls") {
+        let e = opened.unwrap_err();
+        assert!(e.message().contains("redis-tls"), "{e}");
+        println!("skipped: TLS round trip needs --features redis-tls");
+        return;
+    }
+    let s = opened.unwrap();
+    let k = "k".to_string();
+    s.write_batch(&[put(&k, &"over tls".to_string())]).unwrap();
+    assert_eq!(s.load(&k).unwrap().unwrap().value, "over tls");
+    assert_eq!(scan_all(&s).len(), 1);
+
+    // The wrong password is refused, and the password is not in the message.
+    let wrong = url.replacen(":cw-tls-pass@", ":nope@", 1);
+    let e = Store::open(RedisConfig::single(&wrong)).unwrap_err();
+    assert_eq!(e.kind(), StoreErrorKind::Fail);
+    assert!(!e.to_string().contains("nope"), "{e}");
+}
