@@ -558,3 +558,77 @@ mod redb_store {
         assert_eq!(n, 100);
     }
 }
+
+mod model {
+    //! Random batches against a `BTreeMap` reference: after every batch, each store holds
+    //! exactly what the model says (per-key order inside a batch included).
+    use super::*;
+    use proptest::prelude::*;
+
+    type Batch = Vec<(u8, Option<u16>)>;
+
+    fn apply_model(model: &mut BTreeMap<u8, u16>, batch: &Batch) {
+        for (k, v) in batch {
+            match v {
+                Some(v) => model.insert(*k, *v),
+                None => model.remove(k),
+            };
+        }
+    }
+
+    fn check<S: BackingStore<u8, u16>>(s: &S, batches: &[Batch]) {
+        let mut model = BTreeMap::new();
+        for batch in batches {
+            let ops: Vec<WriteOp<'_, u8, u16>> = batch
+                .iter()
+                .map(|(k, v)| match v {
+                    Some(v) => WriteOp::Put {
+                        key: k,
+                        value: v,
+                        expires_at: None,
+                    },
+                    None => WriteOp::Delete { key: k },
+                })
+                .collect();
+            s.write_batch(&ops).unwrap();
+            apply_model(&mut model, batch);
+            for k in 0..16u8 {
+                assert_eq!(
+                    s.load(&k).unwrap().map(|st| st.value),
+                    model.get(&k).copied(),
+                    "{k}"
+                );
+            }
+        }
+        let mut scanned = BTreeMap::new();
+        s.scan(&mut |k, v| {
+            assert!(scanned.insert(k, v.value).is_none());
+            true
+        })
+        .unwrap();
+        assert_eq!(scanned, model);
+    }
+
+    fn batches() -> impl Strategy<Value = Vec<Batch>> {
+        let op = (0..16u8, proptest::option::weighted(0.7, any::<u16>()));
+        proptest::collection::vec(proptest::collection::vec(op, 0..12), 1..8)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+        #[test]
+        fn memory_store_matches_the_model(b in batches()) {
+            check(&MemoryStore::new(), &b);
+        }
+    }
+
+    #[cfg(feature = "redb")]
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+        #[test]
+        fn redb_store_matches_the_model(b in batches()) {
+            let dir = tempfile::tempdir().unwrap();
+            check(&cogwheel::store::RedbStore::open(dir.path().join("m.redb")).unwrap(), &b);
+        }
+    }
+}
