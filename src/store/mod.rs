@@ -6,6 +6,20 @@
 //! on `Fail` but invalidates the key on `Unknown`, so the cache never serves a value the store
 //! may not hold.
 
+pub mod codec;
+pub mod memory;
+#[cfg(feature = "redb")]
+pub mod redb;
+#[cfg(feature = "redis")]
+pub mod redis;
+
+pub use codec::{Codec, PostcardCodec};
+pub use memory::{Applied, AppliedOp, CallCounts, FaultKind, Faults, MemoryStore};
+#[cfg(feature = "redb")]
+pub use redb::{OpenError, RedbStore};
+#[cfg(feature = "redis")]
+pub use redis::{RedisConfig, RedisStore};
+
 use std::error::Error as StdError;
 use std::fmt;
 use std::time::SystemTime;
