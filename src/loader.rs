@@ -245,11 +245,13 @@ impl<K: Hash + Eq + Clone, V: Clone> Loader<K, V> {
     }
 
     /// Number of loads in flight (for tests and stats).
+    #[allow(dead_code)] // used by the loom models and unit tests
     pub fn len(&self) -> usize {
         self.shards.iter().map(|s| sync::lock(&s.map).len()).sum()
     }
 
     /// Whether no load is in flight.
+    #[allow(dead_code)] // used by the loom models and unit tests
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }

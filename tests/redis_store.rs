@@ -256,12 +256,12 @@ fn cluster_batches_keep_per_key_order_across_slots() {
     let vals: Vec<String> = (0..4).map(|v| format!("v{v}")).collect();
     // put v0, put v1, delete, put v3 for every key, interleaved across keys.
     let mut ops = Vec::new();
-    for round in 0..4 {
+    for (round, val) in vals.iter().enumerate() {
         for k in &keys {
             ops.push(if round == 2 {
                 WriteOp::Delete { key: k }
             } else {
-                put(k, &vals[round])
+                put(k, val)
             });
         }
     }
