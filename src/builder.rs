@@ -7,6 +7,8 @@ use crate::listener::{Listener, RemovalCause, Weigher};
 use crate::policy::EvictionPolicy;
 use crate::store::BackingStore;
 use crate::time::Clock;
+use crate::write_behind::writer_hook::DeadLetterHook;
+use crate::write_behind::{DeadLetter, WritePolicy};
 use std::fmt;
 use std::hash::{BuildHasher, Hash};
 use std::marker::PhantomData;
@@ -42,6 +44,8 @@ pub struct CacheBuilder<K, V, S = DefaultHashBuilder> {
     pub(crate) listener: Option<Listener<K, V>>,
     pub(crate) maintenance_interval: Option<Duration>,
     pub(crate) store: Option<Arc<dyn BackingStore<K, V>>>,
+    pub(crate) write_policy: WritePolicy,
+    pub(crate) dead_letter: Option<DeadLetterHook<K, V>>,
     _types: PhantomData<fn(K, V)>,
 }
 
@@ -60,6 +64,8 @@ impl<K, V> CacheBuilder<K, V, DefaultHashBuilder> {
             listener: None,
             maintenance_interval: None,
             store: None,
+            write_policy: WritePolicy::default(),
+            dead_letter: None,
             _types: PhantomData,
         }
     }
@@ -158,6 +164,23 @@ where
         self
     }
 
+    /// How writes reach the store: write-through (the default) or write-behind.
+    pub fn write_policy(mut self, policy: WritePolicy) -> Self {
+        self.write_policy = policy;
+        self
+    }
+
+    /// Called for each write-behind write the writer gives up on: a poison key that kept
+    /// failing while other writes succeeded, or whatever was still unwritten when the cache
+    /// was closed. Nothing is ever dropped without passing through here.
+    pub fn dead_letter(
+        mut self,
+        f: impl Fn(&K, DeadLetter<V>, &crate::store::StoreError) + Send + Sync + 'static,
+    ) -> Self {
+        self.dead_letter = Some(Arc::new(f));
+        self
+    }
+
     /// Use another hasher (for example [`fixed_hasher`](crate::fixed_hasher) for reproducible
     /// layouts).
     pub fn hasher<S2>(self, hasher: S2) -> CacheBuilder<K, V, S2>
@@ -177,6 +200,8 @@ where
             listener: self.listener,
             maintenance_interval: self.maintenance_interval,
             store: self.store,
+            write_policy: self.write_policy,
+            dead_letter: self.dead_letter,
             _types: PhantomData,
         }
     }
@@ -212,6 +237,9 @@ where
             Some(n) => n,
             None => default_shards(capacity),
         };
+        if matches!(self.write_policy, WritePolicy::WriteBehind(_)) && self.store.is_none() {
+            return Err(BuildError::Invalid("write-behind needs a store".into()));
+        }
         if self.maintenance_interval == Some(Duration::ZERO) {
             return Err(BuildError::Invalid(
                 "maintenance_interval must be longer than zero".into(),

@@ -1,5 +1,6 @@
 //! The public cache handle.
 
+mod flush;
 mod load;
 
 pub use load::Compute;
@@ -12,11 +13,12 @@ use crate::key_locks::KeyLocks;
 use crate::listener::{Listener, RemovalCause, Weigher};
 use crate::loader::Loader;
 use crate::reclaim::{Guard, Reclaimer};
-use crate::shard::{Cond, InsertOutcome, Removed, Shard};
+use crate::shard::{Cond, InsertOutcome, Pin, Removed, Shard};
 use crate::stats::{Counter, Counters, Stats};
 use crate::store::{BackingStore, StoreErrorKind, WriteOp};
 use crate::sync::Arc;
 use crate::time::{self, Clock};
+use crate::write_behind::{Pending, WriteBehindState, WritePolicy};
 use std::borrow::Borrow;
 use std::fmt;
 use std::hash::{BuildHasher, Hash};
@@ -59,11 +61,13 @@ struct Inner<K, V, S> {
     listener: Option<Listener<K, V>>,
     /// The backing store, if any (write-through for `insert`/`remove`, read-through for
     /// `fetch`).
-    store: Option<Arc<dyn BackingStore<K, V>>>,
+    store: Option<std::sync::Arc<dyn BackingStore<K, V>>>,
     /// Orders writers of one key around store I/O (write-through) and `compute`.
     key_locks: KeyLocks,
     /// Single-flight registry for `get_with`, `try_get_with` and read-through.
     loader: Loader<K, V>,
+    /// Write-behind state (queue, pending records, writer thread), in write-behind mode.
+    wb: Option<WriteBehindState<K, V>>,
     /// The maintenance thread, unparked on drop so it notices and exits.
     #[cfg(not(loom))]
     maintenance: std::sync::OnceLock<std::thread::Thread>,
@@ -123,6 +127,19 @@ where
         #[cfg(not(loom))]
         let stripes = 4 * std::thread::available_parallelism().map_or(1, |p| p.get());
         let b_maintenance = b.maintenance_interval;
+        let wb = match (&b.write_policy, &b.store) {
+            (WritePolicy::WriteBehind(cfg), Some(store)) => Some(
+                WriteBehindState::new(
+                    cfg.clone(),
+                    std::sync::Arc::clone(store),
+                    b.dead_letter.clone(),
+                )
+                .map_err(|e| {
+                    BuildError::Invalid(format!("cannot start the write-behind writer: {e}"))
+                })?,
+            ),
+            _ => None,
+        };
         let inner = Inner {
             shards: shard_list,
             shard_bits: shards.trailing_zeros(),
@@ -141,6 +158,7 @@ where
             store: b.store,
             key_locks: KeyLocks::new(4096),
             loader: Loader::new(),
+            wb,
             #[cfg(not(loom))]
             maintenance: std::sync::OnceLock::new(),
         };
@@ -278,6 +296,9 @@ where
                 .write_local(hash, key, value, ttl, Cond::Always)
                 .map(|_| ());
         };
+        if let Some(wb) = &self.inner.wb {
+            return self.insert_behind(wb, hash, key, value, ttl);
+        }
         // Write-through: store first, cache only on success. The key's lock orders writers of
         // one key, so the store and the cache see their writes in the same order.
         let inner = &*self.inner;
@@ -316,6 +337,43 @@ where
         }
     }
 
+    /// Write-behind insert: record the write (pinning the key), then publish it in memory.
+    fn insert_behind(
+        &self,
+        wb: &WriteBehindState<K, V>,
+        hash: u64,
+        key: K,
+        value: V,
+        ttl: Option<Duration>,
+    ) -> Result<(), Error> {
+        let inner = &*self.inner;
+        if self.shard(hash).capacity() < u64::from(inner.weigh(&key, &value)) {
+            inner.counters.incr(Counter::Refused);
+            return Err(Error::TooHeavy);
+        }
+        wb.reserve(hash, &key)?;
+        let _key_lock = inner.key_locks.lock(hash);
+        let op = if ttl == Some(Duration::ZERO) {
+            Pending::Delete
+        } else {
+            Pending::Put(
+                value.clone(),
+                ttl.and_then(|t| SystemTime::now().checked_add(t)),
+            )
+        };
+        // Record first: from here on the key is pinned, so the entry published next cannot be
+        // evicted before the writer has stored it.
+        wb.record(hash, &key, op);
+        inner.loader.invalidate(hash, &key);
+        loop {
+            match self.write_local(hash, key.clone(), value.clone(), ttl, Cond::Always) {
+                // Every evictable entry of the shard is dirty: wait for the writer (never spin).
+                Err(Error::Full) => wb.wait_for_progress()?,
+                r => return r.map(|_| ()),
+            }
+        }
+    }
+
     /// Write into the cache only (no store, no loader invalidation).
     fn write_local(
         &self,
@@ -344,9 +402,15 @@ where
         }
         let guard = inner.reclaim.pin();
         let mut out = Vec::new();
-        let outcome = self
-            .shard(hash)
-            .insert(hash, key, value, weight, exp, now, cond, &guard, &mut out);
+        let pin_fn = |k: &K, h: u64| inner.wb.as_ref().is_some_and(|wb| wb.is_dirty(h, k));
+        let pin: Pin<'_, K> = if inner.wb.is_some() {
+            Some(&pin_fn)
+        } else {
+            None
+        };
+        let outcome = self.shard(hash).insert(
+            hash, key, value, weight, exp, now, cond, pin, &guard, &mut out,
+        );
         self.report(&out);
         drop(guard);
         match outcome {
@@ -399,8 +463,16 @@ where
             inner.loader.invalidate(hash, key);
             return Ok(self.remove_local(hash, key));
         };
-        let _key_lock = inner.key_locks.lock(hash);
         let owned = key.to_owned();
+        if let Some(wb) = &inner.wb {
+            // An ordered delete record: the store sees put / remove / put of one key in order.
+            wb.reserve(hash, key)?;
+            let _key_lock = inner.key_locks.lock(hash);
+            wb.record(hash, &owned, Pending::Delete);
+            inner.loader.invalidate(hash, key);
+            return Ok(self.remove_local(hash, key));
+        }
+        let _key_lock = inner.key_locks.lock(hash);
         match store.write_batch(&[WriteOp::Delete { key: &owned }]) {
             Ok(()) => {
                 inner.counters.incr(Counter::StoreWrites);
@@ -499,7 +571,18 @@ where
 
     /// A snapshot of the statistics.
     pub fn stats(&self) -> Stats {
-        Stats::from_counters(&self.inner.counters)
+        let mut s = Stats::from_counters(&self.inner.counters);
+        if let Some(wb) = &self.inner.wb {
+            let (writes, errors, dead) = wb.counts();
+            s.store_writes += writes;
+            s.store_write_errors += errors;
+            s.dead_letters = dead;
+            s.dirty = wb.dirty_count() as u64;
+            s.oldest_dirty_nanos = wb
+                .oldest_dirty()
+                .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
+        }
+        s
     }
 
     /// The capacity the cache was built with (entries, or weight).

@@ -47,6 +47,15 @@ pub enum Error {
     Full,
     /// The cache was closed.
     Closed,
+    /// A flush (or close) could not write everything: the store failed. `pending` writes are
+    /// still waiting (they are retried, not dropped; after `close` they went to the
+    /// dead-letter hook).
+    Unflushed {
+        /// How many dirty keys are still not in the store.
+        pending: usize,
+        /// The store's last error.
+        cause: Arc<StoreError>,
+    },
 }
 
 impl fmt::Display for Error {
@@ -56,6 +65,9 @@ impl fmt::Display for Error {
             Error::TooHeavy => f.write_str("the entry is heavier than a shard can hold"),
             Error::Full => f.write_str("the shard is full of pinned (dirty) entries"),
             Error::Closed => f.write_str("the cache is closed"),
+            Error::Unflushed { pending, cause } => {
+                write!(f, "{pending} writes are not in the store yet: {cause}")
+            }
             Error::Recursive => f.write_str("a loader asked for the key it is loading"),
         }
     }
@@ -65,6 +77,7 @@ impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             Error::Store(e) => Some(&**e),
+            Error::Unflushed { cause, .. } => Some(&**cause),
             _ => None,
         }
     }

@@ -37,6 +37,7 @@ pub use loader::LoadError;
 pub use policy::EvictionPolicy;
 pub use stats::Stats;
 pub use time::{Clock, ManualClock};
+pub use write_behind::{DeadLetter, FlushReport, WriteBehind, WritePolicy};
 
 /// Internals for the loom models in `loom-tests/` (a `--cfg loom` build only; not API).
 #[cfg(loom)]

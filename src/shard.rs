@@ -91,7 +91,11 @@ struct Res<'a, 'g, K, V> {
     table: &'a Table<K, V>,
     slot_of: &'a [u32],
     guard: &'g Guard,
+    pin: Pin<'a, K>,
 }
+
+/// Asks whether a resident (by key and hash) is pinned: dirty in write-behind mode.
+pub(crate) type Pin<'a, K> = Option<&'a (dyn Fn(&K, u64) -> bool + 'a)>;
 
 impl<K, V> Residents for Res<'_, '_, K, V> {
     fn take_referenced(&mut self, token: Token) -> bool {
@@ -107,8 +111,11 @@ impl<K, V> Residents for Res<'_, '_, K, V> {
         }
     }
 
-    fn is_pinned(&self, _token: Token) -> bool {
-        false
+    fn is_pinned(&self, token: Token) -> bool {
+        let Some(pin) = self.pin else { return false };
+        self.table
+            .entry_at(self.slot_of[token as usize], self.guard)
+            .is_some_and(|e| pin(&e.key, e.hash))
     }
 }
 
@@ -186,6 +193,7 @@ impl<K: Eq, V> Shard<K, V> {
         exp: Expiry,
         now: u64,
         cond: Cond,
+        pin: Pin<'_, K>,
         guard: &'g Guard,
         out: &mut Vec<Removed<'g, K, V>>,
     ) -> InsertOutcome {
@@ -220,6 +228,7 @@ impl<K: Eq, V> Shard<K, V> {
                         table,
                         slot_of: &w.slot_of,
                         guard,
+                        pin,
                     };
                     if !w.policy.reweigh(token, weight, &mut res, &mut w.evicted) {
                         // The caller meant to replace the value: keeping the old one would
@@ -262,6 +271,7 @@ impl<K: Eq, V> Shard<K, V> {
                     table,
                     slot_of: &w.slot_of,
                     guard,
+                    pin,
                 };
                 match w.policy.admit(hash, weight, &mut res, &mut w.evicted) {
                     Admit::TooHeavy => InsertOutcome::TooHeavy,

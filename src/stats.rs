@@ -132,6 +132,12 @@ pub struct Stats {
     pub store_writes: u64,
     /// Failed writes to the backing store (each failed attempt counts).
     pub store_write_errors: u64,
+    /// Keys with writes not yet in the store (write-behind queue depth).
+    pub dirty: u64,
+    /// How long the oldest dirty key has waited, in nanoseconds.
+    pub oldest_dirty_nanos: u64,
+    /// Writes given up on and handed to the dead-letter hook.
+    pub dead_letters: u64,
 }
 
 impl Stats {
@@ -151,6 +157,9 @@ impl Stats {
             store_hits: c.sum(Counter::StoreHits),
             store_writes: c.sum(Counter::StoreWrites),
             store_write_errors: c.sum(Counter::StoreWriteErrors),
+            dirty: 0,
+            oldest_dirty_nanos: 0,
+            dead_letters: 0,
         }
     }
 

@@ -117,8 +117,17 @@ where
         let Some(store) = &inner.store else {
             return Ok(None);
         };
-        let owned = key.to_owned();
         let hash = self.hash(key);
+        // A pending write-behind write or delete is the truth; the store may be stale.
+        if let Some(wb) = &inner.wb
+            && let Some(pending) = wb.pending(hash, key)
+        {
+            return Ok(pending.and_then(|(v, at)| match at {
+                Some(at) if at <= SystemTime::now() => None,
+                _ => Some(v),
+            }));
+        }
+        let owned = key.to_owned();
         // The stored deadline, handed from `init` to `publish` (both run on this thread).
         let remaining: Cell<Option<Duration>> = Cell::new(None);
         let r = inner.loader.run(

@@ -1,11 +1,160 @@
-//! Write-behind: dirty entries travel from the writers that dirtied them to the one writer
-//! thread that flushes them to the backing store.
+//! Write-behind: writes are acknowledged once they are in memory and reach the backing store
+//! later, in batches, from one writer thread.
 //!
-//! The hand-off is [`mpsc::MpscQueue`], an intrusive lock-free queue whose nodes are the
-//! entries themselves; an entry is enqueued only on its clean→dirty transition, so the queue
-//! never holds more nodes than the cache holds entries (DESIGN §3.5).
+//! # Design
+//! Each key with a write not yet in the store has one *pending record* (the latest operation,
+//! `Put(value)` or `Delete`, and the sequence number of that write) in a striped map. Writers
+//! of one key are ordered by the cache's per-key lock, so the record and the cache always
+//! agree on the latest write. A key is pushed onto the lock-free MPSC queue only when its
+//! record is created (the clean→dirty transition): later writes just replace the record, so
+//! writes coalesce and the queue never holds more nodes than there are dirty keys.
+//!
+//! The writer pops keys, reads each one's current record, writes the batch, and then, per key,
+//! removes the record if its sequence number is unchanged (the key is clean again) or pushes
+//! the key again (a newer write arrived meanwhile). Removes are ordinary `Delete` records, so
+//! put / remove / put of one key reaches the store in order, as its latest state.
+//!
+//! Dirty keys are pinned: the eviction policy skips them (it asks through
+//! [`WriteBehindState::is_dirty`]), so a read after an acknowledged write sees it, also under
+//! eviction pressure. Read-through consults the pending records before the store, so a stale
+//! stored value never shadows a pending write or delete.
+//!
+//! # Failures
+//! A failed batch is retried with capped exponential back-off and never dropped. After
+//! repeated failures a batch is split into single writes; a key that keeps failing while
+//! other writes succeed is a *poison* key and goes to the dead-letter hook after
+//! `max_attempts` tries, so it cannot block the queue. When every write fails (the store is
+//! down) nothing is dead-lettered: the writer keeps retrying until the store comes back.
+//!
+//! # Back-pressure
+//! At most `max_dirty` keys may be dirty. A writer that would dirty one more key waits for the
+//! writer thread to make room (or, with `fail_fast`, gets [`Error::Full`](crate::Error::Full)).
 
-// Consumed by the write-behind writer, which lands separately; until then only the unit tests
-// and the loom models use the queue.
-#[cfg_attr(not(test), allow(dead_code))]
 pub(crate) mod mpsc;
+mod writer;
+
+pub(crate) use writer::{Pending, WriteBehindState};
+
+/// The hook type, for the builder.
+pub(crate) mod writer_hook {
+    pub(crate) use super::writer::DeadLetterHook;
+}
+
+use std::time::Duration;
+
+/// Settings of write-behind mode (see [`WritePolicy::WriteBehind`]).
+///
+/// ```
+/// use cogwheel::WriteBehind;
+/// use std::time::Duration;
+///
+/// let wb = WriteBehind::default().max_batch(256).max_delay(Duration::from_millis(50));
+/// # let _ = wb;
+/// ```
+#[derive(Debug, Clone)]
+pub struct WriteBehind {
+    pub(crate) max_batch: usize,
+    pub(crate) max_delay: Duration,
+    pub(crate) max_dirty: usize,
+    pub(crate) fail_fast: bool,
+    pub(crate) retry_base: Duration,
+    pub(crate) retry_max: Duration,
+    pub(crate) max_attempts: u32,
+    pub(crate) manual: bool,
+}
+
+impl Default for WriteBehind {
+    fn default() -> Self {
+        WriteBehind {
+            max_batch: 512,
+            max_delay: Duration::from_millis(100),
+            max_dirty: 100_000,
+            fail_fast: false,
+            retry_base: Duration::from_millis(10),
+            retry_max: Duration::from_secs(5),
+            max_attempts: 8,
+            manual: false,
+        }
+    }
+}
+
+impl WriteBehind {
+    /// The most operations written in one `write_batch` call (default 512).
+    pub fn max_batch(mut self, n: usize) -> Self {
+        self.max_batch = n.max(1);
+        self
+    }
+
+    /// The longest a write waits for its batch to fill before it is written anyway, when the
+    /// store is healthy (default 100 ms).
+    pub fn max_delay(mut self, d: Duration) -> Self {
+        self.max_delay = d;
+        self
+    }
+
+    /// The most keys that may be dirty at once (default 100 000); beyond it writers wait for
+    /// the writer thread (or fail, with [`fail_fast`](Self::fail_fast)).
+    pub fn max_dirty(mut self, n: usize) -> Self {
+        self.max_dirty = n.max(1);
+        self
+    }
+
+    /// Fail with [`Error::Full`](crate::Error::Full) instead of waiting when the dirty budget
+    /// is used up.
+    pub fn fail_fast(mut self, yes: bool) -> Self {
+        self.fail_fast = yes;
+        self
+    }
+
+    /// Back-off after a failed write: starts at `base`, doubles per failure, capped at `max`
+    /// (defaults 10 ms and 5 s).
+    pub fn retry_backoff(mut self, base: Duration, max: Duration) -> Self {
+        self.retry_base = base;
+        self.retry_max = max.max(base);
+        self
+    }
+
+    /// How many times a single key may fail (while other writes succeed) before it is handed
+    /// to the dead-letter hook (default 8).
+    pub fn max_attempts(mut self, n: u32) -> Self {
+        self.max_attempts = n.max(1);
+        self
+    }
+
+    /// No writer thread: writes reach the store only when the caller calls `flush` (which
+    /// then does the writer's work on the calling thread). For deterministic tests and for
+    /// callers that want full control of when I/O happens.
+    pub fn manual(mut self, yes: bool) -> Self {
+        self.manual = yes;
+        self
+    }
+}
+
+/// How the cache keeps its backing store in step.
+#[derive(Debug, Clone, Default)]
+#[non_exhaustive]
+pub enum WritePolicy {
+    /// Store first; the cache changes only if the store said `Ok` (the default).
+    #[default]
+    WriteThrough,
+    /// Acknowledge in memory; write to the store in the background (see [`WriteBehind`]).
+    WriteBehind(WriteBehind),
+}
+
+/// What a successful [`Cache::flush`](crate::Cache::flush) did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct FlushReport {
+    /// Keys that were dirty when the flush began and are now in the store.
+    pub flushed: usize,
+}
+
+/// A write the writer gave up on (see the dead-letter hook).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum DeadLetter<V> {
+    /// A put of this value that could not be written.
+    Put(V),
+    /// A delete that could not be written.
+    Delete,
+}

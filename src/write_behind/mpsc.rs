@@ -186,6 +186,7 @@ pub enum TryPopError {
     /// Retry after a [`spin_wait`] step (or use [`Consumer::pop_wait`]).
     Inconsistent,
     /// Another thread holds the consumer role.
+    #[allow(dead_code)] // reported by `MpscQueue::pop`, used by the loom models
     Busy,
 }
 
@@ -261,6 +262,7 @@ impl<T: Linked> MpscQueue<T> {
     ///
     /// [`TryPopError::Busy`] when another thread holds the consumer role; otherwise as
     /// [`Consumer::pop`].
+    #[allow(dead_code)] // the writer uses a `Consumer`; loom models use this
     pub fn pop(&self) -> Result<Arc<T>, TryPopError> {
         self.consumer().ok_or(TryPopError::Busy)?.pop()
     }
@@ -271,6 +273,7 @@ impl<T: Linked> MpscQueue<T> {
     /// # Errors
     ///
     /// [`TryPopError::Empty`] or [`TryPopError::Busy`]; never `Inconsistent`.
+    #[allow(dead_code)] // the writer uses a `Consumer`; loom models use this
     pub fn pop_wait(&self) -> Result<Arc<T>, TryPopError> {
         self.consumer()
             .ok_or(TryPopError::Busy)?

@@ -1,0 +1,653 @@
+//! The write-behind state shared by the cache and its writer thread, and the writer's loop.
+
+use super::mpsc::{MpscQueue, Node};
+use super::{DeadLetter, FlushReport, WriteBehind};
+use crate::error::Error;
+use crate::store::{BackingStore, StoreError, WriteOp};
+use crate::sync::{self, Arc, AtomicU64, AtomicUsize, Condvar, Mutex, MutexGuard, Ordering};
+use std::borrow::Borrow;
+use std::collections::HashMap;
+use std::hash::Hash;
+use std::panic::{self, AssertUnwindSafe};
+use std::sync::Arc as StdArc;
+use std::time::{Duration, Instant, SystemTime};
+
+/// The dead-letter hook: called for each write the writer gives up on.
+pub(crate) type DeadLetterHook<K, V> = StdArc<dyn Fn(&K, DeadLetter<V>, &StoreError) + Send + Sync>;
+
+const STRIPES: usize = 64;
+
+/// A queued key (with its hash), the sequence number of the write being stored, and the write.
+type Item<K, V> = (Arc<Node<(K, u64)>>, u64, Pending<V>);
+
+/// One stripe of the pending records.
+type Stripe<K, V> = Mutex<HashMap<K, Record<V>>>;
+
+/// The latest not-yet-stored write of a key.
+#[derive(Clone)]
+pub(crate) enum Pending<V> {
+    Put(V, Option<SystemTime>),
+    Delete,
+}
+
+struct Record<V> {
+    op: Pending<V>,
+    /// Sequence number of the latest write (the one `op` holds).
+    seq: u64,
+    /// A lower bound on the oldest write of this key not yet in the store: what a flush
+    /// barrier waits on. Coalescing replaces `seq`, never this, so a newer write cannot hide
+    /// an older acknowledged one from `flush`.
+    oldest: u64,
+    since: Instant,
+}
+
+/// What the writer and flushers tell each other.
+#[derive(Default)]
+struct Signal {
+    /// A flush wants the writer to go now (skip the batch delay and any back-off).
+    kick: bool,
+    closing: bool,
+    /// Bumped on every failed write attempt, so a flush can tell "failed since I began".
+    error_epoch: u64,
+    last_error: Option<StdArc<StoreError>>,
+}
+
+struct Shared<K, V> {
+    cfg: WriteBehind,
+    store: StdArc<dyn BackingStore<K, V>>,
+    stripes: Box<[Stripe<K, V>]>,
+    queue: MpscQueue<Node<(K, u64)>>,
+    seq: AtomicU64,
+    dirty: AtomicUsize,
+    sig: Mutex<Signal>,
+    cv: Condvar,
+    /// Serializes drain rounds in manual mode (several threads may call `flush`).
+    drain: Mutex<()>,
+    /// Consecutive failed rounds; after two, batches are split to find poison keys.
+    failed_rounds: AtomicU64,
+    /// Per-key failures counted while other writes succeed (poison detection).
+    poison: Mutex<HashMap<K, u32>>,
+    dead_letter: Option<DeadLetterHook<K, V>>,
+    writes: AtomicU64,
+    write_errors: AtomicU64,
+    dead_letters: AtomicU64,
+    thread: Mutex<Option<sync::thread::JoinHandle<()>>>,
+    closed: std::sync::atomic::AtomicBool,
+}
+
+/// Write-behind state owned by the cache.
+pub(crate) struct WriteBehindState<K, V> {
+    shared: Arc<Shared<K, V>>,
+    /// `close`, type-erased so that `Drop` (which cannot name the key's trait bounds) can
+    /// call it.
+    closer: Box<dyn Fn() + Send + Sync>,
+}
+
+impl<K, V> Drop for WriteBehindState<K, V> {
+    fn drop(&mut self) {
+        // The cache is gone: drain the queue; what cannot be written goes to the dead-letter
+        // hook, so nothing is dropped silently.
+        (self.closer)();
+    }
+}
+
+impl<K, V> WriteBehindState<K, V>
+where
+    K: Hash + Eq + Clone + Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
+{
+    pub(crate) fn new(
+        cfg: WriteBehind,
+        store: StdArc<dyn BackingStore<K, V>>,
+        dead_letter: Option<DeadLetterHook<K, V>>,
+    ) -> Result<Self, std::io::Error> {
+        let manual = cfg.manual;
+        let shared = Arc::new(Shared {
+            cfg,
+            store,
+            stripes: (0..STRIPES).map(|_| Mutex::new(HashMap::new())).collect(),
+            queue: MpscQueue::new(),
+            seq: AtomicU64::new(0),
+            dirty: AtomicUsize::new(0),
+            sig: Mutex::new(Signal::default()),
+            cv: Condvar::new(),
+            drain: Mutex::new(()),
+            failed_rounds: AtomicU64::new(0),
+            poison: Mutex::new(HashMap::new()),
+            dead_letter,
+            writes: AtomicU64::new(0),
+            write_errors: AtomicU64::new(0),
+            dead_letters: AtomicU64::new(0),
+            thread: Mutex::new(None),
+            closed: Default::default(),
+        });
+        if !manual {
+            #[cfg(loom)]
+            unreachable!("loom models use WriteBehind::manual");
+            #[cfg(not(loom))]
+            {
+                let sh = Arc::clone(&shared);
+                let t = std::thread::Builder::new()
+                    .name("cogwheel-write-behind".into())
+                    .spawn(move || sh.run())?;
+                *sync::lock(&shared.thread) = Some(t);
+            }
+        }
+        let sh = Arc::clone(&shared);
+        let closer = Box::new(move || {
+            let _ = sh.close();
+        });
+        Ok(WriteBehindState { shared, closer })
+    }
+
+    /// Flush, stop the writer, and hand whatever could not be written to the dead-letter hook
+    /// (reported in the error). Later writes fail with `Closed`.
+    pub(crate) fn close(&self) -> Result<FlushReport, Error> {
+        self.shared.close()
+    }
+
+    /// Whether the key has a write not yet in the store (the eviction policy's pin test).
+    #[inline]
+    pub(crate) fn is_dirty<Q>(&self, hash: u64, key: &Q) -> bool
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        let sh = &*self.shared;
+        sh.dirty.load(Ordering::Acquire) != 0 && sync::lock(sh.stripe(hash)).contains_key(key)
+    }
+
+    /// The pending write of a key, if any: `Some(None)` is a pending delete. Read-through
+    /// answers from this instead of the store, which may be stale.
+    pub(crate) fn pending<Q>(&self, hash: u64, key: &Q) -> Option<Option<(V, Option<SystemTime>)>>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        let sh = &*self.shared;
+        if sh.dirty.load(Ordering::Acquire) == 0 {
+            return None;
+        }
+        sync::lock(sh.stripe(hash)).get(key).map(|r| match &r.op {
+            Pending::Put(v, at) => Some((v.clone(), *at)),
+            Pending::Delete => None,
+        })
+    }
+
+    /// Make room for one more dirty key (`key` itself may already be dirty). Waits for the
+    /// writer, or fails with `Full` in fail-fast mode, or `Closed` after `close`.
+    pub(crate) fn reserve<Q>(&self, hash: u64, key: &Q) -> Result<(), Error>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        let sh = &*self.shared;
+        loop {
+            if sh.closed.load(Ordering::Acquire) {
+                return Err(Error::Closed);
+            }
+            if sh.dirty.load(Ordering::Acquire) < sh.cfg.max_dirty || self.is_dirty(hash, key) {
+                return Ok(());
+            }
+            if sh.cfg.fail_fast {
+                return Err(Error::Full);
+            }
+            self.wait_for_progress()?;
+        }
+    }
+
+    /// Block until the writer has made progress (a round finished). In manual mode, do a
+    /// round here instead.
+    pub(crate) fn wait_for_progress(&self) -> Result<(), Error> {
+        let sh = &*self.shared;
+        if sh.cfg.manual {
+            return sh.round_locked().map(|_| ()).map_err(|e| sh.unflushed(e));
+        }
+        let mut sig = sync::lock(&sh.sig);
+        sig.kick = true;
+        sh.cv.notify_all();
+        let epoch = sig.error_epoch;
+        let dirty = sh.dirty.load(Ordering::Acquire);
+        while sh.dirty.load(Ordering::Acquire) >= dirty && sig.error_epoch == epoch && !sig.closing
+        {
+            sig = wait(&sh.cv, sig);
+        }
+        Ok(())
+    }
+
+    /// Record the latest write of a key (the caller holds the key's lock). Only the
+    /// clean→dirty transition enqueues the key.
+    pub(crate) fn record(&self, hash: u64, key: &K, op: Pending<V>) {
+        let sh = &*self.shared;
+        let seq = sh.seq.fetch_add(1, Ordering::AcqRel) + 1;
+        let mut map = sync::lock(sh.stripe(hash));
+        match map.get_mut(key) {
+            Some(r) => {
+                r.op = op;
+                r.seq = seq;
+            }
+            None => {
+                map.insert(
+                    key.clone(),
+                    Record {
+                        op,
+                        seq,
+                        oldest: seq,
+                        since: Instant::now(),
+                    },
+                );
+                sh.dirty.fetch_add(1, Ordering::AcqRel);
+                drop(map);
+                sh.queue.push(Arc::new(Node::new((key.clone(), hash))));
+                if !sh.cfg.manual {
+                    let _sig = sync::lock(&sh.sig);
+                    sh.cv.notify_all();
+                }
+            }
+        }
+    }
+
+    /// Every write acknowledged before this call is in the store when it returns `Ok`.
+    pub(crate) fn flush(&self) -> Result<FlushReport, Error> {
+        self.shared.flush()
+    }
+
+    pub(crate) fn dirty_count(&self) -> usize {
+        self.shared.dirty.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn dirty_keys(&self) -> Vec<K> {
+        self.shared
+            .stripes
+            .iter()
+            .flat_map(|s| sync::lock(s).keys().cloned().collect::<Vec<_>>())
+            .collect()
+    }
+
+    /// Age of the oldest dirty key (since it became dirty).
+    pub(crate) fn oldest_dirty(&self) -> Option<Duration> {
+        self.shared
+            .stripes
+            .iter()
+            .filter_map(|s| sync::lock(s).values().map(|r| r.since).min())
+            .min()
+            .map(|t| t.elapsed())
+    }
+
+    /// (writes, write errors, dead letters) for the stats.
+    pub(crate) fn counts(&self) -> (u64, u64, u64) {
+        let sh = &*self.shared;
+        (
+            sh.writes.load(Ordering::Relaxed),
+            sh.write_errors.load(Ordering::Relaxed),
+            sh.dead_letters.load(Ordering::Relaxed),
+        )
+    }
+}
+
+impl<K, V> Shared<K, V>
+where
+    K: Hash + Eq + Clone + Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
+{
+    /// Every write acknowledged before this call is in the store when it returns `Ok`.
+    fn flush(&self) -> Result<FlushReport, Error> {
+        let sh = self;
+        let target = sh.seq.load(Ordering::Acquire);
+        let flushed = sh.pending_upto(target);
+        if sh.cfg.manual {
+            loop {
+                if sh.pending_upto(target) == 0 {
+                    return Ok(FlushReport { flushed });
+                }
+                if let Err(e) = sh.round_locked() {
+                    return Err(sh.unflushed(e));
+                }
+            }
+        }
+        let mut sig = sync::lock(&sh.sig);
+        let epoch = sig.error_epoch;
+        sig.kick = true;
+        sh.cv.notify_all();
+        loop {
+            if sh.pending_upto(target) == 0 {
+                return Ok(FlushReport { flushed });
+            }
+            if sig.error_epoch != epoch || sig.closing {
+                let e = sig
+                    .last_error
+                    .clone()
+                    .unwrap_or_else(|| StdArc::new(StoreError::fail("the writer stopped")));
+                return Err(Error::Unflushed {
+                    pending: sh.pending_upto(target),
+                    cause: e,
+                });
+            }
+            sig = wait(&sh.cv, sig);
+        }
+    }
+
+    fn close(&self) -> Result<FlushReport, Error> {
+        if self.closed.swap(true, Ordering::AcqRel) {
+            return Ok(FlushReport::default());
+        }
+        let r = self.flush();
+        let sh = self;
+        {
+            let mut sig = sync::lock(&sh.sig);
+            sig.closing = true;
+            sh.cv.notify_all();
+        }
+        if let Some(t) = sync::lock(&self.thread).take() {
+            // The writer holds no cache lock and never calls into the cache: joining is safe.
+            let _ = t.join();
+        }
+        if r.is_err() {
+            sh.dead_letter_all();
+        }
+        r
+    }
+
+    fn stripe(&self, hash: u64) -> &Stripe<K, V> {
+        &self.stripes[(hash >> 40) as usize % STRIPES]
+    }
+
+    /// How many dirty keys hold a write with sequence number ≤ `target`.
+    fn pending_upto(&self, target: u64) -> usize {
+        if self.dirty.load(Ordering::Acquire) == 0 {
+            return 0;
+        }
+        self.stripes
+            .iter()
+            .map(|s| {
+                sync::lock(s)
+                    .values()
+                    .filter(|r| r.oldest <= target)
+                    .count()
+            })
+            .sum()
+    }
+
+    fn unflushed(&self, cause: StdArc<StoreError>) -> Error {
+        Error::Unflushed {
+            pending: self.dirty.load(Ordering::Acquire),
+            cause,
+        }
+    }
+
+    /// The writer thread.
+    #[cfg(not(loom))]
+    fn run(&self) {
+        let mut backoff = self.cfg.retry_base;
+        loop {
+            {
+                let mut sig = sync::lock(&self.sig);
+                while !sig.closing && self.queue.is_empty() {
+                    sig = wait(&self.cv, sig);
+                }
+                if sig.closing {
+                    return;
+                }
+                // Let a batch fill for up to `max_delay`, unless a flush is waiting.
+                let start = Instant::now();
+                while !sig.kick
+                    && !sig.closing
+                    && self.dirty.load(Ordering::Acquire) < self.cfg.max_batch
+                    && start.elapsed() < self.cfg.max_delay
+                {
+                    let left = self.cfg.max_delay.saturating_sub(start.elapsed());
+                    sig = self
+                        .cv
+                        .wait_timeout(sig, left)
+                        .map_or_else(|p| p.into_inner().0, |(g, _)| g);
+                }
+                sig.kick = false;
+            }
+            match self.round_locked() {
+                Ok(_) => backoff = self.cfg.retry_base,
+                Err(_) => {
+                    // Back off, unless a flush or close asks to go now.
+                    let mut sig = sync::lock(&self.sig);
+                    if !sig.kick && !sig.closing {
+                        sig = self
+                            .cv
+                            .wait_timeout(sig, backoff)
+                            .map_or_else(|p| p.into_inner().0, |(g, _)| g);
+                    }
+                    sig.kick = false;
+                    drop(sig);
+                    backoff = (backoff * 2).min(self.cfg.retry_max);
+                }
+            }
+        }
+    }
+
+    /// One drain round (serialized): pop up to `max_batch` keys, write them, settle them.
+    /// Returns how many keys were written.
+    fn round_locked(&self) -> Result<usize, StdArc<StoreError>> {
+        let _one = sync::lock(&self.drain);
+        let mut nodes = Vec::new();
+        if let Some(mut consumer) = self.queue.consumer() {
+            while nodes.len() < self.cfg.max_batch {
+                match consumer.pop_wait() {
+                    Some(n) => nodes.push(n),
+                    None => break,
+                }
+            }
+        }
+        if nodes.is_empty() {
+            return Ok(0);
+        }
+        let batch = self.snapshot(nodes);
+        let split = self.failed_rounds.load(Ordering::Relaxed) >= 2 && batch.len() > 1;
+        let result = if split {
+            self.write_singly(batch)
+        } else {
+            self.write_all(batch)
+        };
+        let mut sig = sync::lock(&self.sig);
+        match &result {
+            Ok(_) => self.failed_rounds.store(0, Ordering::Relaxed),
+            Err(e) => {
+                self.failed_rounds.fetch_add(1, Ordering::Relaxed);
+                sig.error_epoch += 1;
+                sig.last_error = Some(StdArc::clone(e));
+            }
+        }
+        self.cv.notify_all();
+        result
+    }
+
+    /// The current record of each popped key (keys dead-lettered meanwhile are dropped).
+    fn snapshot(&self, nodes: Vec<Arc<Node<(K, u64)>>>) -> Vec<Item<K, V>> {
+        nodes
+            .into_iter()
+            .filter_map(|n| {
+                let (k, h) = &**n;
+                let rec = sync::lock(self.stripe(*h))
+                    .get(k)
+                    .map(|r| (r.seq, r.op.clone()));
+                rec.map(|(seq, op)| (n, seq, op))
+            })
+            .collect()
+    }
+
+    fn write(&self, batch: &[Item<K, V>]) -> Result<(), StdArc<StoreError>> {
+        let ops: Vec<WriteOp<'_, K, V>> = batch
+            .iter()
+            .map(|(n, _, op)| match op {
+                Pending::Put(v, at) => WriteOp::Put {
+                    key: &n.0,
+                    value: v,
+                    expires_at: *at,
+                },
+                Pending::Delete => WriteOp::Delete { key: &n.0 },
+            })
+            .collect();
+        // A panicking store must not kill the writer (every later write would be lost) nor
+        // be swallowed: it becomes an `Unknown` failure that flush callers see.
+        let r = panic::catch_unwind(AssertUnwindSafe(|| self.store.write_batch(&ops)))
+            .unwrap_or_else(|p| {
+                let msg = p
+                    .downcast_ref::<&str>()
+                    .map(|s| (*s).to_string())
+                    .or_else(|| p.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "unknown panic".into());
+                Err(StoreError::unknown(format!(
+                    "the store panicked in write_batch: {msg}"
+                )))
+            });
+        match r {
+            Ok(()) => {
+                self.writes.fetch_add(ops.len() as u64, Ordering::Relaxed);
+                Ok(())
+            }
+            Err(e) => {
+                self.write_errors.fetch_add(1, Ordering::Relaxed);
+                Err(StdArc::new(e))
+            }
+        }
+    }
+
+    fn write_all(&self, batch: Vec<Item<K, V>>) -> Result<usize, StdArc<StoreError>> {
+        match self.write(&batch) {
+            Ok(()) => {
+                let n = batch.len();
+                for (node, seq, _) in batch {
+                    self.settle(node, seq);
+                }
+                Ok(n)
+            }
+            Err(e) => {
+                if batch.len() == 1 {
+                    let item = batch.into_iter().next().expect("one item");
+                    self.single_failed(item, &e, false);
+                } else {
+                    for (node, _, _) in batch {
+                        self.queue.push(node); // still dirty: try again later
+                    }
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// After repeated failures: one write per key, to tell a poison key from a down store.
+    fn write_singly(&self, batch: Vec<Item<K, V>>) -> Result<usize, StdArc<StoreError>> {
+        let mut ok = 0;
+        let mut failed = Vec::new();
+        for item in batch {
+            match self.write(std::slice::from_ref(&item)) {
+                Ok(()) => {
+                    ok += 1;
+                    self.settle(item.0, item.1);
+                }
+                Err(e) => failed.push((item, e)),
+            }
+        }
+        let Some(last) = failed.last().map(|(_, e)| StdArc::clone(e)) else {
+            return Ok(ok);
+        };
+        for (item, e) in failed {
+            self.single_failed(item, &e, ok > 0);
+        }
+        if ok > 0 { Ok(ok) } else { Err(last) }
+    }
+
+    /// A write of one key failed. The key becomes a *suspect* when other writes succeeded in
+    /// the same round (the store works, this key does not); a suspect's every further failure
+    /// counts, and after `max_attempts` it is dead-lettered. Keys that fail while everything
+    /// fails (the store is down) are never given up.
+    fn single_failed(&self, item: Item<K, V>, e: &StdArc<StoreError>, others_ok: bool) {
+        let (node, seq, op) = item;
+        let give_up = {
+            let mut p = sync::lock(&self.poison);
+            match p.get_mut(&node.0) {
+                Some(n) => {
+                    *n += 1;
+                    *n >= self.cfg.max_attempts
+                }
+                None if others_ok => {
+                    p.insert(node.0.clone(), 1);
+                    self.cfg.max_attempts <= 1
+                }
+                None => false,
+            }
+        };
+        if give_up {
+            self.dead_letter_one(&node, seq, op, e);
+        } else {
+            self.queue.push(node);
+        }
+    }
+
+    /// A written key is clean again unless it was written meanwhile (then it goes back on
+    /// the queue with its newer record).
+    fn settle(&self, node: Arc<Node<(K, u64)>>, seq: u64) {
+        let (k, h) = &**node;
+        let mut map = sync::lock(self.stripe(*h));
+        match map.get_mut(k) {
+            Some(r) if r.seq == seq => {
+                map.remove(k);
+                drop(map);
+                self.dirty.fetch_sub(1, Ordering::AcqRel);
+                sync::lock(&self.poison).remove(k);
+            }
+            Some(r) => {
+                // Everything up to `seq` is stored; the newer writes are not yet.
+                r.oldest = seq + 1;
+                drop(map);
+                self.queue.push(node);
+            }
+            None => {}
+        }
+    }
+
+    fn dead_letter_one(&self, node: &Node<(K, u64)>, seq: u64, op: Pending<V>, e: &StoreError) {
+        let (k, h) = &**node;
+        let mut map = sync::lock(self.stripe(*h));
+        if map.get(k).is_some_and(|r| r.seq == seq) {
+            map.remove(k);
+            drop(map);
+            self.dirty.fetch_sub(1, Ordering::AcqRel);
+            self.dead_letters.fetch_add(1, Ordering::Relaxed);
+            sync::lock(&self.poison).remove(k);
+            if let Some(hook) = &self.dead_letter {
+                hook(k, to_dead(op), e);
+            }
+        } else if map.contains_key(k) {
+            // Rewritten meanwhile: the new value gets its own chances.
+            drop(map);
+            self.queue.push(Arc::new(Node::new((k.clone(), *h))));
+        }
+    }
+
+    /// At close, after a failed final flush: report every remaining write.
+    fn dead_letter_all(&self) {
+        let e = sync::lock(&self.sig)
+            .last_error
+            .clone()
+            .unwrap_or_else(|| StdArc::new(StoreError::fail("closed before it could be written")));
+        for s in self.stripes.iter() {
+            let drained: Vec<(K, Record<V>)> = sync::lock(s).drain().collect();
+            for (k, r) in drained {
+                self.dirty.fetch_sub(1, Ordering::AcqRel);
+                self.dead_letters.fetch_add(1, Ordering::Relaxed);
+                if let Some(hook) = &self.dead_letter {
+                    hook(&k, to_dead(r.op), &e);
+                }
+            }
+        }
+    }
+}
+
+fn to_dead<V>(op: Pending<V>) -> DeadLetter<V> {
+    match op {
+        Pending::Put(v, _) => DeadLetter::Put(v),
+        Pending::Delete => DeadLetter::Delete,
+    }
+}
+
+fn wait<'a, T>(cv: &Condvar, g: MutexGuard<'a, T>) -> MutexGuard<'a, T> {
+    cv.wait(g).unwrap_or_else(|p| p.into_inner())
+}

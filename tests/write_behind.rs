@@ -1,0 +1,446 @@
+//! Write-behind contracts: ordering, coalescing, flush as a barrier, failures, back-pressure.
+
+use cogwheel::store::{
+    AppliedOp, BackingStore, FaultKind, Faults, MemoryStore, StoreError, Stored, WriteOp,
+};
+use cogwheel::{Cache, DeadLetter, Error, WriteBehind, WritePolicy};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Barrier, Mutex};
+use std::thread;
+use std::time::Duration;
+
+fn manual(store: &MemoryStore<u64, u64>, cap: u64) -> Cache<u64, u64> {
+    Cache::builder()
+        .max_capacity(cap)
+        .store(store.clone())
+        .write_policy(WritePolicy::WriteBehind(
+            WriteBehind::default().manual(true),
+        ))
+        .build()
+        .unwrap()
+}
+
+fn threaded(store: &MemoryStore<u64, u64>, wb: WriteBehind) -> Cache<u64, u64> {
+    Cache::builder()
+        .max_capacity(100_000)
+        .store(store.clone())
+        .write_policy(WritePolicy::WriteBehind(
+            wb.retry_backoff(Duration::from_millis(1), Duration::from_millis(5)),
+        ))
+        .build()
+        .unwrap()
+}
+
+fn store_value(store: &MemoryStore<u64, u64>, k: u64) -> Option<u64> {
+    store.snapshot().get(&k).map(|s| s.value)
+}
+
+#[test]
+fn ok_is_in_memory_then_durable_after_flush() {
+    let store = MemoryStore::new();
+    let c = manual(&store, 100);
+    c.insert(1, 10).unwrap();
+    assert_eq!(c.get(&1), Some(10), "visible at once");
+    assert_eq!(store_value(&store, 1), None, "not yet in the store");
+    assert_eq!(c.dirty_keys(), vec![1]);
+    assert_eq!(c.flush().unwrap().flushed, 1);
+    assert_eq!(store_value(&store, 1), Some(10));
+    assert_eq!(c.dirty_count(), 0);
+}
+
+#[test]
+fn put_remove_put_reaches_the_store_in_order() {
+    let store = MemoryStore::new();
+    let c = manual(&store, 100);
+    c.insert(1, 1).unwrap();
+    c.flush().unwrap();
+    c.remove(&1).unwrap();
+    c.flush().unwrap();
+    c.insert(1, 3).unwrap();
+    c.flush().unwrap();
+    let ops = store.applied_ops();
+    assert!(
+        matches!(
+            ops.as_slice(),
+            [
+                AppliedOp::Put { value: 1, .. },
+                AppliedOp::Delete { .. },
+                AppliedOp::Put { value: 3, .. }
+            ]
+        ),
+        "{ops:?}"
+    );
+    // Without flushes in between, the store ends at the latest state.
+    c.remove(&1).unwrap();
+    c.insert(1, 5).unwrap();
+    c.remove(&1).unwrap();
+    c.flush().unwrap();
+    assert_eq!(store_value(&store, 1), None);
+    assert_eq!(c.fetch(&1).unwrap(), None, "no resurrection from the store");
+}
+
+#[test]
+fn repeated_writes_coalesce() {
+    let store = MemoryStore::new();
+    let c = manual(&store, 100);
+    for i in 0..1000u64 {
+        c.insert(i % 10, i).unwrap();
+    }
+    assert_eq!(c.dirty_count(), 10, "the queue holds each dirty key once");
+    c.flush().unwrap();
+    assert_eq!(
+        store.applied_ops().len(),
+        10,
+        "1000 writes became 10 store writes"
+    );
+    for k in 0..10 {
+        assert_eq!(store_value(&store, k), Some(990 + k));
+    }
+}
+
+#[test]
+fn flush_is_a_barrier_under_concurrent_writers() {
+    let store = MemoryStore::new();
+    let c = threaded(&store, WriteBehind::default().max_batch(64));
+    let before = Arc::new(Barrier::new(5));
+    let handles: Vec<_> = (0..4u64)
+        .map(|t| {
+            let (c, before) = (c.clone(), before.clone());
+            thread::spawn(move || {
+                for i in 0..500u64 {
+                    c.insert(t * 1000 + i % 50, i).unwrap();
+                }
+                before.wait(); // phase 1 acknowledged
+                for i in 500..1000u64 {
+                    c.insert(t * 1000 + i % 50, i).unwrap(); // phase 2 races the flush
+                }
+            })
+        })
+        .collect();
+    before.wait();
+    c.flush().unwrap();
+    let snap = store.snapshot();
+    for t in 0..4u64 {
+        for k in 0..50u64 {
+            let v = snap.get(&(t * 1000 + k)).map(|s| s.value).expect("flushed");
+            assert!(
+                v >= 450 + k,
+                "a write acknowledged before flush began is durable"
+            );
+        }
+    }
+    for h in handles {
+        h.join().unwrap();
+    }
+    c.flush().unwrap();
+    for (k, v) in c.iter() {
+        assert_eq!(store_value(&store, k), Some(v));
+    }
+}
+
+/// A store that reports each applied batch on a channel.
+struct Notifying {
+    inner: MemoryStore<u64, u64>,
+    tx: Mutex<std::sync::mpsc::Sender<usize>>,
+}
+
+impl BackingStore<u64, u64> for Notifying {
+    fn load(&self, key: &u64) -> Result<Option<Stored<u64>>, StoreError> {
+        self.inner.load(key)
+    }
+    fn write_batch(&self, ops: &[WriteOp<'_, u64, u64>]) -> Result<(), StoreError> {
+        self.inner.write_batch(ops)?;
+        let _ = self.tx.lock().unwrap().send(ops.len());
+        Ok(())
+    }
+}
+
+#[test]
+fn the_writer_thread_stores_writes_on_its_own() {
+    let store = MemoryStore::new();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let c: Cache<u64, u64> = Cache::builder()
+        .max_capacity(100)
+        .store(Notifying {
+            inner: store.clone(),
+            tx: Mutex::new(tx),
+        })
+        .write_policy(WritePolicy::WriteBehind(
+            WriteBehind::default().max_delay(Duration::from_millis(1)),
+        ))
+        .build()
+        .unwrap();
+    c.insert(1, 1).unwrap();
+    // No flush: the writer thread writes the batch by itself (after at most max_delay when
+    // the store is healthy); wait for that event, generously bounded.
+    assert_eq!(rx.recv_timeout(Duration::from_secs(60)), Ok(1));
+    assert_eq!(store_value(&store, 1), Some(1));
+}
+
+#[test]
+fn store_down_then_up_loses_nothing() {
+    let store = MemoryStore::new();
+    let c = threaded(&store, WriteBehind::default());
+    store.set_down(true);
+    for i in 0..100 {
+        c.insert(i, i).unwrap();
+    }
+    match c.flush() {
+        Err(Error::Unflushed { pending, .. }) => assert!(pending > 0),
+        other => panic!("expected Unflushed, got {other:?}"),
+    }
+    assert_eq!(c.stats().dead_letters, 0, "a down store is not poison");
+    store.set_down(false);
+    c.flush().unwrap();
+    for i in 0..100 {
+        assert_eq!(store_value(&store, i), Some(i));
+    }
+    assert!(c.stats().store_write_errors > 0);
+}
+
+#[test]
+fn injected_failures_converge_after_a_final_flush() {
+    for pct in [1u8, 10, 25, 50] {
+        for kind in [
+            FaultKind::Fail,
+            FaultKind::Unknown {
+                applied: cogwheel::store::Applied::Prefix(1),
+            },
+        ] {
+            let store = MemoryStore::new();
+            store.set_faults(Faults::failing(pct, kind, u64::from(pct)).writes_only());
+            let c = threaded(&store, WriteBehind::default().max_batch(16));
+            let mut model = HashMap::new();
+            for i in 0..600u64 {
+                let k = i % 40;
+                if i % 7 == 0 {
+                    c.remove(&k).unwrap();
+                    model.remove(&k);
+                } else {
+                    c.insert(k, i).unwrap();
+                    model.insert(k, i);
+                }
+            }
+            let mut tries = 0;
+            while c.flush().is_err() {
+                tries += 1;
+                assert!(tries < 10_000, "never converged at {pct} %");
+            }
+            for k in 0..40 {
+                assert_eq!(
+                    store_value(&store, k),
+                    model.get(&k).copied(),
+                    "key {k} at {pct} % {kind:?}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn a_hung_store_keeps_memory_bounded() {
+    let store = MemoryStore::new();
+    store.hang();
+    let c = threaded(
+        &store,
+        WriteBehind::default().max_dirty(100).fail_fast(true),
+    );
+    let mut full = 0;
+    for i in 0..1000 {
+        match c.insert(i, i) {
+            Ok(()) => {}
+            Err(Error::Full) => full += 1,
+            Err(e) => panic!("{e}"),
+        }
+        assert!(c.dirty_count() <= 100);
+    }
+    assert_eq!(
+        full, 900,
+        "beyond the dirty budget, fail-fast writers are refused"
+    );
+    store.release();
+    c.flush().unwrap();
+    assert_eq!(store.len(), 100);
+}
+
+/// A store that always fails writes of one key.
+struct Poison {
+    inner: MemoryStore<u64, u64>,
+    poison: u64,
+}
+
+impl BackingStore<u64, u64> for Poison {
+    fn load(&self, key: &u64) -> Result<Option<Stored<u64>>, StoreError> {
+        self.inner.load(key)
+    }
+    fn write_batch(&self, ops: &[WriteOp<'_, u64, u64>]) -> Result<(), StoreError> {
+        let bad = ops.iter().any(|op| match op {
+            WriteOp::Put { key, .. } | WriteOp::Delete { key } => **key == self.poison,
+        });
+        if bad {
+            Err(StoreError::fail("poison"))
+        } else {
+            self.inner.write_batch(ops)
+        }
+    }
+}
+
+#[test]
+fn a_poison_entry_goes_to_the_dead_letter_hook() {
+    let store = MemoryStore::new();
+    let dead = Arc::new(Mutex::new(Vec::new()));
+    let d2 = dead.clone();
+    let c: Cache<u64, u64> = Cache::builder()
+        .max_capacity(1000)
+        .store(Poison {
+            inner: store.clone(),
+            poison: 13,
+        })
+        .write_policy(WritePolicy::WriteBehind(
+            WriteBehind::default().manual(true).max_attempts(3),
+        ))
+        .dead_letter(move |k, op, _e| d2.lock().unwrap().push((*k, op)))
+        .build()
+        .unwrap();
+    for i in 0..20 {
+        c.insert(i, i * 10).unwrap();
+    }
+    let mut tries = 0;
+    while c.flush().is_err() {
+        tries += 1;
+        assert!(tries < 100, "the poison key kept blocking the queue");
+    }
+    assert_eq!(*dead.lock().unwrap(), vec![(13, DeadLetter::Put(130))]);
+    assert_eq!(c.stats().dead_letters, 1);
+    for i in (0..20).filter(|i| *i != 13) {
+        assert_eq!(store_value(&store, i), Some(i * 10));
+    }
+}
+
+/// A store whose write_batch panics while a flag is set.
+struct Panicky {
+    inner: MemoryStore<u64, u64>,
+    panic: Arc<AtomicBool>,
+}
+
+impl BackingStore<u64, u64> for Panicky {
+    fn load(&self, key: &u64) -> Result<Option<Stored<u64>>, StoreError> {
+        self.inner.load(key)
+    }
+    fn write_batch(&self, ops: &[WriteOp<'_, u64, u64>]) -> Result<(), StoreError> {
+        if self.panic.load(Ordering::SeqCst) {
+            panic!("store exploded");
+        }
+        self.inner.write_batch(ops)
+    }
+}
+
+#[test]
+fn a_writer_panic_is_reported_not_swallowed() {
+    let store = MemoryStore::new();
+    let flag = Arc::new(AtomicBool::new(true));
+    let c: Cache<u64, u64> = Cache::builder()
+        .max_capacity(1000)
+        .store(Panicky {
+            inner: store.clone(),
+            panic: flag.clone(),
+        })
+        .write_policy(WritePolicy::WriteBehind(WriteBehind::default()))
+        .build()
+        .unwrap();
+    c.insert(1, 1).unwrap();
+    match c.flush() {
+        Err(Error::Unflushed { cause, .. }) => {
+            assert!(cause.to_string().contains("store exploded"), "{cause}")
+        }
+        other => panic!("expected the panic to be reported, got {other:?}"),
+    }
+    flag.store(false, Ordering::SeqCst);
+    c.flush().unwrap();
+    assert_eq!(
+        store_value(&store, 1),
+        Some(1),
+        "the writer survived and wrote it"
+    );
+}
+
+#[test]
+fn dirty_entries_are_pinned_and_reads_see_pending_writes() {
+    let store = MemoryStore::new();
+    store.insert(5, 500, None); // a stale value in the store
+    let c = manual(&store, 8);
+    for i in 0..8 {
+        c.insert(i, i).unwrap();
+    }
+    // The shard is full of dirty entries: this insert waits for (here: does) a writer round
+    // instead of evicting a dirty value or spinning.
+    c.insert(100, 100).unwrap();
+    for i in 0..8 {
+        assert_eq!(
+            c.fetch(&i).unwrap(),
+            Some(i),
+            "no acknowledged write lost or shadowed"
+        );
+    }
+    assert_eq!(c.fetch(&5).unwrap(), Some(5), "not the stale 500");
+    assert!(c.len() <= 8);
+    // A pending delete is not undone by read-through either.
+    c.flush().unwrap();
+    c.remove(&100).unwrap();
+    c.invalidate_all();
+    assert_eq!(c.fetch(&100).unwrap(), None);
+}
+
+#[test]
+fn close_reports_what_could_not_be_written() {
+    let store = MemoryStore::new();
+    let dead = Arc::new(Mutex::new(Vec::new()));
+    let d2 = dead.clone();
+    let c: Cache<u64, u64> = Cache::builder()
+        .max_capacity(1000)
+        .store(store.clone())
+        .write_policy(WritePolicy::WriteBehind(WriteBehind::default()))
+        .dead_letter(move |k, op, _| d2.lock().unwrap().push((*k, op)))
+        .build()
+        .unwrap();
+    store.set_down(true);
+    c.insert(1, 1).unwrap();
+    c.remove(&2).unwrap();
+    assert!(matches!(
+        c.close(),
+        Err(Error::Unflushed { pending: 2, .. })
+    ));
+    let mut dead = dead.lock().unwrap().clone();
+    dead.sort_by_key(|(k, _)| *k);
+    assert_eq!(dead, vec![(1, DeadLetter::Put(1)), (2, DeadLetter::Delete)]);
+    assert!(matches!(c.insert(3, 3), Err(Error::Closed)));
+}
+
+#[test]
+fn dropping_the_last_handle_drains_the_queue() {
+    let store = MemoryStore::new();
+    let c = threaded(
+        &store,
+        WriteBehind::default().max_delay(Duration::from_secs(3600)),
+    );
+    for i in 0..50 {
+        c.insert(i, i).unwrap();
+    }
+    drop(c);
+    assert_eq!(store.len(), 50, "drop flushed everything");
+}
+
+#[test]
+fn flush_if_needed_and_older_than() {
+    let store = MemoryStore::new();
+    let c = manual(&store, 100);
+    c.insert(1, 1).unwrap();
+    assert_eq!(c.flush_if_needed(2).unwrap(), None);
+    c.insert(2, 2).unwrap();
+    assert_eq!(c.flush_if_needed(2).unwrap().map(|r| r.flushed), Some(2));
+    c.insert(3, 3).unwrap();
+    assert_eq!(c.flush_older_than(Duration::from_secs(3600)).unwrap(), None);
+    assert!(c.flush_older_than(Duration::ZERO).unwrap().is_some());
+    assert_eq!(store.len(), 3);
+}
