@@ -67,7 +67,6 @@ pub(crate) fn try_lock<T>(m: &Mutex<T>) -> Option<MutexGuard<'_, T>> {
 /// One step of a wait loop. Under loom this yields the model thread (a bare spin would hang the
 /// model: loom's scheduler is unfair on purpose); otherwise it is a CPU spin hint followed by an
 /// OS yield, for the rare, tiny windows (an MPSC producer between its two stores) it is used for.
-#[allow(dead_code)] // used by the write-behind queue
 #[inline]
 pub(crate) fn spin_wait(step: &mut u32) {
     #[cfg(loom)]

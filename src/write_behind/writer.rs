@@ -296,12 +296,17 @@ where
         let target = sh.seq.load(Ordering::Acquire);
         let flushed = sh.pending_upto(target);
         if sh.cfg.manual {
+            let mut step = 0;
             loop {
                 if sh.pending_upto(target) == 0 {
                     return Ok(FlushReport { flushed });
                 }
-                if let Err(e) = sh.round_locked() {
-                    return Err(sh.unflushed(e));
+                match sh.round_locked() {
+                    Err(e) => return Err(sh.unflushed(e)),
+                    // A writer is between creating a record and enqueueing its key (or another
+                    // flusher holds the queue): let it finish instead of spinning hot.
+                    Ok(0) => sync::spin_wait(&mut step),
+                    Ok(_) => step = 0,
                 }
             }
         }
