@@ -46,6 +46,7 @@ pub struct CacheBuilder<K, V, S = DefaultHashBuilder> {
     pub(crate) store: Option<Arc<dyn BackingStore<K, V>>>,
     pub(crate) write_policy: WritePolicy,
     pub(crate) dead_letter: Option<DeadLetterHook<K, V>>,
+    pub(crate) preload: bool,
     _types: PhantomData<fn(K, V)>,
 }
 
@@ -66,6 +67,7 @@ impl<K, V> CacheBuilder<K, V, DefaultHashBuilder> {
             store: None,
             write_policy: WritePolicy::default(),
             dead_letter: None,
+            preload: false,
             _types: PhantomData,
         }
     }
@@ -181,6 +183,14 @@ where
         self
     }
 
+    /// Warm restart: when built over a store that already holds data, load it into the
+    /// cache (up to the capacity, keeping remaining TTLs) before `build` returns. For a filter
+    /// or progress reports, call [`Cache::preload`] instead.
+    pub fn preload(mut self, yes: bool) -> Self {
+        self.preload = yes;
+        self
+    }
+
     /// Use another hasher (for example [`fixed_hasher`](crate::fixed_hasher) for reproducible
     /// layouts).
     pub fn hasher<S2>(self, hasher: S2) -> CacheBuilder<K, V, S2>
@@ -202,6 +212,7 @@ where
             store: self.store,
             write_policy: self.write_policy,
             dead_letter: self.dead_letter,
+            preload: self.preload,
             _types: PhantomData,
         }
     }
@@ -245,7 +256,14 @@ where
                 "maintenance_interval must be longer than zero".into(),
             ));
         }
-        Cache::from_builder(self, capacity, shards)
+        let preload = self.preload;
+        let cache = Cache::from_builder(self, capacity, shards)?;
+        if preload {
+            cache
+                .preload(|_, _| true, |_| {})
+                .map_err(|e| BuildError::Invalid(format!("warm restart failed: {e}")))?;
+        }
+        Ok(cache)
     }
 }
 

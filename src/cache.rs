@@ -3,7 +3,7 @@
 mod flush;
 mod load;
 
-pub use load::Compute;
+pub use load::{Compute, Preload};
 
 use crate::builder::CacheBuilder;
 use crate::entry::{Entry, Expiry};

@@ -28,7 +28,7 @@ mod time;
 mod write_behind;
 
 pub use builder::{CacheBuilder, MAX_SHARDS};
-pub use cache::{Cache, Compute, Iter};
+pub use cache::{Cache, Compute, Iter, Preload};
 pub use error::{BuildError, Error};
 
 pub use hash::{DefaultHashBuilder, fixed_hasher};

@@ -314,3 +314,77 @@ impl<K: Eq, V, S> Inner<K, V, S> {
         }
     }
 }
+
+/// Progress of a warm restart (see [`Cache::preload`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Preload {
+    /// Entries read from the store so far.
+    pub scanned: u64,
+    /// Entries put into the cache so far.
+    pub loaded: u64,
+    /// Entries skipped: expired, refused by the filter, or already in the cache.
+    pub skipped: u64,
+}
+
+impl<K, V, S> Cache<K, V, S>
+where
+    K: Hash + Eq + Clone + Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
+    S: BuildHasher + Clone + Send + Sync + 'static,
+{
+    /// Warm restart: fill the cache from the backing store's contents (its `scan`), up to the
+    /// cache's capacity, keeping each entry's remaining time-to-live. `filter` chooses which
+    /// entries to load; `progress` is called after every entry. Entries already in the cache
+    /// are kept (the cache is newer than the store). Without a store, nothing happens.
+    ///
+    /// ```
+    /// use cogwheel::Cache;
+    /// use cogwheel::store::MemoryStore;
+    ///
+    /// let store = MemoryStore::new();
+    /// store.insert(1u64, 10u64, None);
+    /// let cache: Cache<u64, u64> = Cache::builder().max_capacity(100).store(store).build().unwrap();
+    /// let done = cache.preload(|_, _| true, |_| {}).unwrap();
+    /// assert_eq!(done.loaded, 1);
+    /// assert_eq!(cache.get(&1), Some(10));
+    /// ```
+    pub fn preload(
+        &self,
+        mut filter: impl FnMut(&K, &V) -> bool,
+        mut progress: impl FnMut(Preload),
+    ) -> Result<Preload, Error> {
+        let inner = &*self.inner;
+        let Some(store) = &inner.store else {
+            return Ok(Preload::default());
+        };
+        let mut p = Preload::default();
+        let now = SystemTime::now();
+        store.scan(&mut |key, stored| {
+            p.scanned += 1;
+            let ttl = match stored.expires_at {
+                None => inner.time_to_live,
+                Some(at) => match at.duration_since(now) {
+                    Ok(left) if !left.is_zero() => {
+                        Some(inner.time_to_live.map_or(left, |t| t.min(left)))
+                    }
+                    // Expired while the cache was down.
+                    _ => Some(Duration::ZERO),
+                },
+            };
+            if ttl == Some(Duration::ZERO) || !filter(&key, &stored.value) {
+                p.skipped += 1;
+            } else {
+                let hash = self.hash(&key);
+                match self.write_local(hash, key, stored.value, ttl, Cond::IfAbsent) {
+                    Ok(crate::shard::InsertOutcome::Inserted) => p.loaded += 1,
+                    _ => p.skipped += 1,
+                }
+            }
+            progress(p);
+            // Bounded by capacity: stop once the cache is full.
+            self.weighted_size() < inner.capacity
+        })?;
+        Ok(p)
+    }
+}

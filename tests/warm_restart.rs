@@ -1,0 +1,89 @@
+//! Warm restart from the embedded store: data and TTLs survive a restart.
+
+use cogwheel::store::RedbStore;
+use cogwheel::{Cache, ManualClock, WriteBehind, WritePolicy};
+use std::time::Duration;
+
+const HOUR: Duration = Duration::from_secs(3600);
+
+#[test]
+fn data_and_ttls_come_back_after_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("warm.redb");
+    {
+        let c: Cache<u64, String> = Cache::builder()
+            .max_capacity(1000)
+            .store(RedbStore::open(&path).unwrap())
+            .write_policy(WritePolicy::WriteBehind(WriteBehind::default()))
+            .build()
+            .unwrap();
+        for i in 0..100 {
+            c.insert(i, format!("v{i}")).unwrap();
+        }
+        c.insert_with_ttl(1000, "short".into(), HOUR).unwrap();
+        c.insert_with_ttl(1001, "gone".into(), Duration::from_nanos(1))
+            .unwrap();
+        c.remove(&5).unwrap();
+        c.flush().unwrap();
+    } // the cache and its store are closed here
+
+    let clock = ManualClock::new();
+    let c: Cache<u64, String> = Cache::builder()
+        .max_capacity(1000)
+        .clock(clock.clone())
+        .store(RedbStore::open(&path).unwrap())
+        .preload(true)
+        .build()
+        .unwrap();
+    assert_eq!(
+        c.len(),
+        100,
+        "99 plain entries + the one-hour entry; the expired and removed ones are not loaded"
+    );
+    assert_eq!(c.get(&7).as_deref(), Some("v7"));
+    assert_eq!(c.get(&5), None);
+    assert_eq!(c.get(&1001), None);
+    assert_eq!(c.get(&1000).as_deref(), Some("short"));
+    clock.advance(HOUR);
+    assert_eq!(c.get(&1000), None, "the remaining TTL survived the restart");
+    assert_eq!(c.get(&7).as_deref(), Some("v7"));
+}
+
+#[test]
+fn preload_is_bounded_by_capacity_and_reports_progress() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bounded.redb");
+    {
+        let c: Cache<u64, u64> = Cache::builder()
+            .max_capacity(10_000)
+            .store(RedbStore::open(&path).unwrap())
+            .build()
+            .unwrap();
+        for i in 0..1000 {
+            c.insert(i, i).unwrap();
+        }
+    }
+    let c: Cache<u64, u64> = Cache::builder()
+        .max_capacity(100)
+        .shards(1)
+        .store(RedbStore::open(&path).unwrap())
+        .build()
+        .unwrap();
+    let mut calls = Vec::new();
+    let done = c
+        .preload(|k, _| k % 2 == 0, |p| calls.push(p.loaded))
+        .unwrap();
+    assert_eq!(done.loaded, 100);
+    assert_eq!(c.len(), 100);
+    assert!(
+        c.iter().all(|(k, _)| k % 2 == 0),
+        "the filter chose what to load"
+    );
+    assert_eq!(
+        calls.len() as u64,
+        done.scanned,
+        "progress after every entry"
+    );
+    assert!(calls.windows(2).all(|w| w[0] <= w[1]));
+    assert!(done.scanned < 1000, "stopped once full");
+}
