@@ -31,7 +31,11 @@ pub(crate) fn hash_one<Q: Hash + ?Sized, S: BuildHasher>(s: &S, key: &Q) -> u64 
 /// The shard index for `hash` among `1 << shard_bits` shards.
 #[inline]
 pub(crate) fn shard_index(hash: u64, shard_bits: u32) -> usize {
-    if shard_bits == 0 { 0 } else { (hash >> (64 - shard_bits)) as usize }
+    if shard_bits == 0 {
+        0
+    } else {
+        (hash >> (64 - shard_bits)) as usize
+    }
 }
 
 /// The tag byte stored in the table for `hash`: high bit set (full), 7 hash bits below.

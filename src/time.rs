@@ -24,7 +24,10 @@ pub struct Clock {
 
 #[derive(Clone)]
 enum ClockInner {
-    System { clock: quanta::Clock, origin: quanta::Instant },
+    System {
+        clock: quanta::Clock,
+        origin: quanta::Instant,
+    },
     Manual(Arc<AtomicU64>),
 }
 
@@ -33,7 +36,9 @@ impl Clock {
     pub fn system() -> Self {
         let clock = quanta::Clock::new();
         let origin = clock.now();
-        Clock { inner: ClockInner::System { clock, origin } }
+        Clock {
+            inner: ClockInner::System { clock, origin },
+        }
     }
 
     /// Nanoseconds since this clock's origin.
@@ -94,7 +99,9 @@ pub struct ManualClock {
 impl ManualClock {
     /// A manual clock at time zero.
     pub fn new() -> Self {
-        ManualClock { nanos: Arc::new(AtomicU64::new(0)) }
+        ManualClock {
+            nanos: Arc::new(AtomicU64::new(0)),
+        }
     }
 
     /// Move the clock forward by `d` (saturating at the end of time).
@@ -103,7 +110,10 @@ impl ManualClock {
         let mut cur = self.nanos.load(Ordering::Relaxed);
         loop {
             let next = cur.saturating_add(add);
-            match self.nanos.compare_exchange_weak(cur, next, Ordering::AcqRel, Ordering::Relaxed) {
+            match self
+                .nanos
+                .compare_exchange_weak(cur, next, Ordering::AcqRel, Ordering::Relaxed)
+            {
                 Ok(_) => return,
                 Err(seen) => cur = seen,
             }
@@ -130,7 +140,9 @@ impl fmt::Debug for ManualClock {
 
 impl From<ManualClock> for Clock {
     fn from(m: ManualClock) -> Self {
-        Clock { inner: ClockInner::Manual(m.nanos) }
+        Clock {
+            inner: ClockInner::Manual(m.nanos),
+        }
     }
 }
 

@@ -25,7 +25,14 @@ pub(crate) struct Clock {
 
 impl Clock {
     pub(crate) fn new(capacity: u64) -> Self {
-        Clock { slots: Vec::new(), free: Vec::new(), hand: 0, len: 0, weight: 0, capacity }
+        Clock {
+            slots: Vec::new(),
+            free: Vec::new(),
+            hand: 0,
+            len: 0,
+            weight: 0,
+            capacity,
+        }
     }
 
     pub(crate) fn admit<R: Residents>(
@@ -46,11 +53,17 @@ impl Clock {
         let token = match self.free.pop() {
             Some(t) => t,
             None => {
-                self.slots.push(Slot { weight: 0, resident: false });
+                self.slots.push(Slot {
+                    weight: 0,
+                    resident: false,
+                });
                 (self.slots.len() - 1) as Token
             }
         };
-        self.slots[token as usize] = Slot { weight, resident: true };
+        self.slots[token as usize] = Slot {
+            weight,
+            resident: true,
+        };
         self.len += 1;
         self.weight += u64::from(weight);
         Admit::Resident(token)
@@ -104,7 +117,12 @@ impl Clock {
     /// Move the hand until one victim is evicted; `false` when a bounded sweep (two full turns:
     /// one to clear reference bits, one to find them clear) found none, i.e. every resident
     /// that would free weight is pinned.
-    fn evict_one<R: Residents>(&mut self, res: &mut R, evicted: &mut Vec<Token>, skip: Option<Token>) -> bool {
+    fn evict_one<R: Residents>(
+        &mut self,
+        res: &mut R,
+        evicted: &mut Vec<Token>,
+        skip: Option<Token>,
+    ) -> bool {
         let n = self.slots.len();
         for _ in 0..2 * n + 1 {
             if n == 0 {
@@ -133,8 +151,15 @@ impl Clock {
         assert_eq!(residents.len(), self.len, "len counts the resident slots");
         let w: u64 = residents.iter().map(|s| u64::from(s.weight)).sum();
         assert_eq!(w, self.weight, "weight sums the resident weights");
-        assert_eq!(self.free.len() + self.len, self.slots.len(), "every slot is free or resident");
-        assert!(self.weight <= self.capacity || self.slots.is_empty(), "weight within capacity");
+        assert_eq!(
+            self.free.len() + self.len,
+            self.slots.len(),
+            "every slot is free or resident"
+        );
+        assert!(
+            self.weight <= self.capacity || self.slots.is_empty(),
+            "weight within capacity"
+        );
     }
 }
 
@@ -162,10 +187,16 @@ mod tests {
         let mut c = Clock::new(2);
         let mut bits = Bits::default();
         let mut ev = Vec::new();
-        let Admit::Resident(a) = c.admit(1, 1, &mut bits, &mut ev) else { panic!() };
-        let Admit::Resident(b) = c.admit(2, 1, &mut bits, &mut ev) else { panic!() };
+        let Admit::Resident(a) = c.admit(1, 1, &mut bits, &mut ev) else {
+            panic!()
+        };
+        let Admit::Resident(b) = c.admit(2, 1, &mut bits, &mut ev) else {
+            panic!()
+        };
         bits.referenced.insert(a);
-        let Admit::Resident(_) = c.admit(3, 1, &mut bits, &mut ev) else { panic!() };
+        let Admit::Resident(_) = c.admit(3, 1, &mut bits, &mut ev) else {
+            panic!()
+        };
         assert_eq!(ev, vec![b], "the unreferenced resident is the victim");
         c.validate();
     }
@@ -176,8 +207,12 @@ mod tests {
         let mut bits = Bits::default();
         let mut ev = Vec::new();
         assert_eq!(c.admit(0, 3, &mut bits, &mut ev), Admit::TooHeavy);
-        let Admit::Resident(a) = c.admit(1, 1, &mut bits, &mut ev) else { panic!() };
-        let Admit::Resident(b) = c.admit(2, 1, &mut bits, &mut ev) else { panic!() };
+        let Admit::Resident(a) = c.admit(1, 1, &mut bits, &mut ev) else {
+            panic!()
+        };
+        let Admit::Resident(b) = c.admit(2, 1, &mut bits, &mut ev) else {
+            panic!()
+        };
         bits.pinned.extend([a, b]);
         assert_eq!(c.admit(3, 1, &mut bits, &mut ev), Admit::AllPinned);
         assert!(ev.is_empty());

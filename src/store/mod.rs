@@ -30,12 +30,20 @@ pub struct StoreError {
 impl StoreError {
     /// A failure that applied nothing.
     pub fn fail(message: impl Into<String>) -> Self {
-        StoreError { kind: StoreErrorKind::Fail, message: message.into(), source: None }
+        StoreError {
+            kind: StoreErrorKind::Fail,
+            message: message.into(),
+            source: None,
+        }
     }
 
     /// A failure whose effect is unknown (it may have been applied).
     pub fn unknown(message: impl Into<String>) -> Self {
-        StoreError { kind: StoreErrorKind::Unknown, message: message.into(), source: None }
+        StoreError {
+            kind: StoreErrorKind::Unknown,
+            message: message.into(),
+            source: None,
+        }
     }
 
     /// Attach the underlying error.
@@ -71,7 +79,9 @@ impl fmt::Display for StoreError {
 
 impl StdError for StoreError {
     fn source(&self) -> Option<&(dyn StdError + 'static)> {
-        self.source.as_deref().map(|e| e as &(dyn StdError + 'static))
+        self.source
+            .as_deref()
+            .map(|e| e as &(dyn StdError + 'static))
     }
 }
 
