@@ -71,6 +71,11 @@ fn replay(keys: &[u64], capacity: u64, kind: EvictionPolicy) -> u64 {
         map.insert(k, t);
         debug_assert!(policy.len() as u64 <= capacity);
     }
+    if let Policy::ClockPro(p) = &policy {
+        // The simulator's HAND_cold stops on any cold page; ours on resident cold pages only.
+        // Both agree as long as HAND_cold never has a ghost to skip.
+        assert_eq!(p.ghost_skips, 0, "HAND_cold never met a ghost");
+    }
     misses
 }
 
@@ -253,4 +258,421 @@ fn hit_ratio_means_over_all_cells() {
         sum_a / n as f64,
         sum_f / n as f64
     );
+}
+
+// ----- unit tests of the policy and the seam ------------------------------------------------
+
+/// A one-shard cache in miniature: keys to tokens, reference bits, pins, weights.
+struct Sim {
+    p: ClockPro,
+    map: HashMap<u64, Token>,
+    owner: HashMap<Token, u64>,
+    bits: Bits,
+    evicted: Vec<Token>,
+}
+
+impl Sim {
+    fn new(capacity: u64, target: ColdTarget) -> Self {
+        Sim {
+            p: ClockPro::new(capacity, target),
+            map: HashMap::new(),
+            owner: HashMap::new(),
+            bits: Bits::default(),
+            evicted: Vec::new(),
+        }
+    }
+
+    /// Get-or-insert `key` with `weight`; returns whether it was a hit.
+    fn access(&mut self, key: u64, weight: u32) -> Result<bool, Admit> {
+        if let Some(&t) = self.map.get(&key) {
+            self.bits.set(t, true);
+            return Ok(true);
+        }
+        self.evicted.clear();
+        let out = self.p.admit(key, weight, &mut self.bits, &mut self.evicted);
+        self.drop_victims();
+        match out {
+            Admit::Resident(t) => {
+                assert!(
+                    !self.owner.contains_key(&t),
+                    "a new token is not held by a resident"
+                );
+                self.bits.set(t, false);
+                self.map.insert(key, t);
+                self.owner.insert(t, key);
+                Ok(false)
+            }
+            other => Err(other),
+        }
+    }
+
+    fn drop_victims(&mut self) {
+        for &v in &self.evicted {
+            assert!(
+                !self.bits.pinned.contains(&v),
+                "a pinned resident was evicted"
+            );
+            let key = self.owner.remove(&v).expect("victims are residents");
+            self.map.remove(&key);
+            self.bits.set(v, false);
+        }
+    }
+
+    fn remove(&mut self, key: u64) {
+        if let Some(t) = self.map.remove(&key) {
+            self.owner.remove(&t);
+            self.bits.pinned.remove(&t);
+            self.bits.set(t, false);
+            self.p.remove(t);
+        }
+    }
+
+    fn reweigh(&mut self, key: u64, weight: u32) -> Option<bool> {
+        let t = *self.map.get(&key)?;
+        self.evicted.clear();
+        let ok = self.p.reweigh(t, weight, &mut self.bits, &mut self.evicted);
+        assert!(
+            !self.evicted.contains(&t),
+            "reweigh never evicts the reweighed token"
+        );
+        self.drop_victims();
+        Some(ok)
+    }
+
+    fn token(&self, key: u64) -> Option<Token> {
+        self.map.get(&key).copied()
+    }
+}
+
+#[test]
+fn default_policy_is_faithful_clock_pro() {
+    assert_eq!(EvictionPolicy::default(), EvictionPolicy::ClockPro);
+    let p = Policy::new(EvictionPolicy::default(), 10);
+    assert!(matches!(p, Policy::ClockPro(_)));
+}
+
+#[test]
+fn cold_bounds_follow_the_simulator() {
+    assert_eq!(cold_bounds(100, ColdTarget::Adaptive), (2, 99, true));
+    assert_eq!(cold_bounds(1000, ColdTarget::Adaptive), (10, 990, true));
+    assert_eq!(
+        cold_bounds(100, ColdTarget::Fixed { percent: 5 }),
+        (5, 5, false)
+    );
+    assert_eq!(
+        cold_bounds(20, ColdTarget::Fixed { percent: 5 }),
+        (2, 2, false)
+    );
+}
+
+#[test]
+fn warm_up_fills_hot_first() {
+    let mut s = Sim::new(100, ColdTarget::Adaptive);
+    for k in 0..98 {
+        assert_eq!(s.access(k, 1), Ok(false));
+    }
+    assert_eq!(s.p.hot_len(), 98, "capacity − min_cold pages become hot");
+    for k in 98..100 {
+        assert_eq!(s.access(k, 1), Ok(false));
+    }
+    assert_eq!(s.p.hot_len(), 98, "the last min_cold pages are cold");
+    assert_eq!(s.p.len(), 100);
+    assert_eq!(s.p.ghost_len(), 0);
+    assert_eq!(s.p.cold_target(), 2, "the cold share starts at its minimum");
+    s.p.validate();
+    let mut f = Sim::new(100, ColdTarget::Fixed { percent: 5 });
+    for k in 0..100 {
+        f.access(k, 1).unwrap();
+    }
+    assert_eq!(f.p.hot_len(), 95);
+    f.p.validate();
+}
+
+#[test]
+fn scan_does_not_flush_the_hot_set() {
+    let mut s = Sim::new(100, ColdTarget::Adaptive);
+    // A working set of 50 keys used over and over, then a long one-time scan.
+    for _ in 0..20 {
+        for k in 0..50 {
+            s.access(k, 1).unwrap();
+        }
+    }
+    for k in 1_000..11_000 {
+        s.access(k, 1).unwrap();
+        if k % 100 == 0 {
+            s.p.validate();
+        }
+    }
+    let kept = (0..50).filter(|k| s.token(*k).is_some()).count();
+    assert_eq!(kept, 50, "the scan only churned cold and test pages");
+    assert!(s.p.ghost_len() <= 100, "ghosts stay within the bound");
+    s.p.validate();
+}
+
+#[test]
+fn cold_target_adapts_up_and_down_within_bounds() {
+    let mut s = Sim::new(100, ColdTarget::Adaptive);
+    let (min, max) = (s.p.min_cold, s.p.max_cold);
+    let mut peak = 0;
+    // A loop a bit larger than the cache: re-references land on test pages, m_c grows.
+    for _ in 0..30 {
+        for k in 0..120 {
+            s.access(k, 1).unwrap();
+            let t = s.p.cold_target();
+            assert!(min <= t && t <= max);
+            peak = peak.max(t);
+        }
+    }
+    s.p.validate();
+    assert!(
+        peak > min + 10,
+        "m_c grew on re-references in the test period ({peak})"
+    );
+    // A scan: every test period ends unused, m_c shrinks back.
+    for k in 10_000..30_000 {
+        s.access(k, 1).unwrap();
+        let t = s.p.cold_target();
+        assert!(min <= t && t <= max);
+    }
+    s.p.validate();
+    assert!(
+        s.p.cold_target() < peak,
+        "m_c shrank when test periods ended unused"
+    );
+}
+
+#[test]
+fn all_pinned_returns_instead_of_spinning() {
+    let mut s = Sim::new(4, ColdTarget::Adaptive);
+    for k in 0..4 {
+        s.access(k, 1).unwrap();
+    }
+    for k in 0..4 {
+        let t = s.token(k).unwrap();
+        s.bits.pinned.insert(t);
+        s.bits.set(t, true);
+    }
+    assert_eq!(s.access(9, 1), Err(Admit::AllPinned));
+    assert!(s.evicted.is_empty());
+    assert_eq!(s.p.len(), 4);
+    s.p.validate();
+    // Unpin one: it becomes the victim.
+    let t = s.token(2).unwrap();
+    s.bits.pinned.remove(&t);
+    assert_eq!(s.access(9, 1), Ok(false));
+    assert_eq!(s.evicted, vec![t]);
+    s.p.validate();
+}
+
+#[test]
+fn pinned_cold_pages_are_skipped() {
+    let mut s = Sim::new(10, ColdTarget::Fixed { percent: 20 });
+    for k in 0..10 {
+        s.access(k, 1).unwrap();
+    }
+    // Pin everything but one hot page: it must be demoted and evicted.
+    let free_key = 0;
+    for k in 1..10 {
+        let t = s.token(k).unwrap();
+        s.bits.pinned.insert(t);
+    }
+    assert_eq!(s.access(100, 1), Ok(false));
+    assert!(s.token(free_key).is_none());
+    s.p.validate();
+}
+
+#[test]
+fn too_heavy_changes_nothing() {
+    let mut s = Sim::new(10, ColdTarget::Adaptive);
+    s.access(1, 4).unwrap();
+    assert_eq!(s.access(2, 11), Err(Admit::TooHeavy));
+    assert_eq!(s.p.len(), 1);
+    assert_eq!(s.p.weight(), 4);
+    assert_eq!(
+        s.access(3, 10),
+        Ok(false),
+        "an item as heavy as the capacity fits alone"
+    );
+    assert_eq!(s.p.weight(), 10);
+    assert!(s.token(1).is_none());
+    s.p.validate();
+}
+
+#[test]
+fn zero_weight_is_never_evicted_for_size() {
+    let mut s = Sim::new(3, ColdTarget::Adaptive);
+    for k in 0..5 {
+        s.access(k, 0).unwrap();
+    }
+    for k in 100..200 {
+        s.access(k, 1).unwrap();
+        s.p.validate();
+    }
+    assert!(
+        (0..5).all(|k| s.token(k).is_some()),
+        "zero-weight residents stay"
+    );
+    assert_eq!(s.p.len(), 8);
+    assert_eq!(s.p.weight(), 3);
+    s.remove(2);
+    assert_eq!(s.p.len(), 7);
+    s.p.validate();
+}
+
+#[test]
+fn reweigh_evicts_others_never_itself() {
+    let mut s = Sim::new(10, ColdTarget::Adaptive);
+    for k in 0..10 {
+        s.access(k, 1).unwrap();
+    }
+    assert_eq!(s.reweigh(3, 11), Some(false), "can never fit: refused");
+    assert_eq!(s.p.weight(), 10);
+    assert_eq!(s.reweigh(3, 6), Some(true));
+    assert!(s.token(3).is_some());
+    assert!(s.p.weight() <= 10);
+    s.p.validate();
+    assert_eq!(s.reweigh(3, 0), Some(true));
+    s.p.validate();
+    assert_eq!(s.reweigh(3, 10), Some(true));
+    assert!(s.token(3).is_some());
+    assert_eq!(s.p.weight(), 10);
+    assert_eq!(s.p.len(), 1);
+    s.p.validate();
+}
+
+#[test]
+fn remove_and_clear_keep_invariants() {
+    let mut s = Sim::new(20, ColdTarget::Adaptive);
+    for k in 0..200 {
+        s.access(k % 37, 1).unwrap();
+        if k % 7 == 0 {
+            s.remove(k % 11);
+        }
+        s.p.validate();
+    }
+    s.p.clear();
+    s.map.clear();
+    s.owner.clear();
+    s.bits = Bits::default();
+    s.p.validate();
+    assert_eq!(s.p.len(), 0);
+    s.access(1, 1).unwrap();
+    s.p.validate();
+}
+
+struct XorShift(u64);
+
+impl XorShift {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+fn random_operations(seed: u64, capacity: u64, target: ColdTarget, steps: usize) {
+    let mut rng = XorShift(seed);
+    let mut s = Sim::new(capacity, target);
+    let keys = capacity * 3 + 5;
+    for _ in 0..steps {
+        let key = rng.below(keys);
+        match rng.below(100) {
+            0..=69 => {
+                let w = match rng.below(10) {
+                    0 => 0,
+                    1 => (rng.below(capacity + 2)) as u32,
+                    _ => 1 + rng.below(3) as u32,
+                };
+                match s.access(key, w) {
+                    Ok(_) => {}
+                    Err(Admit::TooHeavy) => assert!(u64::from(w) > capacity),
+                    Err(Admit::AllPinned) => {}
+                    Err(Admit::Resident(_)) => unreachable!(),
+                }
+            }
+            70..=79 => s.remove(key),
+            80..=87 => {
+                let w = rng.below(5) as u32;
+                if let Some(ok) = s.reweigh(key, w) {
+                    assert_eq!(ok, u64::from(w) <= capacity);
+                }
+            }
+            88..=95 => {
+                if let Some(t) = s.token(key) {
+                    if !s.bits.pinned.remove(&t) {
+                        s.bits.pinned.insert(t);
+                    }
+                }
+            }
+            96..=98 => {
+                // Many hits at once.
+                for _ in 0..10 {
+                    let k = rng.below(keys);
+                    if let Some(t) = s.token(k) {
+                        s.bits.set(t, true);
+                    }
+                }
+            }
+            _ => {
+                if rng.below(20) == 0 {
+                    s.p.clear();
+                    s.map.clear();
+                    s.owner.clear();
+                    s.bits = Bits::default();
+                }
+            }
+        }
+        s.p.validate();
+        assert_eq!(
+            s.p.len(),
+            s.map.len(),
+            "policy and shard agree on residents"
+        );
+        let pinned_weight: u64 = s
+            .bits
+            .pinned
+            .iter()
+            .map(|&t| u64::from(s.p.nodes[t as usize].weight))
+            .sum();
+        assert!(
+            s.p.weight() <= capacity || pinned_weight > 0,
+            "weight above capacity only when pins or reweighs forced it"
+        );
+    }
+}
+
+#[test]
+fn random_operations_keep_every_invariant() {
+    for (i, cap) in [1u64, 2, 3, 5, 8, 16, 40].into_iter().enumerate() {
+        random_operations(0x9e37_79b9 + i as u64, cap, ColdTarget::Adaptive, 4_000);
+        random_operations(
+            0x5151_7777 + i as u64,
+            cap,
+            ColdTarget::Fixed { percent: 5 },
+            4_000,
+        );
+    }
+}
+
+#[test]
+fn unit_weight_random_trace_keeps_invariants() {
+    // No pins, no removals: the pure algorithm with frequent validation.
+    let mut rng = XorShift(42);
+    for cap in [5u64, 17, 64] {
+        let mut s = Sim::new(cap, ColdTarget::Adaptive);
+        for _ in 0..20_000 {
+            let k = if rng.below(3) == 0 {
+                rng.below(cap / 2 + 1)
+            } else {
+                rng.below(cap * 4)
+            };
+            s.access(k, 1).unwrap();
+            assert!(s.p.len() as u64 <= cap);
+            s.p.validate();
+        }
+    }
 }
