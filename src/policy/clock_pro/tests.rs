@@ -602,10 +602,10 @@ fn random_operations(seed: u64, capacity: u64, target: ColdTarget, steps: usize)
                 }
             }
             88..=95 => {
-                if let Some(t) = s.token(key) {
-                    if !s.bits.pinned.remove(&t) {
-                        s.bits.pinned.insert(t);
-                    }
+                if let Some(t) = s.token(key)
+                    && !s.bits.pinned.remove(&t)
+                {
+                    s.bits.pinned.insert(t);
                 }
             }
             96..=98 => {
