@@ -6,27 +6,39 @@
 //! unification turns the feature on in ordinary builds, where it must change nothing.
 
 #[cfg(not(loom))]
+#[allow(unused_imports)]
 pub(crate) use std::sync::atomic::{
     AtomicBool, AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Ordering, fence,
 };
 #[cfg(not(loom))]
+#[allow(unused_imports)]
 pub(crate) use std::sync::{Arc, Condvar, Mutex, MutexGuard, TryLockError, Weak};
 
 #[cfg(loom)]
+#[allow(unused_imports)]
 pub(crate) use loom::sync::atomic::{
     AtomicBool, AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Ordering, fence,
 };
 #[cfg(loom)]
+#[allow(unused_imports)]
 pub(crate) use loom::sync::{Arc, Condvar, Mutex, MutexGuard};
 #[cfg(loom)]
+#[allow(unused_imports)]
 pub(crate) use std::sync::{TryLockError, Weak};
+
+#[cfg(loom)]
+pub(crate) use loom::thread_local;
+#[cfg(not(loom))]
+pub(crate) use std::thread_local;
 
 /// Thread helpers that loom must see (spawning, parking, yielding).
 pub(crate) mod thread {
     #[cfg(not(loom))]
+    #[allow(unused_imports)]
     pub(crate) use std::thread::{JoinHandle, Thread, current, park, spawn, yield_now};
 
     #[cfg(loom)]
+    #[allow(unused_imports)]
     pub(crate) use loom::thread::{JoinHandle, Thread, current, park, spawn, yield_now};
 }
 
@@ -42,6 +54,7 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     }
 }
 
+#[allow(dead_code)] // used by maintenance
 /// Try to lock a mutex without waiting; `None` when another thread holds it.
 pub(crate) fn try_lock<T>(m: &Mutex<T>) -> Option<MutexGuard<'_, T>> {
     match m.try_lock() {
@@ -54,6 +67,7 @@ pub(crate) fn try_lock<T>(m: &Mutex<T>) -> Option<MutexGuard<'_, T>> {
 /// One step of a wait loop. Under loom this yields the model thread (a bare spin would hang the
 /// model: loom's scheduler is unfair on purpose); otherwise it is a CPU spin hint followed by an
 /// OS yield, for the rare, tiny windows (an MPSC producer between its two stores) it is used for.
+#[allow(dead_code)] // used by the write-behind queue
 #[inline]
 pub(crate) fn spin_wait(step: &mut u32) {
     #[cfg(loom)]

@@ -52,11 +52,6 @@ impl Clock {
             ClockInner::Manual(t) => t.load(Ordering::Acquire),
         }
     }
-
-    /// Whether this is a manual clock (used to pick defaults that make sense in tests).
-    pub(crate) fn is_manual(&self) -> bool {
-        matches!(self.inner, ClockInner::Manual(_))
-    }
 }
 
 impl Default for Clock {

@@ -145,7 +145,6 @@ impl Clock {
         false
     }
 
-    #[cfg(any(test, debug_assertions))]
     pub(crate) fn validate(&self) {
         let residents: Vec<_> = self.slots.iter().filter(|s| s.resident).collect();
         assert_eq!(residents.len(), self.len, "len counts the resident slots");

@@ -936,8 +936,8 @@ impl ClockPro {
         *self = ClockPro::new(self.capacity, self.target);
     }
 
-    /// Check every internal invariant; panics with the name of the broken one.
-    #[cfg(any(test, debug_assertions))]
+    /// Check every internal invariant; panics with the name of the broken one. (Always
+    /// compiled, like the seam's `Policy::validate` on main, which the shard calls in checks.)
     pub(crate) fn validate(&self) {
         let (mut hot, mut cold, mut ghost, mut light, mut free) = (0, 0, 0, 0, 0);
         let (mut w, mut hw) = (0u64, 0u64);

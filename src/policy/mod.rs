@@ -147,8 +147,6 @@ impl Policy {
     }
 
     /// Check every internal invariant; panics with the name of the broken one.
-    #[cfg(any(test, debug_assertions))]
-    #[allow(dead_code)]
     pub(crate) fn validate(&self) {
         match self {
             Policy::Clock(p) => p.validate(),

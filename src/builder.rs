@@ -1,0 +1,255 @@
+//! `CacheBuilder`: settings in, a validated cache out (errors, not panics, for bad settings).
+
+use crate::cache::Cache;
+use crate::error::BuildError;
+use crate::hash::DefaultHashBuilder;
+use crate::listener::{Listener, RemovalCause, Weigher};
+use crate::policy::EvictionPolicy;
+use crate::time::Clock;
+use std::fmt;
+use std::hash::{BuildHasher, Hash};
+use std::marker::PhantomData;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The most shards a cache may have.
+pub const MAX_SHARDS: usize = 1 << 16;
+
+/// Fewer entries than this per shard and CLOCK-Pro's hot/cold/test split stops meaning much;
+/// the default shard count is halved until each shard holds at least this many.
+const MIN_PER_SHARD: u64 = 32;
+
+/// Builds a [`Cache`]. Start from [`Cache::builder`].
+///
+/// ```
+/// use cogwheel::Cache;
+///
+/// let cache: Cache<String, u64> = Cache::builder().max_capacity(10_000).build().unwrap();
+/// cache.insert("a".to_string(), 1).unwrap();
+/// assert_eq!(cache.get("a"), Some(1));
+/// ```
+pub struct CacheBuilder<K, V, S = DefaultHashBuilder> {
+    pub(crate) max_capacity: Option<u64>,
+    pub(crate) max_weight: Option<u64>,
+    pub(crate) weigher: Option<Weigher<K, V>>,
+    pub(crate) shards: Option<usize>,
+    pub(crate) hasher: S,
+    pub(crate) policy: EvictionPolicy,
+    pub(crate) clock: Clock,
+    pub(crate) time_to_live: Option<Duration>,
+    pub(crate) time_to_idle: Option<Duration>,
+    pub(crate) listener: Option<Listener<K, V>>,
+    _types: PhantomData<fn(K, V)>,
+}
+
+impl<K, V> CacheBuilder<K, V, DefaultHashBuilder> {
+    pub(crate) fn new() -> Self {
+        CacheBuilder {
+            max_capacity: None,
+            max_weight: None,
+            weigher: None,
+            shards: None,
+            hasher: DefaultHashBuilder::new(),
+            policy: EvictionPolicy::default(),
+            clock: Clock::default(),
+            time_to_live: None,
+            time_to_idle: None,
+            listener: None,
+            _types: PhantomData,
+        }
+    }
+}
+
+impl<K, V, S> CacheBuilder<K, V, S>
+where
+    K: Hash + Eq + Clone + Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
+    S: BuildHasher + Clone + Send + Sync + 'static,
+{
+    /// Bound the cache by number of entries. `len()` never exceeds it. A capacity of 0 makes
+    /// a cache that stores nothing (every insert is accepted and immediately forgotten).
+    pub fn max_capacity(mut self, entries: u64) -> Self {
+        self.max_capacity = Some(entries);
+        self
+    }
+
+    /// Bound the cache by total weight (see [`weigher`](Self::weigher); without one, every
+    /// entry weighs 1). `weighted_size()` never exceeds it.
+    pub fn max_weight(mut self, weight: u64) -> Self {
+        self.max_weight = Some(weight);
+        self
+    }
+
+    /// How much an entry weighs, in the unit of [`max_weight`](Self::max_weight). Entries of
+    /// weight 0 are allowed and never evicted for size. An entry heavier than one shard's share
+    /// of the weight is refused with [`Error::TooHeavy`](crate::Error::TooHeavy).
+    pub fn weigher(mut self, f: impl Fn(&K, &V) -> u32 + Send + Sync + 'static) -> Self {
+        self.weigher = Some(Arc::new(f));
+        self
+    }
+
+    /// The number of shards: a power of two from 1 to 65536. By default about four per
+    /// available core, fewer for small capacities. One shard gives the exact sequential
+    /// behaviour of the eviction policy (for simulations), at the cost of write concurrency.
+    pub fn shards(mut self, n: usize) -> Self {
+        self.shards = Some(n);
+        self
+    }
+
+    /// The eviction policy (CLOCK-Pro by default, once available; see [`EvictionPolicy`]).
+    pub fn eviction_policy(mut self, policy: EvictionPolicy) -> Self {
+        self.policy = policy;
+        self
+    }
+
+    /// The clock (the system's monotonic clock by default; a [`ManualClock`](crate::ManualClock)
+    /// in tests).
+    pub fn clock(mut self, clock: impl Into<Clock>) -> Self {
+        self.clock = clock.into();
+        self
+    }
+
+    /// Default time-to-live: an entry expires this long after it was written. A zero TTL
+    /// means entries are not stored at all.
+    pub fn time_to_live(mut self, ttl: Duration) -> Self {
+        self.time_to_live = Some(ttl);
+        self
+    }
+
+    /// Time-to-idle: an entry expires this long after it was last read or written.
+    pub fn time_to_idle(mut self, tti: Duration) -> Self {
+        self.time_to_idle = Some(tti);
+        self
+    }
+
+    /// Called once for every entry that leaves the cache, with the reason, after the shard's
+    /// lock is released (so the listener may use the cache).
+    pub fn eviction_listener(
+        mut self,
+        f: impl Fn(&K, &V, RemovalCause) + Send + Sync + 'static,
+    ) -> Self {
+        self.listener = Some(Arc::new(f));
+        self
+    }
+
+    /// Use another hasher (for example [`fixed_hasher`](crate::fixed_hasher) for reproducible
+    /// layouts).
+    pub fn hasher<S2>(self, hasher: S2) -> CacheBuilder<K, V, S2>
+    where
+        S2: BuildHasher + Clone + Send + Sync + 'static,
+    {
+        CacheBuilder {
+            max_capacity: self.max_capacity,
+            max_weight: self.max_weight,
+            weigher: self.weigher,
+            shards: self.shards,
+            hasher,
+            policy: self.policy,
+            clock: self.clock,
+            time_to_live: self.time_to_live,
+            time_to_idle: self.time_to_idle,
+            listener: self.listener,
+            _types: PhantomData,
+        }
+    }
+
+    /// Validate the settings and build the cache.
+    pub fn build(self) -> Result<Cache<K, V, S>, BuildError> {
+        let capacity = match (self.max_capacity, self.max_weight) {
+            (Some(c), None) => {
+                if self.weigher.is_some() {
+                    return Err(BuildError::Capacity(
+                        "a weigher needs max_weight, not max_capacity",
+                    ));
+                }
+                c
+            }
+            (None, Some(w)) => w,
+            (None, None) => return Err(BuildError::Capacity("set max_capacity or max_weight")),
+            (Some(_), Some(_)) => {
+                return Err(BuildError::Capacity(
+                    "set max_capacity or max_weight, not both",
+                ));
+            }
+        };
+        let shards = match self.shards {
+            Some(n) if n == 0 || !n.is_power_of_two() || n > MAX_SHARDS => {
+                return Err(BuildError::Shards(n));
+            }
+            Some(n) => n,
+            None => default_shards(capacity),
+        };
+        Ok(Cache::from_builder(self, capacity, shards))
+    }
+}
+
+/// About four shards per core, halved while a shard would hold fewer than `MIN_PER_SHARD`.
+fn default_shards(capacity: u64) -> usize {
+    #[cfg(loom)]
+    let cores = 1;
+    #[cfg(not(loom))]
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let mut n = (cores * 4).next_power_of_two().min(MAX_SHARDS);
+    while n > 1 && capacity / (n as u64) < MIN_PER_SHARD {
+        n /= 2;
+    }
+    n
+}
+
+impl<K, V, S> fmt::Debug for CacheBuilder<K, V, S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CacheBuilder")
+            .field("max_capacity", &self.max_capacity)
+            .field("max_weight", &self.max_weight)
+            .field("shards", &self.shards)
+            .field("policy", &self.policy)
+            .field("time_to_live", &self.time_to_live)
+            .field("time_to_idle", &self.time_to_idle)
+            .finish_non_exhaustive()
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+    use crate::Cache;
+
+    #[test]
+    fn bad_settings_are_errors() {
+        let e = Cache::<u32, u32>::builder().build().unwrap_err();
+        assert!(matches!(e, BuildError::Capacity(_)));
+        let e = Cache::<u32, u32>::builder()
+            .max_capacity(1)
+            .max_weight(1)
+            .build()
+            .unwrap_err();
+        assert!(matches!(e, BuildError::Capacity(_)));
+        let e = Cache::<u32, u32>::builder()
+            .max_capacity(10)
+            .shards(3)
+            .build()
+            .unwrap_err();
+        assert_eq!(e, BuildError::Shards(3));
+        let e = Cache::<u32, u32>::builder()
+            .max_capacity(10)
+            .shards(0)
+            .build()
+            .unwrap_err();
+        assert_eq!(e, BuildError::Shards(0));
+        let e = Cache::<u32, u32>::builder()
+            .max_capacity(10)
+            .weigher(|_, _| 1)
+            .build()
+            .unwrap_err();
+        assert!(matches!(e, BuildError::Capacity(_)));
+        assert!(!e.to_string().is_empty());
+    }
+
+    #[test]
+    fn default_shards_shrink_for_small_caches() {
+        assert_eq!(default_shards(0), 1);
+        assert_eq!(default_shards(31), 1);
+        assert!(default_shards(1_000_000) >= 4);
+        assert!(default_shards(64) <= 2);
+    }
+}

@@ -1,0 +1,412 @@
+//! A shard's open-addressed table: tag bytes plus entry pointers, probed without locks.
+//!
+//! # Layout
+//! One allocation of 64-byte groups. A group is one cache line: an `AtomicU64` holding seven
+//! tag bytes (the eighth byte is a sentinel) and seven `Atomic<Entry>` pointers. A probe loads
+//! a group's tag word once and compares all seven tags at a time (SWAR), so most misses touch
+//! one cache line and no entry at all. Groups are probed triangularly (`g, g+1, g+3, g+6, ...`),
+//! which visits every group of a power-of-two table.
+//!
+//! Tag bytes: `EMPTY` (never used since the last rebuild), `DELETED` (a tombstone), or
+//! `0x80 | 7 hash bits` (full). A lookup stops at the first group that contains an `EMPTY`
+//! byte: an insert always takes the first free slot on its probe path, so no key lives past a
+//! group that still has an empty slot.
+//!
+//! # Concurrency
+//! Readers hold an epoch guard and take no lock. All writes to a table happen under its
+//! shard's writer lock, so there is one writer at a time and the writer may use plain
+//! read-modify-write sequences on the tag word. Publication order:
+//!
+//! * insert: store the entry pointer (Release), then the tag word (Release). A reader that sees
+//!   the new tag (Acquire) therefore sees the pointer and the entry's contents;
+//! * remove: null the pointer, then mark the tag `DELETED` (or `EMPTY`, see below); the old
+//!   entry is retired through the epoch, so a reader that loaded it before may still read it;
+//! * replace: swap the pointer (Release); the tag is unchanged.
+//!
+//! Readers re-check the key after matching a tag (the tag is only a filter) and skip null
+//! pointers. Entries never move within a table (no Robin Hood, no backward shift), because a
+//! lock-free reader could then miss an entry that moved behind it. When tombstones pile up, or
+//! the table gets too full, the writer builds a new table, copies the entry pointers into it,
+//! publishes it, and retires the old table (not the entries) through the epoch.
+//!
+//! A tombstone is turned back into `EMPTY` when its group still has an `EMPTY` byte: groups
+//! only go from empty to full to deleted, so such a group was never full, no probe ever
+//! passed it, and no key depends on it being non-empty.
+
+use crate::entry::Entry;
+use crate::reclaim::{self, Atomic, Guard, Owned, Shared};
+use crate::sync::{AtomicU64, Ordering};
+
+pub(crate) const GROUP_WIDTH: usize = 7;
+const EMPTY: u8 = 0x00;
+const DELETED: u8 = 0x01;
+/// The unused eighth byte: neither empty nor a full tag, so it never matches anything.
+const SENTINEL: u8 = 0x02;
+const LO: u64 = 0x0101_0101_0101_0101;
+const HI: u64 = 0x8080_8080_8080_8080;
+const EMPTY_WORD: u64 = (SENTINEL as u64) << 56;
+
+#[repr(C, align(64))]
+struct Group<K, V> {
+    tags: AtomicU64,
+    slots: [Atomic<Entry<K, V>>; GROUP_WIDTH],
+}
+
+impl<K, V> Group<K, V> {
+    fn new() -> Self {
+        Group {
+            tags: AtomicU64::new(EMPTY_WORD),
+            slots: std::array::from_fn(|_| Atomic::null()),
+        }
+    }
+}
+
+/// Bytes of `word` equal to `byte` (bit 7 of each matching byte set). May report a false
+/// match in a byte just above a true match (borrow propagation); callers verify matches.
+#[inline]
+fn match_byte(word: u64, byte: u8) -> u64 {
+    let x = word ^ (LO * u64::from(byte));
+    x.wrapping_sub(LO) & !x & HI
+}
+
+/// Whether any of the seven slots is `EMPTY`. Exact: the zero-byte test can only err in bytes
+/// above a true zero byte, and then a true zero byte exists anyway.
+#[inline]
+fn has_empty(word: u64) -> bool {
+    match_byte(word, EMPTY) != 0
+}
+
+#[inline]
+fn set_byte(word: u64, i: usize, byte: u8) -> u64 {
+    let shift = i * 8;
+    (word & !(0xffu64 << shift)) | (u64::from(byte) << shift)
+}
+
+#[inline]
+fn get_byte(word: u64, i: usize) -> u8 {
+    (word >> (i * 8)) as u8
+}
+
+/// Where a key is, or where it would go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Probe {
+    /// The key is at this slot.
+    Found(u32),
+    /// The key is absent; this is the first free slot on its probe path.
+    Vacant(u32),
+}
+
+pub(crate) struct Table<K, V> {
+    groups: Box<[Group<K, V>]>,
+    mask: usize,
+}
+
+impl<K, V> Table<K, V> {
+    /// A table with at least `slots` slots (rounded up to a power-of-two number of groups).
+    pub(crate) fn with_slots(slots: usize) -> Self {
+        let groups = slots.div_ceil(GROUP_WIDTH).max(1).next_power_of_two();
+        Table {
+            groups: (0..groups).map(|_| Group::new()).collect(),
+            mask: groups - 1,
+        }
+    }
+
+    pub(crate) fn slots(&self) -> usize {
+        self.groups.len() * GROUP_WIDTH
+    }
+
+    /// Lock-free lookup: the entry for `hash` whose key satisfies `eq`, if any.
+    #[inline]
+    pub(crate) fn find<'g>(
+        &self,
+        hash: u64,
+        tag: u8,
+        mut eq: impl FnMut(&K) -> bool,
+        guard: &'g Guard,
+    ) -> Option<&'g Entry<K, V>> {
+        let mut g = hash as usize & self.mask;
+        let mut step = 0;
+        loop {
+            let group = &self.groups[g];
+            let tags = group.tags.load(Ordering::Acquire);
+            let mut m = match_byte(tags, tag);
+            while m != 0 {
+                let i = (m.trailing_zeros() / 8) as usize;
+                m &= m - 1;
+                let p = group.slots[i].load(Ordering::Acquire, guard);
+                // SAFETY: the pointer was loaded under `guard` from a table reachable through
+                // the guard. Entries are retired only after being unlinked from every table
+                // and through `defer_destroy`, so it stays valid while `guard` lives; null
+                // (a concurrent removal) is handled by `as_ref`.
+                if let Some(e) = unsafe { p.as_ref() }
+                    && e.hash == hash
+                    && eq(&e.key)
+                {
+                    return Some(e);
+                }
+            }
+            if has_empty(tags) {
+                return None;
+            }
+            step += 1;
+            if step > self.mask {
+                return None;
+            }
+            g = (g + step) & self.mask;
+        }
+    }
+
+    /// Writer only: where the key is, or the first free slot on its path. `None` when the
+    /// path has no free slot at all (the caller must rebuild first; load limits prevent it).
+    pub(crate) fn probe(
+        &self,
+        hash: u64,
+        tag: u8,
+        mut eq: impl FnMut(&K) -> bool,
+        guard: &Guard,
+    ) -> Option<Probe> {
+        let mut g = hash as usize & self.mask;
+        let mut step = 0;
+        let mut vacant = None;
+        loop {
+            let group = &self.groups[g];
+            // Relaxed: the caller holds the shard lock, so it is the only writer and sees its
+            // own stores.
+            let tags = group.tags.load(Ordering::Relaxed);
+            let mut m = match_byte(tags, tag);
+            while m != 0 {
+                let i = (m.trailing_zeros() / 8) as usize;
+                m &= m - 1;
+                if get_byte(tags, i) != tag {
+                    continue;
+                }
+                let p = group.slots[i].load(Ordering::Relaxed, guard);
+                // SAFETY: as in `find`; besides, only the lock holder retires entries.
+                if let Some(e) = unsafe { p.as_ref() }
+                    && e.hash == hash
+                    && eq(&e.key)
+                {
+                    return Some(Probe::Found(slot_index(g, i)));
+                }
+            }
+            if vacant.is_none() {
+                for i in 0..GROUP_WIDTH {
+                    let b = get_byte(tags, i);
+                    if b == EMPTY || b == DELETED {
+                        vacant = Some(slot_index(g, i));
+                        break;
+                    }
+                }
+            }
+            if has_empty(tags) {
+                return vacant.map(Probe::Vacant);
+            }
+            step += 1;
+            if step > self.mask {
+                return vacant.map(Probe::Vacant);
+            }
+            g = (g + step) & self.mask;
+        }
+    }
+
+    /// Writer only: the entry at `slot`, if any.
+    pub(crate) fn entry_at<'g>(&self, slot: u32, guard: &'g Guard) -> Option<&'g Entry<K, V>> {
+        let (g, i) = split(slot);
+        let p = self.groups[g].slots[i].load(Ordering::Relaxed, guard);
+        // SAFETY: only the lock holder retires entries, and it does so through the epoch, so
+        // a pointer loaded from the table under `guard` is valid for the guard's lifetime.
+        unsafe { p.as_ref() }
+    }
+
+    /// Writer only: the pointer at `slot` (for retiring it).
+    pub(crate) fn ptr_at<'g>(&self, slot: u32, guard: &'g Guard) -> Shared<'g, Entry<K, V>> {
+        let (g, i) = split(slot);
+        self.groups[g].slots[i].load(Ordering::Relaxed, guard)
+    }
+
+    /// Writer only: publish a new entry at a vacant slot. Returns whether the slot was a
+    /// tombstone (so the caller can keep its tombstone count).
+    pub(crate) fn publish(&self, slot: u32, tag: u8, entry: Shared<'_, Entry<K, V>>) -> bool {
+        let (g, i) = split(slot);
+        let group = &self.groups[g];
+        let tags = group.tags.load(Ordering::Relaxed);
+        let was = get_byte(tags, i);
+        debug_assert!(
+            was == EMPTY || was == DELETED,
+            "publish into an occupied slot"
+        );
+        // Pointer first, then tag, both Release: a reader that matches the tag sees the entry.
+        group.slots[i].store(entry, Ordering::Release);
+        group.tags.store(set_byte(tags, i, tag), Ordering::Release);
+        was == DELETED
+    }
+
+    /// Writer only: replace the entry at an occupied slot; returns the old pointer, which the
+    /// caller must retire.
+    pub(crate) fn replace<'g>(
+        &self,
+        slot: u32,
+        entry: Shared<'g, Entry<K, V>>,
+        guard: &'g Guard,
+    ) -> Shared<'g, Entry<K, V>> {
+        let (g, i) = split(slot);
+        self.groups[g].slots[i].swap(entry, Ordering::AcqRel, guard)
+    }
+
+    /// Writer only: remove the entry at `slot`; returns the old pointer (to retire) and whether
+    /// a tombstone was left (`false`: the slot went back to `EMPTY`).
+    pub(crate) fn clear<'g>(&self, slot: u32, guard: &'g Guard) -> (Shared<'g, Entry<K, V>>, bool) {
+        let (g, i) = split(slot);
+        let group = &self.groups[g];
+        let old = group.slots[i].swap(Shared::null(), Ordering::AcqRel, guard);
+        let tags = group.tags.load(Ordering::Relaxed);
+        let mark = if has_empty(tags) { EMPTY } else { DELETED };
+        group.tags.store(set_byte(tags, i, mark), Ordering::Release);
+        (old, mark == DELETED)
+    }
+
+    /// Every entry with its slot (writer: rebuild and clear; readers: weakly consistent
+    /// iteration).
+    pub(crate) fn entries<'g>(
+        &'g self,
+        guard: &'g Guard,
+    ) -> impl Iterator<Item = (u32, &'g Entry<K, V>)> + 'g {
+        self.groups.iter().enumerate().flat_map(move |(g, group)| {
+            group.slots.iter().enumerate().filter_map(move |(i, s)| {
+                let p = s.load(Ordering::Acquire, guard);
+                // SAFETY: as in `find`: loaded under `guard`, retired only through the epoch.
+                unsafe { p.as_ref() }.map(|e| (slot_index(g, i), e))
+            })
+        })
+    }
+
+    /// Writer only, on a table not yet published: place an existing entry pointer (rebuild).
+    pub(crate) fn place(
+        &self,
+        hash: u64,
+        tag: u8,
+        entry: Shared<'_, Entry<K, V>>,
+        guard: &Guard,
+    ) -> u32 {
+        match self.probe(hash, tag, |_| false, guard) {
+            Some(Probe::Vacant(slot)) => {
+                self.publish(slot, tag, entry);
+                slot
+            }
+            _ => unreachable!("a rebuilt table is sized to hold every live entry"),
+        }
+    }
+}
+
+#[inline]
+fn slot_index(g: usize, i: usize) -> u32 {
+    (g * GROUP_WIDTH + i) as u32
+}
+
+#[inline]
+fn split(slot: u32) -> (usize, usize) {
+    let s = slot as usize;
+    (s / GROUP_WIDTH, s % GROUP_WIDTH)
+}
+
+/// The table a shard publishes, and the operations on the pointer to it.
+pub(crate) struct TablePtr<K, V> {
+    ptr: Atomic<Table<K, V>>,
+}
+
+impl<K, V> TablePtr<K, V> {
+    pub(crate) fn new(table: Table<K, V>) -> Self {
+        TablePtr {
+            ptr: Atomic::new(table),
+        }
+    }
+
+    /// The current table. Acquire pairs with the Release in `swap_in`, so a reader sees every
+    /// slot the rebuild wrote before publishing.
+    #[inline]
+    pub(crate) fn load<'g>(&self, guard: &'g Guard) -> &'g Table<K, V> {
+        let p = self.ptr.load(Ordering::Acquire, guard);
+        // SAFETY: the pointer is never null (set at construction, only ever swapped for
+        // another table) and old tables are retired through the epoch, so it is valid while
+        // `guard` lives.
+        unsafe { p.deref() }
+    }
+
+    /// Writer only: publish `table` and retire the previous one (not its entries, which the
+    /// new table now holds).
+    pub(crate) fn swap_in(&self, table: Table<K, V>, guard: &Guard) {
+        let old = self.ptr.swap(Owned::new(table), Ordering::AcqRel, guard);
+        // SAFETY: `old` is now unreachable from the shard (new readers load the new table),
+        // came from an `Owned`, and is retired exactly once, here. `Table` has no destructor
+        // for entries, so retiring it frees only the groups.
+        unsafe { reclaim::defer_destroy(guard, old) };
+    }
+
+    /// Writer only: retire an entry that was unlinked from the current table.
+    ///
+    /// Kept here so every `unsafe` about entry lifetimes lives in this file.
+    pub(crate) fn retire(&self, entry: Shared<'_, Entry<K, V>>, guard: &Guard) {
+        if !entry.is_null() {
+            // SAFETY: the caller (the lock holder) just unlinked `entry` from the only table
+            // that can be modified (older tables are unreachable for new readers), it came
+            // from an `Owned`, and each unlink happens once, so it is retired once.
+            unsafe { reclaim::defer_destroy(guard, entry) };
+        }
+    }
+}
+
+impl<K, V> Drop for TablePtr<K, V> {
+    fn drop(&mut self) {
+        // SAFETY: `drop` has exclusive access: the shard is being dropped with its cache, so
+        // no reader or writer can reach this table anymore.
+        let guard = unsafe { reclaim::unprotected() };
+        let p = self.ptr.swap(Shared::null(), Ordering::Relaxed, guard);
+        if p.is_null() {
+            return;
+        }
+        // SAFETY: exclusive access (above); the pointer came from an `Owned`.
+        let table = unsafe { p.into_owned() };
+        for group in table.groups.iter() {
+            for s in group.slots.iter() {
+                let e = s.swap(Shared::null(), Ordering::Relaxed, guard);
+                if !e.is_null() {
+                    // SAFETY: each live entry is referenced by exactly one slot of the current
+                    // table (old tables were retired without their entries), so it is freed
+                    // exactly once; no one else can reach it.
+                    drop(unsafe { e.into_owned() });
+                }
+            }
+        }
+    }
+}
+
+pub(crate) fn new_entry<K, V>(e: Entry<K, V>, guard: &Guard) -> Shared<'_, Entry<K, V>> {
+    Owned::new(e).into_shared(guard)
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn swar_matches() {
+        let w = set_byte(set_byte(EMPTY_WORD, 0, 0x85), 3, 0x85);
+        let m = match_byte(w, 0x85);
+        assert_ne!(m & 0x80, 0);
+        assert_ne!(m & (0x80 << 24), 0);
+        assert!(has_empty(w));
+        let mut full = EMPTY_WORD;
+        for i in 0..GROUP_WIDTH {
+            full = set_byte(full, i, if i % 2 == 0 { DELETED } else { 0x90 });
+        }
+        assert!(!has_empty(full), "tombstones and tags are not empty");
+        assert_eq!(get_byte(full, 7), SENTINEL);
+    }
+
+    #[test]
+    fn sizes() {
+        let t: Table<u64, u64> = Table::with_slots(100);
+        assert_eq!(t.slots(), 16 * GROUP_WIDTH);
+        assert_eq!(std::mem::size_of::<Group<u64, u64>>(), 64);
+    }
+}

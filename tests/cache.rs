@@ -1,0 +1,242 @@
+//! Behaviour of the public API on a single thread.
+
+use cogwheel::{BuildError, Cache, Error, EvictionPolicy, RemovalCause, fixed_hasher};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+fn small(cap: u64, shards: usize) -> Cache<u64, u64, ahash::RandomState> {
+    Cache::builder()
+        .max_capacity(cap)
+        .shards(shards)
+        .hasher(fixed_hasher(1))
+        .build()
+        .unwrap()
+}
+
+#[test]
+fn insert_get_update_remove() {
+    let c = small(100, 2);
+    assert_eq!(c.get(&1), None);
+    c.insert(1, 10).unwrap();
+    assert_eq!(c.get(&1), Some(10));
+    assert!(c.contains_key(&1));
+    c.insert(1, 11).unwrap();
+    assert_eq!(c.get(&1), Some(11));
+    assert_eq!(c.len(), 1);
+    assert_eq!(c.remove(&1).unwrap(), Some(11));
+    assert_eq!(c.remove(&1).unwrap(), None);
+    assert!(!c.contains_key(&1));
+    assert!(c.is_empty());
+    let s = c.stats();
+    assert_eq!(
+        (s.hits, s.misses, s.inserts, s.updates, s.removals),
+        (2, 1, 1, 1, 1)
+    );
+    assert!((s.hit_ratio() - 2.0 / 3.0).abs() < 1e-9);
+}
+
+#[test]
+fn borrowed_lookups() {
+    let c: Cache<String, u32> = Cache::builder().max_capacity(10).build().unwrap();
+    c.insert("k".to_string(), 1).unwrap();
+    assert_eq!(c.get("k"), Some(1));
+    assert!(c.contains_key("k"));
+    assert_eq!(c.remove("k").unwrap(), Some(1));
+}
+
+#[test]
+fn len_never_exceeds_capacity() {
+    for shards in [1, 2, 8] {
+        for policy in [EvictionPolicy::default(), EvictionPolicy::Clock] {
+            let c: Cache<u64, u64, _> = Cache::builder()
+                .max_capacity(50)
+                .shards(shards)
+                .eviction_policy(policy)
+                .hasher(fixed_hasher(3))
+                .build()
+                .unwrap();
+            for i in 0..10_000u64 {
+                c.insert(i % 997, i).unwrap();
+                let _ = c.get(&(i % 13));
+                assert!(c.len() <= 50, "len {} > 50 with {shards} shards", c.len());
+            }
+            let s = c.stats();
+            assert_eq!(
+                s.inserts - s.evictions,
+                c.len() as u64,
+                "inserts - evictions = len"
+            );
+        }
+    }
+}
+
+#[test]
+fn capacity_zero_stores_nothing() {
+    let c = small(0, 1);
+    c.insert(1, 1).unwrap();
+    assert_eq!(c.get(&1), None);
+    assert_eq!(c.len(), 0);
+}
+
+#[test]
+fn invalidate_all_and_if() {
+    let c = small(1000, 4);
+    for i in 0..100 {
+        c.insert(i, i * 2).unwrap();
+    }
+    assert_eq!(c.invalidate_if(|k, _| k % 2 == 0), 50);
+    assert_eq!(c.len(), 50);
+    assert!(c.get(&2).is_none());
+    assert_eq!(c.get(&3), Some(6));
+    c.invalidate_all();
+    assert_eq!(c.len(), 0);
+    assert!(c.get(&3).is_none());
+    c.insert(3, 3).unwrap();
+    assert_eq!(c.get(&3), Some(3), "usable after invalidate_all");
+}
+
+#[test]
+fn iter_sees_every_entry_once() {
+    let c = small(1000, 4);
+    for i in 0..300 {
+        c.insert(i, i + 1).unwrap();
+    }
+    let mut got: Vec<_> = c.iter().collect();
+    got.sort();
+    let want: Vec<_> = (0..300).map(|i| (i, i + 1)).collect();
+    assert_eq!(got, want);
+}
+
+#[test]
+fn listener_sees_every_cause() {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let s2 = seen.clone();
+    let c: Cache<u64, u64, _> = Cache::builder()
+        .max_capacity(2)
+        .shards(1)
+        .hasher(fixed_hasher(0))
+        .eviction_listener(move |k, v, cause| s2.lock().unwrap().push((*k, *v, cause)))
+        .build()
+        .unwrap();
+    c.insert(1, 1).unwrap();
+    c.insert(1, 2).unwrap();
+    c.remove(&1).unwrap();
+    c.insert(2, 2).unwrap();
+    c.insert(3, 3).unwrap();
+    c.insert(4, 4).unwrap();
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(seen[0], (1, 1, RemovalCause::Replaced));
+    assert_eq!(seen[1], (1, 2, RemovalCause::Removed));
+    assert_eq!(seen.len(), 3);
+    assert_eq!(seen[2].2, RemovalCause::Evicted);
+    assert_eq!(c.stats().evictions, 1);
+}
+
+#[test]
+fn listener_may_call_back_into_the_cache() {
+    let slot: Arc<Mutex<Option<Cache<u64, u64>>>> = Arc::new(Mutex::new(None));
+    let s2 = slot.clone();
+    let c: Cache<u64, u64> = Cache::builder()
+        .max_capacity(1)
+        .shards(1)
+        .eviction_listener(move |k, _, _| {
+            if let Some(c) = s2.lock().unwrap().as_ref() {
+                // Same shard, same thread: would deadlock if the lock were held.
+                let _ = c.get(k);
+                let _ = c.contains_key(&(k + 100));
+            }
+        })
+        .build()
+        .unwrap();
+    *slot.lock().unwrap() = Some(c.clone());
+    for i in 0..10 {
+        c.insert(i, i).unwrap();
+    }
+    assert_eq!(c.len(), 1);
+    slot.lock().unwrap().take();
+}
+
+#[test]
+fn weights_and_too_heavy() {
+    let c: Cache<u64, Vec<u8>> = Cache::builder()
+        .max_weight(100)
+        .weigher(|_, v: &Vec<u8>| v.len() as u32)
+        .shards(2)
+        .build()
+        .unwrap();
+    assert!(
+        matches!(c.insert(1, vec![0; 51]), Err(Error::TooHeavy)),
+        "over a shard's share (50)"
+    );
+    assert_eq!(c.stats().refused, 1);
+    c.insert(1, vec![0; 10]).unwrap();
+    assert!(matches!(c.insert(1, vec![0; 60]), Err(Error::TooHeavy)));
+    assert_eq!(
+        c.get(&1),
+        None,
+        "a refused replacement removes the superseded value"
+    );
+    for i in 0..1000 {
+        c.insert(i, vec![0; (i % 20) as usize]).unwrap();
+        assert!(c.weighted_size() <= 100);
+    }
+    c.insert(5000, vec![]).unwrap();
+    assert_eq!(c.get(&5000), Some(vec![]), "zero weight is allowed");
+}
+
+#[test]
+fn builder_errors_are_values() {
+    let e = Cache::<u8, u8>::builder()
+        .shards(6)
+        .max_capacity(1)
+        .build()
+        .unwrap_err();
+    assert_eq!(e, BuildError::Shards(6));
+}
+
+#[test]
+fn values_are_dropped_exactly_once() {
+    #[derive(Default)]
+    struct Tally {
+        made: AtomicUsize,
+        dropped: AtomicUsize,
+    }
+    struct Counted(Arc<Tally>);
+    impl Counted {
+        fn new(t: &Arc<Tally>) -> Self {
+            t.made.fetch_add(1, Ordering::Relaxed);
+            Counted(t.clone())
+        }
+    }
+    impl Clone for Counted {
+        fn clone(&self) -> Self {
+            Counted::new(&self.0)
+        }
+    }
+    impl Drop for Counted {
+        fn drop(&mut self) {
+            self.0.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+    let tally = Arc::new(Tally::default());
+    {
+        let c: Cache<u64, Counted> = Cache::builder().max_capacity(16).shards(1).build().unwrap();
+        for i in 0..2000u64 {
+            c.insert(i % 40, Counted::new(&tally)).unwrap();
+            if i % 7 == 0 {
+                let _ = c.remove(&(i % 40)).unwrap();
+            }
+            let _ = c.get(&(i % 11));
+            if i % 500 == 0 {
+                c.invalidate_all();
+            }
+        }
+        let _: Vec<_> = c.iter().collect();
+        assert!(tally.dropped.load(Ordering::Relaxed) < tally.made.load(Ordering::Relaxed));
+    }
+    // The cache is gone: every value it owned, retired or handed out was dropped exactly once.
+    assert_eq!(
+        tally.dropped.load(Ordering::Relaxed),
+        tally.made.load(Ordering::Relaxed)
+    );
+}
