@@ -676,3 +676,111 @@ fn unit_weight_random_trace_keeps_invariants() {
         }
     }
 }
+
+// ----- the cache's default mode: sharded, every hit sets the bit ----------------------------
+
+/// Replays `keys` the way a sharded cache does: the key's seeded hash picks a shard (top
+/// bits, as the cache does), each shard has its share of the capacity, and every hit (also an
+/// immediate repeat) sets the reference bit. Returns misses.
+fn replay_sharded(
+    keys: &[u64],
+    capacity: u64,
+    shards: usize,
+    kind: EvictionPolicy,
+    seed: u64,
+) -> u64 {
+    use crate::hash::{fixed_hasher, hash_one, shard_index};
+    let hasher = fixed_hasher(seed);
+    let bits_n = shards.trailing_zeros();
+    let n = shards as u64;
+    let mut state: Vec<(Policy, HashMap<u64, Token>, Vec<u64>, Bits)> = (0..n)
+        .map(|i| {
+            let cap = capacity / n + u64::from(i < capacity % n);
+            (
+                Policy::new(kind, cap),
+                HashMap::new(),
+                Vec::new(),
+                Bits::default(),
+            )
+        })
+        .collect();
+    let mut evicted = Vec::new();
+    let mut misses = 0;
+    for &k in keys {
+        let h = hash_one(&hasher, &k);
+        let (policy, map, owner, bits) = &mut state[shard_index(h, bits_n)];
+        if let Some(&t) = map.get(&h) {
+            bits.set(t, true);
+            continue;
+        }
+        misses += 1;
+        evicted.clear();
+        let Admit::Resident(t) = policy.admit(h, 1, bits, &mut evicted) else {
+            panic!("unit-weight admission without pins must succeed");
+        };
+        for &v in &evicted {
+            map.remove(&owner[v as usize]);
+            bits.set(v, false);
+        }
+        bits.set(t, false);
+        if owner.len() <= t as usize {
+            owner.resize(t as usize + 1, 0);
+        }
+        owner[t as usize] = h;
+        map.insert(h, t);
+    }
+    misses
+}
+
+/// The cache's default shard count on this machine's core count (see `builder.rs`).
+fn default_shards(capacity: u64) -> usize {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let mut n = (cores * 4).next_power_of_two();
+    while n > 1 && capacity / (n as u64) < 32 {
+        n /= 2;
+    }
+    n
+}
+
+/// Hit ratios of the default (sharded) mode over the 79 cells; run by hand in release:
+/// `cargo test --release --lib sharded_hit_ratio -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn sharded_hit_ratio_means_over_all_cells() {
+    let Some(dir) = traces_dir() else { return };
+    let kinds: Vec<(&str, EvictionPolicy)> = vec![
+        ("adaptive", EvictionPolicy::ClockPro),
+        ("fixed5", EvictionPolicy::ClockProFixedCold { percent: 5 }),
+    ];
+    let text = std::fs::read_to_string(dir.join("hit_ratios.tsv")).unwrap();
+    let mut sums = vec![0.0; kinds.len() * 2];
+    let mut n = 0;
+    let mut current: Option<(String, Vec<u64>)> = None;
+    for l in text.lines().skip(1).filter(|l| !l.trim().is_empty()) {
+        let f: Vec<&str> = l.split('\t').collect();
+        let (name, cap): (&str, u64) = (f[0], f[1].parse().unwrap());
+        if current.as_ref().is_none_or(|(c, _)| c != name) {
+            current = Some((name.to_string(), read_trace(&dir, name)));
+        }
+        let keys = &current.as_ref().unwrap().1;
+        let shards = default_shards(cap);
+        let mut line = format!("{name}\t{cap}\tshards {shards}");
+        for (i, (label, kind)) in kinds.iter().enumerate() {
+            let hr = |m: u64| 100.0 * (1.0 - m as f64 / keys.len() as f64);
+            let one = hr(replay_sharded(keys, cap, 1, *kind, 7));
+            let many = hr(replay_sharded(keys, cap, shards, *kind, 7));
+            sums[2 * i] += one;
+            sums[2 * i + 1] += many;
+            line += &format!("\t{label} 1-shard {one:.2} sharded {many:.2}");
+        }
+        println!("{line}");
+        n += 1;
+    }
+    for (i, (label, _)) in kinds.iter().enumerate() {
+        println!(
+            "cells {n}: {label}: one shard (cache semantics) {:.2}, default shards {:.2}",
+            sums[2 * i] / n as f64,
+            sums[2 * i + 1] / n as f64
+        );
+    }
+}
