@@ -197,6 +197,8 @@ pub(crate) struct ClockPro {
     max_cold: u64,
     adaptive: bool,
     target: ColdTarget,
+    /// Ghost bound in multiples of the resident count (1 is the authors' bound).
+    ghost_mult: usize,
     /// Times HAND_cold skipped a ghost while looking for a resident cold page (the simulator
     /// would have stopped on it); used by the tests to show it never happens on the traces.
     #[cfg(test)]
@@ -220,8 +222,19 @@ fn cold_bounds(capacity: u64, target: ColdTarget) -> (u64, u64, bool) {
 }
 
 impl ClockPro {
-    /// A policy bounding the total weight of residents at `capacity`.
+    /// A policy bounding the total weight of residents at `capacity`, faithful to the
+    /// authors' simulator (ghosts bounded by the resident count).
     pub(crate) fn new(capacity: u64, target: ColdTarget) -> Self {
+        Self::with_ghost_multiplier(capacity, target, 1)
+    }
+
+    /// Like [`ClockPro::new`], with ghosts bounded by `ghost_mult` times the largest resident
+    /// count (the authors' simulator uses 1; Caffeine's simulator defaults to 2).
+    pub(crate) fn with_ghost_multiplier(
+        capacity: u64,
+        target: ColdTarget,
+        ghost_mult: usize,
+    ) -> Self {
         let (min_cold, max_cold, adaptive) = cold_bounds(capacity, target);
         ClockPro {
             nodes: Vec::new(),
@@ -245,6 +258,7 @@ impl ClockPro {
             max_cold,
             adaptive,
             target,
+            ghost_mult,
             #[cfg(test)]
             ghost_skips: 0,
         }
@@ -290,7 +304,7 @@ impl ClockPro {
     }
 
     fn ghost_limit(&self) -> usize {
-        self.peak_ring_residents.max(1)
+        (self.peak_ring_residents * self.ghost_mult).max(1)
     }
 
     // ----- slab and ring primitives -------------------------------------------------------
@@ -828,7 +842,8 @@ impl ClockPro {
         if !self.make_room(w, res, evicted, None) {
             return Admit::AllPinned;
         }
-        Admit::Resident(self.link_new(None, hash, weight, false))
+        let t = self.link_new(None, hash, weight, false);
+        Admit::Resident(t)
     }
 
     /// A resident's weight changed. Never evicts `token`; `false` (nothing changed) when the
@@ -933,7 +948,7 @@ impl ClockPro {
 
     /// Forget everything (residents and history).
     pub(crate) fn clear(&mut self) {
-        *self = ClockPro::new(self.capacity, self.target);
+        *self = ClockPro::with_ghost_multiplier(self.capacity, self.target, self.ghost_mult);
     }
 
     /// Check every internal invariant; panics with the name of the broken one. (Always

@@ -352,6 +352,22 @@ fn default_policy_is_faithful_clock_pro() {
 }
 
 #[test]
+fn longer_history_keeps_more_ghosts() {
+    let mut s = Sim::new(50, ColdTarget::Adaptive);
+    s.p = ClockPro::with_ghost_multiplier(50, ColdTarget::Adaptive, 4);
+    let mut most = 0;
+    for k in 0..5_000u64 {
+        // A loop over 120 keys mixed with a scan: many pages end as ghosts.
+        let key = if k % 2 == 0 { k % 120 } else { 1_000 + k };
+        s.access(key, 1).unwrap();
+        most = most.max(s.p.ghost_len());
+    }
+    s.p.validate();
+    assert!(most > 50, "more ghosts than residents ({most})");
+    assert!(most <= 200, "within four times the residents ({most})");
+}
+
+#[test]
 fn cold_bounds_follow_the_simulator() {
     assert_eq!(cold_bounds(100, ColdTarget::Adaptive), (2, 99, true));
     assert_eq!(cold_bounds(1000, ColdTarget::Adaptive), (10, 990, true));
@@ -575,8 +591,13 @@ impl XorShift {
 }
 
 fn random_operations(seed: u64, capacity: u64, target: ColdTarget, steps: usize) {
+    random_operations_with(seed, ClockPro::new(capacity, target), capacity, steps);
+}
+
+fn random_operations_with(seed: u64, policy: ClockPro, capacity: u64, steps: usize) {
     let mut rng = XorShift(seed);
-    let mut s = Sim::new(capacity, target);
+    let mut s = Sim::new(capacity, ColdTarget::Adaptive);
+    s.p = policy;
     let keys = capacity * 3 + 5;
     for _ in 0..steps {
         let key = rng.below(keys);
@@ -693,7 +714,8 @@ fn replay_sharded(
     let hasher = fixed_hasher(seed);
     let bits_n = shards.trailing_zeros();
     let n = shards as u64;
-    let mut state: Vec<(Policy, HashMap<u64, Token>, Vec<u64>, Bits)> = (0..n)
+    type ShardState = (Policy, HashMap<u64, Token>, Vec<u64>, Bits);
+    let mut state: Vec<ShardState> = (0..n)
         .map(|i| {
             let cap = capacity / n + u64::from(i < capacity % n);
             (
@@ -751,7 +773,14 @@ fn sharded_hit_ratio_means_over_all_cells() {
     let kinds: Vec<(&str, EvictionPolicy)> = vec![
         ("adaptive", EvictionPolicy::ClockPro),
         ("fixed5", EvictionPolicy::ClockProFixedCold { percent: 5 }),
+        ("long", EvictionPolicy::ClockProLongHistory),
     ];
+    // CP_KINDS=long,adaptive limits the run (for experiments).
+    let only = std::env::var("CP_KINDS").ok();
+    let kinds: Vec<_> = kinds
+        .into_iter()
+        .filter(|(l, _)| only.as_ref().is_none_or(|o| o.split(',').any(|x| x == *l)))
+        .collect();
     let text = std::fs::read_to_string(dir.join("hit_ratios.tsv")).unwrap();
     let mut sums = vec![0.0; kinds.len() * 2];
     let mut n = 0;
@@ -767,7 +796,11 @@ fn sharded_hit_ratio_means_over_all_cells() {
         let mut line = format!("{name}\t{cap}\tshards {shards}");
         for (i, (label, kind)) in kinds.iter().enumerate() {
             let hr = |m: u64| 100.0 * (1.0 - m as f64 / keys.len() as f64);
-            let one = hr(replay_sharded(keys, cap, 1, *kind, 7));
+            let one = if std::env::var("CP_SHARDED_ONLY").is_ok() {
+                0.0
+            } else {
+                hr(replay_sharded(keys, cap, 1, *kind, 7))
+            };
             let many = hr(replay_sharded(keys, cap, shards, *kind, 7));
             sums[2 * i] += one;
             sums[2 * i + 1] += many;
