@@ -5,6 +5,7 @@ use crate::error::BuildError;
 use crate::hash::DefaultHashBuilder;
 use crate::listener::{Listener, RemovalCause, Weigher};
 use crate::policy::EvictionPolicy;
+use crate::store::BackingStore;
 use crate::time::Clock;
 use std::fmt;
 use std::hash::{BuildHasher, Hash};
@@ -39,6 +40,8 @@ pub struct CacheBuilder<K, V, S = DefaultHashBuilder> {
     pub(crate) time_to_live: Option<Duration>,
     pub(crate) time_to_idle: Option<Duration>,
     pub(crate) listener: Option<Listener<K, V>>,
+    pub(crate) maintenance_interval: Option<Duration>,
+    pub(crate) store: Option<Arc<dyn BackingStore<K, V>>>,
     _types: PhantomData<fn(K, V)>,
 }
 
@@ -55,6 +58,8 @@ impl<K, V> CacheBuilder<K, V, DefaultHashBuilder> {
             time_to_live: None,
             time_to_idle: None,
             listener: None,
+            maintenance_interval: None,
+            store: None,
             _types: PhantomData,
         }
     }
@@ -89,7 +94,9 @@ where
     }
 
     /// The number of shards: a power of two from 1 to 65536. By default about four per
-    /// available core, fewer for small capacities. One shard gives the exact sequential
+    /// available core, fewer for small capacities. An entry-bounded cache uses at most
+    /// `max_capacity` shards (rounded down to a power of two), since a shard must hold at
+    /// least one entry. One shard gives the exact sequential
     /// behaviour of the eviction policy (for simulations), at the cost of write concurrency.
     pub fn shards(mut self, n: usize) -> Self {
         self.shards = Some(n);
@@ -132,6 +139,25 @@ where
         self
     }
 
+    /// Start a maintenance thread that reclaims expired entries (and calls the listener for
+    /// them) every `every`, so expiry happens even when no one writes. The thread only ever
+    /// `try_lock`s a shard (it never makes a caller wait), holds no strong reference to the
+    /// cache between runs, and exits when the last handle is dropped. Without it, expired
+    /// entries are never returned anyway, and are reclaimed by writes and
+    /// [`Cache::run_pending_tasks`].
+    pub fn maintenance_interval(mut self, every: Duration) -> Self {
+        self.maintenance_interval = Some(every);
+        self
+    }
+
+    /// Put a backing store behind the cache. `insert` and `remove` then write through (store
+    /// first; the cache changes only if the store said `Ok`), and [`Cache::fetch`] reads
+    /// through on a miss (single-flight).
+    pub fn store(mut self, store: impl BackingStore<K, V>) -> Self {
+        self.store = Some(Arc::new(store));
+        self
+    }
+
     /// Use another hasher (for example [`fixed_hasher`](crate::fixed_hasher) for reproducible
     /// layouts).
     pub fn hasher<S2>(self, hasher: S2) -> CacheBuilder<K, V, S2>
@@ -149,6 +175,8 @@ where
             time_to_live: self.time_to_live,
             time_to_idle: self.time_to_idle,
             listener: self.listener,
+            maintenance_interval: self.maintenance_interval,
+            store: self.store,
             _types: PhantomData,
         }
     }
@@ -176,17 +204,32 @@ where
             Some(n) if n == 0 || !n.is_power_of_two() || n > MAX_SHARDS => {
                 return Err(BuildError::Shards(n));
             }
+            // A shard with no capacity could hold nothing at all: an entry-bounded cache never
+            // uses more shards than it has entries.
+            Some(n) if self.max_capacity.is_some() && capacity > 0 => {
+                n.min(prev_power_of_two(capacity))
+            }
             Some(n) => n,
             None => default_shards(capacity),
         };
-        Ok(Cache::from_builder(self, capacity, shards))
+        if self.maintenance_interval == Some(Duration::ZERO) {
+            return Err(BuildError::Invalid(
+                "maintenance_interval must be longer than zero".into(),
+            ));
+        }
+        Cache::from_builder(self, capacity, shards)
     }
+}
+
+fn prev_power_of_two(n: u64) -> usize {
+    let p = 1u64 << (63 - n.leading_zeros());
+    usize::try_from(p).unwrap_or(MAX_SHARDS).min(MAX_SHARDS)
 }
 
 /// About four shards per core, halved while a shard would hold fewer than `MIN_PER_SHARD`.
 fn default_shards(capacity: u64) -> usize {
     #[cfg(loom)]
-    let cores = 1;
+    let cores: usize = 1;
     #[cfg(not(loom))]
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let mut n = (cores * 4).next_power_of_two().min(MAX_SHARDS);

@@ -1,19 +1,26 @@
 //! The public cache handle.
 
+mod load;
+
+pub use load::Compute;
+
 use crate::builder::CacheBuilder;
-use crate::entry::Entry;
-use crate::error::Error;
+use crate::entry::{Entry, Expiry};
+use crate::error::{BuildError, Error};
 use crate::hash::{self, DefaultHashBuilder};
+use crate::key_locks::KeyLocks;
 use crate::listener::{Listener, RemovalCause, Weigher};
+use crate::loader::Loader;
 use crate::reclaim::{Guard, Reclaimer};
-use crate::shard::{InsertOutcome, Removed, Shard};
+use crate::shard::{Cond, InsertOutcome, Removed, Shard};
 use crate::stats::{Counter, Counters, Stats};
+use crate::store::{BackingStore, StoreErrorKind, WriteOp};
 use crate::sync::Arc;
 use crate::time::{self, Clock};
 use std::borrow::Borrow;
 use std::fmt;
 use std::hash::{BuildHasher, Hash};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 /// A concurrent, bounded cache. Cheap to clone: clones share the same cache.
 ///
@@ -43,13 +50,32 @@ struct Inner<K, V, S> {
     reclaim: Reclaimer,
     counters: Counters,
     clock: Clock,
-    /// Whether any entry can expire (reads only consult the clock if so).
-    expiring: bool,
+    tti_nanos: Option<u64>,
+    /// How far a read must move a time-to-idle deadline before it is stored.
+    tti_slack: u64,
     time_to_live: Option<Duration>,
-    time_to_idle: Option<Duration>,
     capacity: u64,
     weigher: Option<Weigher<K, V>>,
     listener: Option<Listener<K, V>>,
+    /// The backing store, if any (write-through for `insert`/`remove`, read-through for
+    /// `fetch`).
+    store: Option<Arc<dyn BackingStore<K, V>>>,
+    /// Orders writers of one key around store I/O (write-through) and `compute`.
+    key_locks: KeyLocks,
+    /// Single-flight registry for `get_with`, `try_get_with` and read-through.
+    loader: Loader<K, V>,
+    /// The maintenance thread, unparked on drop so it notices and exits.
+    #[cfg(not(loom))]
+    maintenance: std::sync::OnceLock<std::thread::Thread>,
+}
+
+impl<K, V, S> Drop for Inner<K, V, S> {
+    fn drop(&mut self) {
+        #[cfg(not(loom))]
+        if let Some(t) = self.maintenance.get() {
+            t.unpark();
+        }
+    }
 }
 
 impl<K, V> Cache<K, V, DefaultHashBuilder>
@@ -69,7 +95,11 @@ where
     V: Clone + Send + Sync + 'static,
     S: BuildHasher + Clone + Send + Sync + 'static,
 {
-    pub(crate) fn from_builder(b: CacheBuilder<K, V, S>, capacity: u64, shards: usize) -> Self {
+    pub(crate) fn from_builder(
+        b: CacheBuilder<K, V, S>,
+        capacity: u64,
+        shards: usize,
+    ) -> Result<Self, BuildError> {
         let n = shards as u64;
         let shard_list: Box<[Shard<K, V>]> = (0..n)
             .map(|i| {
@@ -92,6 +122,7 @@ where
         let stripes = 1;
         #[cfg(not(loom))]
         let stripes = 4 * std::thread::available_parallelism().map_or(1, |p| p.get());
+        let b_maintenance = b.maintenance_interval;
         let inner = Inner {
             shards: shard_list,
             shard_bits: shards.trailing_zeros(),
@@ -99,16 +130,49 @@ where
             reclaim: Reclaimer::new(),
             counters: Counters::new(stripes),
             clock: b.clock,
-            expiring: b.time_to_live.is_some() || b.time_to_idle.is_some(),
+            tti_nanos: b.time_to_idle.map(time::duration_nanos),
+            tti_slack: b
+                .time_to_idle
+                .map_or(0, |d| (time::duration_nanos(d) / 1024).min(1_000_000)),
             time_to_live: b.time_to_live,
-            time_to_idle: b.time_to_idle,
             capacity,
             weigher: b.weigher,
             listener: b.listener,
+            store: b.store,
+            key_locks: KeyLocks::new(4096),
+            loader: Loader::new(),
+            #[cfg(not(loom))]
+            maintenance: std::sync::OnceLock::new(),
         };
-        Cache {
+        let cache = Cache {
             inner: Arc::new(inner),
+        };
+        #[cfg(not(loom))]
+        if let Some(every) = b_maintenance {
+            cache.spawn_maintenance(every)?;
         }
+        Ok(cache)
+    }
+
+    /// Start the maintenance thread. It holds only a weak reference between runs, so it never
+    /// keeps the cache alive, and it is unparked by the cache's drop so it exits promptly.
+    #[cfg(not(loom))]
+    fn spawn_maintenance(&self, every: Duration) -> Result<(), BuildError> {
+        let weak = Arc::downgrade(&self.inner);
+        let thread = std::thread::Builder::new()
+            .name("cogwheel-maintenance".into())
+            .spawn(move || {
+                loop {
+                    std::thread::park_timeout(every);
+                    let Some(inner) = weak.upgrade() else { return };
+                    inner.maintain(true);
+                }
+            })
+            .map_err(|e| {
+                BuildError::Invalid(format!("cannot start the maintenance thread: {e}"))
+            })?;
+        let _ = self.inner.maintenance.set(thread.thread().clone());
+        Ok(())
     }
 
     #[inline]
@@ -130,16 +194,29 @@ where
     {
         let inner = &*self.inner;
         let hash = self.hash(key);
-        let now = if inner.expiring {
-            Some(inner.clock.now())
-        } else {
-            None
-        };
         let guard = inner.reclaim.pin();
-        let found = self
-            .shard(hash)
-            .get(hash, |k| k.borrow() == key, now, &guard)
-            .map(|e| e.value.clone());
+        let found = match self.shard(hash).peek(hash, |k| k.borrow() == key, &guard) {
+            Some(e) => {
+                let d = e.deadline();
+                // Entries that cannot expire skip the clock entirely.
+                if d == time::NEVER {
+                    e.touch();
+                    Some(e.value.clone())
+                } else {
+                    let now = inner.clock.now();
+                    if d <= now {
+                        None
+                    } else {
+                        if let Some(tti) = inner.tti_nanos {
+                            e.extend_idle(now, tti, inner.tti_slack);
+                        }
+                        e.touch();
+                        Some(e.value.clone())
+                    }
+                }
+            }
+            None => None,
+        };
         drop(guard);
         inner.counters.incr(if found.is_some() {
             Counter::Hits
@@ -159,7 +236,7 @@ where
         let hash = self.hash(key);
         let guard = inner.reclaim.pin();
         match self.shard(hash).peek(hash, |k| k.borrow() == key, &guard) {
-            Some(e) => !inner.expiring || !e.is_expired(inner.clock.now()),
+            Some(e) => !inner.is_expired(e),
             None => false,
         }
     }
@@ -173,73 +250,180 @@ where
         self.insert_with(key, value, self.inner.time_to_live)
     }
 
+    /// Insert or replace `key`'s value with its own time-to-live (instead of the builder's
+    /// default). A zero TTL means the value is not stored: any previous value of the key is
+    /// removed (reported as `Replaced`).
+    ///
+    /// ```
+    /// use cogwheel::{Cache, ManualClock};
+    /// use std::time::{Duration, SystemTime};
+    ///
+    /// let clock = ManualClock::new();
+    /// let cache: Cache<&str, u32> = Cache::builder().max_capacity(10).clock(clock.clone()).build().unwrap();
+    /// cache.insert_with_ttl("session", 7, Duration::from_secs(30)).unwrap();
+    /// clock.advance(Duration::from_secs(29));
+    /// assert_eq!(cache.get("session"), Some(7));
+    /// clock.advance(Duration::from_secs(1));
+    /// assert_eq!(cache.get("session"), None);
+    /// ```
+    pub fn insert_with_ttl(&self, key: K, value: V, ttl: Duration) -> Result<(), Error> {
+        self.insert_with(key, value, Some(ttl))
+    }
+
     fn insert_with(&self, key: K, value: V, ttl: Option<Duration>) -> Result<(), Error> {
+        let hash = self.hash(&key);
+        let Some(store) = &self.inner.store else {
+            self.inner.loader.invalidate(hash, &key);
+            return self
+                .write_local(hash, key, value, ttl, Cond::Always)
+                .map(|_| ());
+        };
+        // Write-through: store first, cache only on success. The key's lock orders writers of
+        // one key, so the store and the cache see their writes in the same order.
+        let inner = &*self.inner;
+        if self.shard(hash).capacity() < u64::from(inner.weigh(&key, &value)) {
+            inner.counters.incr(Counter::Refused);
+            return Err(Error::TooHeavy);
+        }
+        let _key_lock = inner.key_locks.lock(hash);
+        let expires_at = ttl.and_then(|t| SystemTime::now().checked_add(t));
+        let op = if ttl == Some(Duration::ZERO) {
+            WriteOp::Delete { key: &key }
+        } else {
+            WriteOp::Put {
+                key: &key,
+                value: &value,
+                expires_at,
+            }
+        };
+        match store.write_batch(&[op]) {
+            Ok(()) => {
+                inner.counters.incr(Counter::StoreWrites);
+                inner.loader.invalidate(hash, &key);
+                self.write_local(hash, key, value, ttl, Cond::Always)
+                    .map(|_| ())
+            }
+            Err(e) => {
+                inner.counters.incr(Counter::StoreWriteErrors);
+                if e.kind() == StoreErrorKind::Unknown {
+                    // The store may now hold the new value, or not: serving either from the
+                    // cache could be wrong, so the cache forgets the key.
+                    inner.loader.invalidate(hash, &key);
+                    self.remove_local(hash, &key);
+                }
+                Err(Error::from(e))
+            }
+        }
+    }
+
+    /// Write into the cache only (no store, no loader invalidation).
+    fn write_local(
+        &self,
+        hash: u64,
+        key: K,
+        value: V,
+        ttl: Option<Duration>,
+        cond: Cond,
+    ) -> Result<InsertOutcome, Error> {
         let inner = &*self.inner;
         if inner.capacity == 0 {
-            return Ok(());
+            return Ok(InsertOutcome::Unchanged);
         }
-        let weight = inner.weigher.as_ref().map_or(1, |w| w(&key, &value));
-        let now = if inner.expiring { inner.clock.now() } else { 0 };
-        let deadline = match (ttl, inner.time_to_idle) {
-            (None, None) => time::NEVER,
-            (Some(t), None) => time::deadline(now, t),
-            (None, Some(i)) => time::deadline(now, i),
-            (Some(t), Some(i)) => time::deadline(now, t).min(time::deadline(now, i)),
-        };
-        let hash = self.hash(&key);
+        let weight = inner.weigh(&key, &value);
+        let now = inner.clock.now();
+        let exp = inner.expiry_for(now, ttl);
+        if exp.deadline <= now {
+            // Expired on arrival (a zero TTL): not stored, and the superseded value goes.
+            if cond == Cond::Always {
+                let guard = inner.reclaim.pin();
+                if let Some(e) = self.shard(hash).remove(hash, |k| *k == key, &guard) {
+                    self.report(&[(e, RemovalCause::Replaced)]);
+                }
+            }
+            return Ok(InsertOutcome::Unchanged);
+        }
         let guard = inner.reclaim.pin();
         let mut out = Vec::new();
         let outcome = self
             .shard(hash)
-            .insert(hash, key, value, weight, deadline, now, &guard, &mut out);
+            .insert(hash, key, value, weight, exp, now, cond, &guard, &mut out);
         self.report(&out);
         drop(guard);
         match outcome {
-            InsertOutcome::Inserted => {
-                inner.counters.incr(Counter::Inserts);
-                Ok(())
-            }
-            InsertOutcome::Replaced => {
-                inner.counters.incr(Counter::Updates);
-                Ok(())
-            }
+            InsertOutcome::Inserted => inner.counters.incr(Counter::Inserts),
+            InsertOutcome::Replaced => inner.counters.incr(Counter::Updates),
             InsertOutcome::TooHeavy => {
                 inner.counters.incr(Counter::Refused);
-                Err(Error::TooHeavy)
+                return Err(Error::TooHeavy);
             }
-            InsertOutcome::Full => Err(Error::Full),
+            InsertOutcome::Full => return Err(Error::Full),
+            InsertOutcome::Unchanged => {}
         }
+        Ok(outcome)
     }
 
-    /// Remove `key`, returning its value if it was present (and not expired).
-    ///
-    /// Without a backing store this never fails.
-    pub fn remove<Q>(&self, key: &Q) -> Result<Option<V>, Error>
+    /// Remove from the cache only; the live value, if there was one.
+    fn remove_local<Q>(&self, hash: u64, key: &Q) -> Option<V>
     where
         K: Borrow<Q>,
         Q: Hash + Eq + ?Sized,
     {
         let inner = &*self.inner;
-        let hash = self.hash(key);
         let guard = inner.reclaim.pin();
-        let Some(e) = self.shard(hash).remove(hash, |k| k.borrow() == key, &guard) else {
-            return Ok(None);
-        };
-        let expired = inner.expiring && e.is_expired(inner.clock.now());
+        let e = self
+            .shard(hash)
+            .remove(hash, |k| k.borrow() == key, &guard)?;
+        let expired = inner.is_expired(e);
         let cause = if expired {
             RemovalCause::Expired
         } else {
             RemovalCause::Removed
         };
         self.report(&[(e, cause)]);
-        Ok(if expired { None } else { Some(e.value.clone()) })
+        if expired { None } else { Some(e.value.clone()) }
     }
 
-    /// Remove `key` without returning its value.
+    /// Remove `key`, returning its value if it was present (and not expired).
+    ///
+    /// With a backing store the key is deleted from the store first (write-through); the
+    /// cache forgets it only if the store said `Ok`, or if the outcome is unknown. Without a
+    /// store this never fails.
+    pub fn remove<Q>(&self, key: &Q) -> Result<Option<V>, Error>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
+    {
+        let inner = &*self.inner;
+        let hash = self.hash(key);
+        let Some(store) = &inner.store else {
+            inner.loader.invalidate(hash, key);
+            return Ok(self.remove_local(hash, key));
+        };
+        let _key_lock = inner.key_locks.lock(hash);
+        let owned = key.to_owned();
+        match store.write_batch(&[WriteOp::Delete { key: &owned }]) {
+            Ok(()) => {
+                inner.counters.incr(Counter::StoreWrites);
+                inner.loader.invalidate(hash, key);
+                Ok(self.remove_local(hash, key))
+            }
+            Err(e) => {
+                inner.counters.incr(Counter::StoreWriteErrors);
+                if e.kind() == StoreErrorKind::Unknown {
+                    inner.loader.invalidate(hash, key);
+                    self.remove_local(hash, key);
+                }
+                Err(Error::from(e))
+            }
+        }
+    }
+
+    /// Remove `key` without returning its value (from the store too, if there is one; a store
+    /// error is ignored here, use [`remove`](Self::remove) to see it).
     pub fn invalidate<Q>(&self, key: &Q)
     where
         K: Borrow<Q>,
-        Q: Hash + Eq + ?Sized,
+        Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
     {
         let _ = self.remove(key);
     }
@@ -305,6 +489,14 @@ where
         self.inner.shards.iter().map(|s| s.weight()).sum()
     }
 
+    /// Do pending maintenance now: reclaim every expired entry (calling the listener for
+    /// each). Waits for each shard's lock in turn. Writes do a little of this work each, and
+    /// a maintenance thread (see [`CacheBuilder::maintenance_interval`]) does it without
+    /// traffic; call this when you want it done at a precise moment (for example in tests).
+    pub fn run_pending_tasks(&self) {
+        self.inner.maintain(false);
+    }
+
     /// A snapshot of the statistics.
     pub fn stats(&self) -> Stats {
         Stats::from_counters(&self.inner.counters)
@@ -315,20 +507,8 @@ where
         self.inner.capacity
     }
 
-    /// Count removals and call the listener; never called with a shard lock held.
     fn report(&self, removed: &[Removed<'_, K, V>]) {
-        let inner = &*self.inner;
-        for (e, cause) in removed {
-            match cause {
-                RemovalCause::Evicted => inner.counters.incr(Counter::EvictedSize),
-                RemovalCause::Expired => inner.counters.incr(Counter::EvictedExpired),
-                RemovalCause::Removed => inner.counters.incr(Counter::Removals),
-                RemovalCause::Replaced => {}
-            }
-            if let Some(l) = &inner.listener {
-                l(&e.key, &e.value, *cause);
-            }
-        }
+        self.inner.report(removed);
     }
 
     /// Testing aid: check every internal invariant (table ↔ policy bookkeeping, policy
@@ -342,9 +522,84 @@ where
         }
     }
 
+    /// Rebuild every shard's table now (loom models of a rebuild racing readers).
+    #[cfg(loom)]
+    #[doc(hidden)]
+    pub fn __force_rebuild(&self) {
+        let guard = self.pin();
+        for s in self.inner.shards.iter() {
+            s.force_rebuild(&guard);
+        }
+    }
+
     /// Pin this cache's epoch (for iteration).
     fn pin(&self) -> Guard {
         self.inner.reclaim.pin()
+    }
+}
+
+impl<K: Eq, V, S> Inner<K, V, S> {
+    #[inline]
+    fn weigh(&self, key: &K, value: &V) -> u32 {
+        self.weigher.as_ref().map_or(1, |w| w(key, value))
+    }
+
+    /// Reclaim expired entries in every shard. With `try_only`, shards whose lock is taken are
+    /// skipped (the maintenance thread never waits for a writer).
+    fn maintain(&self, try_only: bool) {
+        const BUDGET: usize = 1024;
+        let now = self.clock.now();
+        for shard in self.shards.iter() {
+            loop {
+                let guard = self.reclaim.pin();
+                let mut out = Vec::new();
+                let done = if try_only {
+                    shard.try_run_expiry(now, BUDGET, &guard, &mut out)
+                } else {
+                    shard.run_expiry(now, BUDGET, &guard, &mut out)
+                };
+                self.report(&out);
+                if done {
+                    break;
+                }
+            }
+        }
+    }
+
+    /// Count removals and call the listener; never called with a shard lock held.
+    fn report(&self, removed: &[Removed<'_, K, V>]) {
+        for (e, cause) in removed {
+            match cause {
+                RemovalCause::Evicted => self.counters.incr(Counter::EvictedSize),
+                RemovalCause::Expired => self.counters.incr(Counter::EvictedExpired),
+                RemovalCause::Removed => self.counters.incr(Counter::Removals),
+                RemovalCause::Replaced => {}
+            }
+            if let Some(l) = &self.listener {
+                l(&e.key, &e.value, *cause);
+            }
+        }
+    }
+}
+
+impl<K, V, S> Inner<K, V, S> {
+    /// Whether `e` is past its deadline (entries that never expire skip the clock).
+    #[inline]
+    fn is_expired(&self, e: &Entry<K, V>) -> bool {
+        let d = e.deadline();
+        d != time::NEVER && d <= self.clock.now()
+    }
+
+    /// The deadlines of an entry written at `now` with `ttl` (or the default).
+    fn expiry_for(&self, now: u64, ttl: Option<Duration>) -> Expiry {
+        let expires_at = ttl.map_or(time::NEVER, |t| time::deadline(now, t));
+        let idle = self
+            .tti_nanos
+            .map_or(time::NEVER, |i| now.saturating_add(i));
+        Expiry {
+            deadline: expires_at.min(idle),
+            expires_at,
+        }
     }
 }
 
@@ -393,14 +648,9 @@ where
             // One shard at a time: the guard is held only while copying one shard out, so a
             // slow consumer of the iterator does not hold back reclamation.
             let guard = self.cache.pin();
-            let now = if inner.expiring {
-                Some(inner.clock.now())
-            } else {
-                None
-            };
             let items: Vec<(K, V)> = shard
                 .entries(&guard)
-                .filter(|e| now.is_none_or(|n| !e.is_expired(n)))
+                .filter(|e| !inner.is_expired(e))
                 .map(|e| (e.key.clone(), e.value.clone()))
                 .collect();
             self.buf = items.into_iter();

@@ -4,7 +4,7 @@
 //!
 //! | field        | written by                      | read by                  |
 //! |--------------|---------------------------------|--------------------------|
-//! | `key`, `value`, `hash`, `token`, `weight` | nobody after publication | anyone holding a guard |
+//! | `key`, `value`, `hash`, `token`, `weight`, `expires_at` | nobody after publication | anyone holding a guard |
 //! | `referenced` (*shared*) | readers set it (only when clear), the writer clears it under the shard lock | the writer (CLOCK hands) |
 //! | `deadline` (*shared*)   | the writer; readers push it forward for time-to-idle | readers (expiry check), the writer |
 //!
@@ -19,8 +19,11 @@ pub(crate) struct Entry<K, V> {
     pub(crate) key: K,
     pub(crate) value: V,
     pub(crate) hash: u64,
-    /// Engine nanoseconds at which the entry expires; `time::NEVER` for never.
+    /// Engine nanoseconds at which the entry expires (the earlier of its time-to-live and
+    /// time-to-idle deadlines); `time::NEVER` for never.
     pub(crate) deadline: AtomicU64,
+    /// The time-to-live deadline, which reads never extend.
+    pub(crate) expires_at: u64,
     /// The eviction policy's handle for this resident.
     pub(crate) token: Token,
     pub(crate) weight: u32,
@@ -28,19 +31,13 @@ pub(crate) struct Entry<K, V> {
 }
 
 impl<K, V> Entry<K, V> {
-    pub(crate) fn new(
-        key: K,
-        value: V,
-        hash: u64,
-        token: Token,
-        weight: u32,
-        deadline: u64,
-    ) -> Self {
+    pub(crate) fn new(key: K, value: V, hash: u64, token: Token, weight: u32, exp: Expiry) -> Self {
         Entry {
             key,
             value,
             hash,
-            deadline: AtomicU64::new(deadline),
+            deadline: AtomicU64::new(exp.deadline),
+            expires_at: exp.expires_at,
             token,
             weight,
             referenced: AtomicBool::new(false),
@@ -71,6 +68,18 @@ impl<K, V> Entry<K, V> {
         }
     }
 
+    /// Push the deadline forward after a read (time-to-idle), never past the time-to-live
+    /// deadline. The store is skipped unless it moves the deadline by more than `slack`, so
+    /// concurrent reads of a hot entry do not write its cache line on every hit.
+    #[inline]
+    pub(crate) fn extend_idle(&self, now: u64, tti: u64, slack: u64) {
+        let want = now.saturating_add(tti).min(self.expires_at);
+        let cur = self.deadline();
+        if want > cur.saturating_add(slack) {
+            self.deadline.store(want, Ordering::Relaxed);
+        }
+    }
+
     #[inline]
     pub(crate) fn deadline(&self) -> u64 {
         self.deadline.load(Ordering::Relaxed)
@@ -82,4 +91,13 @@ impl<K, V> Entry<K, V> {
     pub(crate) fn is_expired(&self, now: u64) -> bool {
         self.deadline() <= now
     }
+}
+
+/// The two deadlines of a new entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Expiry {
+    /// The effective deadline (the earlier of TTL and TTI).
+    pub(crate) deadline: u64,
+    /// The TTL deadline.
+    pub(crate) expires_at: u64,
 }

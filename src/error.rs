@@ -2,6 +2,7 @@
 
 use crate::store::StoreError;
 use std::fmt;
+use std::sync::Arc;
 
 /// A builder setting that cannot work; returned by [`CacheBuilder::build`](crate::CacheBuilder::build).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -35,7 +36,10 @@ impl std::error::Error for BuildError {}
 #[non_exhaustive]
 pub enum Error {
     /// The backing store failed; see [`StoreError::kind`] for whether it may have applied.
-    Store(StoreError),
+    /// (Shared: a read-through failure reaches every caller waiting on the same load.)
+    Store(Arc<StoreError>),
+    /// A loader asked for the key it is itself loading (on the same thread).
+    Recursive,
     /// The entry is heavier than a shard can ever hold; it was not stored.
     TooHeavy,
     /// Every entry of the key's shard is pinned (dirty, waiting for write-behind) and the
@@ -52,6 +56,7 @@ impl fmt::Display for Error {
             Error::TooHeavy => f.write_str("the entry is heavier than a shard can hold"),
             Error::Full => f.write_str("the shard is full of pinned (dirty) entries"),
             Error::Closed => f.write_str("the cache is closed"),
+            Error::Recursive => f.write_str("a loader asked for the key it is loading"),
         }
     }
 }
@@ -59,7 +64,7 @@ impl fmt::Display for Error {
 impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
-            Error::Store(e) => Some(e),
+            Error::Store(e) => Some(&**e),
             _ => None,
         }
     }
@@ -67,6 +72,6 @@ impl std::error::Error for Error {
 
 impl From<StoreError> for Error {
     fn from(e: StoreError) -> Self {
-        Error::Store(e)
+        Error::Store(Arc::new(e))
     }
 }

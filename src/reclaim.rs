@@ -29,7 +29,9 @@ struct Registered {
 }
 
 thread_local! {
-    static HANDLES: RefCell<Vec<Registered>> = const { RefCell::new(Vec::new()) };
+    // loom's `thread_local!` does not accept a `const` initializer.
+    #[allow(clippy::missing_const_for_thread_local)]
+    static HANDLES: RefCell<Vec<Registered>> = RefCell::new(Vec::new());
 }
 
 /// A cache's own epoch collector.
@@ -99,8 +101,23 @@ impl Reclaimer {
     }
 }
 
+/// Drop every epoch handle this thread holds (loom models call it at the end of each model
+/// thread, so that the handle's garbage is handed over inside the model's execution).
+#[cfg(loom)]
+pub fn release_thread_handles() {
+    let all: Vec<Registered> = HANDLES.with(|h| h.borrow_mut().drain(..).collect());
+    drop(all);
+}
+
 impl Drop for Reclaimer {
     fn drop(&mut self) {
+        // Run whatever garbage is already collectable: each flush moves this thread's bag to
+        // the collector's queue and lets the epoch advance (no one else can be pinned in a
+        // dropped cache), so retired entries are freed now even if another thread's handle
+        // still keeps the collector itself alive.
+        for _ in 0..3 {
+            self.pin().flush();
+        }
         self.forget_local_handle();
     }
 }

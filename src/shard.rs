@@ -8,13 +8,15 @@
 //! handed back to the caller, who reports them after unlocking while its guard keeps them
 //! readable.
 
-use crate::entry::Entry;
+use crate::entry::{Entry, Expiry};
+use crate::expiry::wheel::TimerWheel;
 use crate::hash;
 use crate::listener::RemovalCause;
 use crate::policy::{Admit, EvictionPolicy, Policy, Residents, Token};
 use crate::reclaim::Guard;
-use crate::sync::{AtomicU64, AtomicUsize, Mutex, Ordering, lock};
+use crate::sync::{AtomicU64, AtomicUsize, Mutex, Ordering, lock, try_lock};
 use crate::table::{Probe, Table, TablePtr, new_entry};
+use crate::time;
 use crossbeam_utils::CachePadded;
 
 /// An entry that left a shard, with the reason; readable while the caller's guard lives.
@@ -28,6 +30,24 @@ pub(crate) enum InsertOutcome {
     TooHeavy,
     /// No room: every evictable entry is pinned.
     Full,
+    /// The condition did not hold; nothing changed.
+    Unchanged,
+}
+
+/// When an insert may happen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Cond {
+    /// Insert or replace.
+    Always,
+    /// Only if the key has no live entry (an expired one counts as absent).
+    IfAbsent,
+    /// Only if the key's live entry is still the one at this address (0: still absent).
+    IfCurrent(usize),
+}
+
+/// The address that identifies an entry for `Cond::IfCurrent` (0 for "no entry").
+pub(crate) fn entry_id<K, V>(e: Option<&Entry<K, V>>) -> usize {
+    e.map_or(0, |e| e as *const Entry<K, V> as usize)
 }
 
 pub(crate) struct Shard<K, V> {
@@ -36,6 +56,7 @@ pub(crate) struct Shard<K, V> {
     /// Mirrors of the writer's counts, for `len()` without the lock.
     len: AtomicUsize,
     weight: AtomicU64,
+    capacity: u64,
 }
 
 struct Writer {
@@ -47,7 +68,23 @@ struct Writer {
     slots: usize,
     /// Scratch for the policy's victims.
     evicted: Vec<Token>,
+    /// Deadlines of the residents that can expire.
+    wheel: TimerWheel,
+    /// Scratch for the wheel's due tokens.
+    due: Vec<Token>,
 }
+
+impl Writer {
+    /// (Re)schedule a resident's expiry; `NEVER` takes it off the wheel.
+    fn schedule(&mut self, token: Token, deadline: u64) {
+        if deadline != time::NEVER || self.wheel.contains(token) {
+            self.wheel.schedule(token, deadline);
+        }
+    }
+}
+
+/// Wheel steps of expiry work done by each write.
+const WRITE_BUDGET: usize = 16;
 
 /// The shard's answers to the policy, valid for one locked operation.
 struct Res<'a, 'g, K, V> {
@@ -94,6 +131,11 @@ impl<K, V> Shard<K, V> {
     pub(crate) fn weight(&self) -> u64 {
         self.weight.load(Ordering::Relaxed)
     }
+
+    /// The most weight this shard may hold.
+    pub(crate) fn capacity(&self) -> u64 {
+        self.capacity
+    }
 }
 
 impl<K: Eq, V> Shard<K, V> {
@@ -110,33 +152,16 @@ impl<K: Eq, V> Shard<K, V> {
                 tombstones: 0,
                 slots,
                 evicted: Vec::new(),
+                wheel: TimerWheel::new(),
+                due: Vec::new(),
             }),
             len: AtomicUsize::new(0),
             weight: AtomicU64::new(0),
+            capacity,
         }
     }
 
-    /// Lock-free read: the live entry for the key, marked referenced.
-    #[inline]
-    pub(crate) fn get<'g>(
-        &self,
-        hash: u64,
-        eq: impl FnMut(&K) -> bool,
-        now: Option<u64>,
-        guard: &'g Guard,
-    ) -> Option<&'g Entry<K, V>> {
-        let table = self.table.load(guard);
-        let e = table.find(hash, hash::tag(hash), eq, guard)?;
-        if let Some(now) = now
-            && e.is_expired(now)
-        {
-            return None;
-        }
-        e.touch();
-        Some(e)
-    }
-
-    /// Lock-free read without marking the entry referenced (for `contains_key`, `iter`).
+    /// Lock-free read. The caller checks expiry and marks the entry referenced.
     #[inline]
     pub(crate) fn peek<'g>(
         &self,
@@ -158,8 +183,9 @@ impl<K: Eq, V> Shard<K, V> {
         key: K,
         value: V,
         weight: u32,
-        deadline: u64,
+        exp: Expiry,
         now: u64,
+        cond: Cond,
         guard: &'g Guard,
         out: &mut Vec<Removed<'g, K, V>>,
     ) -> InsertOutcome {
@@ -173,6 +199,21 @@ impl<K: Eq, V> Shard<K, V> {
                 let Some(old) = table.entry_at(slot, guard) else {
                     unreachable!("a found slot holds an entry")
                 };
+                let live = !old.is_expired(now);
+                let allowed = match cond {
+                    Cond::Always => true,
+                    Cond::IfAbsent => !live,
+                    Cond::IfCurrent(id) => {
+                        if live {
+                            id == entry_id(Some(old))
+                        } else {
+                            id == 0
+                        }
+                    }
+                };
+                if !allowed {
+                    return InsertOutcome::Unchanged;
+                }
                 let token = old.token;
                 if old.weight != weight {
                     let mut res = Res {
@@ -190,13 +231,14 @@ impl<K: Eq, V> Shard<K, V> {
                         return InsertOutcome::TooHeavy;
                     }
                 }
-                let fresh = Entry::new(key, value, hash, token, weight, deadline);
+                let fresh = Entry::new(key, value, hash, token, weight, exp);
                 let expired = old.is_expired(now);
                 if !expired {
                     fresh.inherit_referenced(old);
                 }
                 let old_ptr = table.replace(slot, new_entry(fresh, guard), guard);
                 self.table.retire(old_ptr, guard);
+                w.schedule(token, exp.deadline);
                 out.push((
                     old,
                     if expired {
@@ -211,6 +253,9 @@ impl<K: Eq, V> Shard<K, V> {
                 } else {
                     InsertOutcome::Replaced
                 }
+            }
+            Some(Probe::Vacant(_)) if matches!(cond, Cond::IfCurrent(id) if id != 0) => {
+                return InsertOutcome::Unchanged;
             }
             Some(Probe::Vacant(slot)) => {
                 let mut res = Res {
@@ -227,8 +272,7 @@ impl<K: Eq, V> Shard<K, V> {
                     Admit::Resident(token) => {
                         // Victims first: the newcomer may reuse a victim's token.
                         self.remove_victims(w, table, guard, out);
-                        let e =
-                            new_entry(Entry::new(key, value, hash, token, weight, deadline), guard);
+                        let e = new_entry(Entry::new(key, value, hash, token, weight, exp), guard);
                         if table.publish(slot, tag, e) {
                             w.tombstones -= 1;
                         }
@@ -238,14 +282,97 @@ impl<K: Eq, V> Shard<K, V> {
                         }
                         w.slot_of[t] = slot;
                         w.live += 1;
+                        w.schedule(token, exp.deadline);
                         InsertOutcome::Inserted
                     }
                 }
             }
             None => unreachable!("ensure_room leaves a free slot on every probe path"),
         };
+        // Amortized maintenance: a little expiry work on every write, so a cache with writes
+        // never needs a maintenance thread to reclaim expired entries.
+        if !w.wheel.is_empty() {
+            self.expire(w, table, now, WRITE_BUDGET, guard, out);
+        }
         self.publish_counts(w);
         outcome
+    }
+
+    /// Reclaim expired entries (up to `budget` wheel steps). Returns whether the wheel caught
+    /// up with `now`. Waits for the lock.
+    pub(crate) fn run_expiry<'g>(
+        &self,
+        now: u64,
+        budget: usize,
+        guard: &'g Guard,
+        out: &mut Vec<Removed<'g, K, V>>,
+    ) -> bool {
+        let mut w = lock(&self.writer);
+        self.expire_locked(&mut w, now, budget, guard, out)
+    }
+
+    /// Like `run_expiry`, but gives up at once (returning `true`) if a writer holds the lock:
+    /// optional maintenance never makes anyone wait.
+    pub(crate) fn try_run_expiry<'g>(
+        &self,
+        now: u64,
+        budget: usize,
+        guard: &'g Guard,
+        out: &mut Vec<Removed<'g, K, V>>,
+    ) -> bool {
+        match try_lock(&self.writer) {
+            Some(mut w) => self.expire_locked(&mut w, now, budget, guard, out),
+            None => true,
+        }
+    }
+
+    fn expire_locked<'g>(
+        &self,
+        w: &mut Writer,
+        now: u64,
+        budget: usize,
+        guard: &'g Guard,
+        out: &mut Vec<Removed<'g, K, V>>,
+    ) -> bool {
+        if w.wheel.is_empty() {
+            return true;
+        }
+        let table = self.table.load(guard);
+        let done = self.expire(w, table, now, budget, guard, out);
+        self.publish_counts(w);
+        done
+    }
+
+    fn expire<'g>(
+        &self,
+        w: &mut Writer,
+        table: &Table<K, V>,
+        now: u64,
+        budget: usize,
+        guard: &'g Guard,
+        out: &mut Vec<Removed<'g, K, V>>,
+    ) -> bool {
+        let mut due = std::mem::take(&mut w.due);
+        let done = w.wheel.advance(now, budget, &mut due);
+        for token in due.drain(..) {
+            let Some(e) = table.entry_at(w.slot_of[token as usize], guard) else {
+                debug_assert!(false, "wheel token {token} has no entry");
+                continue;
+            };
+            // The wheel fires by bucket; the entry's own deadline decides (a read may have
+            // pushed a time-to-idle deadline forward since it was scheduled).
+            let deadline = e.deadline();
+            if deadline <= now {
+                let slot = w.slot_of[token as usize];
+                let e = self.unlink(w, table, slot, guard);
+                w.policy.remove(token);
+                out.push((e, RemovalCause::Expired));
+            } else {
+                w.wheel.schedule(token, deadline);
+            }
+        }
+        w.due = due;
+        done
     }
 
     /// Remove the key's entry, if present.
@@ -302,6 +429,7 @@ impl<K: Eq, V> Shard<K, V> {
         // consistent (if stale) snapshot, and no tombstones are left behind.
         self.table.swap_in(Table::with_slots(w.slots), guard);
         w.policy.clear();
+        w.wheel = TimerWheel::new();
         w.slot_of.clear();
         w.live = 0;
         w.tombstones = 0;
@@ -332,6 +460,7 @@ impl<K: Eq, V> Shard<K, V> {
             w.tombstones += 1;
         }
         w.live -= 1;
+        w.wheel.cancel(e.token);
         self.table.retire(ptr, guard);
         e
     }
@@ -362,6 +491,11 @@ impl<K: Eq, V> Shard<K, V> {
         } else {
             w.slots
         };
+        self.rebuild(w, slots, guard);
+    }
+
+    /// Copy the live entries into a fresh table of `slots` slots, publish it, retire the old.
+    fn rebuild(&self, w: &mut Writer, slots: usize, guard: &Guard) {
         let old = self.table.load(guard);
         let fresh = Table::with_slots(slots);
         for (slot, e) in old.entries(guard) {
@@ -371,6 +505,14 @@ impl<K: Eq, V> Shard<K, V> {
         w.slots = fresh.slots();
         w.tombstones = 0;
         self.table.swap_in(fresh, guard);
+    }
+
+    /// Rebuild the table now, at its current size (loom models of rebuild racing readers).
+    #[cfg(loom)]
+    pub(crate) fn force_rebuild(&self, guard: &Guard) {
+        let mut w = lock(&self.writer);
+        let slots = w.slots;
+        self.rebuild(&mut w, slots, guard);
     }
 
     fn publish_counts(&self, w: &Writer) {
@@ -389,9 +531,17 @@ impl<K: Eq, V> Shard<K, V> {
                 w.slot_of[e.token as usize], slot,
                 "slot_of maps each token to its slot"
             );
+            if e.deadline() != time::NEVER {
+                assert!(
+                    w.wheel.contains(e.token),
+                    "an entry that can expire is on the wheel"
+                );
+            }
         }
         assert_eq!(n, w.live, "live counts the table's entries");
         assert_eq!(w.policy.len(), w.live, "the policy tracks every live entry");
         w.policy.validate();
+        w.wheel.validate();
+        assert!(w.wheel.len() <= w.live, "the wheel holds only residents");
     }
 }

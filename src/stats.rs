@@ -37,7 +37,9 @@ const COUNTERS: usize = Counter::StoreWriteErrors as usize + 1;
 static NEXT_STRIPE: StripeCounter = StripeCounter::new(0);
 
 thread_local! {
-    static STRIPE: Cell<usize> = const { Cell::new(usize::MAX) };
+    // loom's `thread_local!` does not accept a `const` initializer.
+    #[allow(clippy::missing_const_for_thread_local)]
+    static STRIPE: Cell<usize> = Cell::new(usize::MAX);
 }
 
 #[inline]

@@ -46,6 +46,17 @@ const LO: u64 = 0x0101_0101_0101_0101;
 const HI: u64 = 0x8080_8080_8080_8080;
 const EMPTY_WORD: u64 = (SENTINEL as u64) << 56;
 
+/// The ordering that publishes a new entry. `--cfg cogwheel_planted_bug` weakens it on
+/// purpose, to check that the loom models catch a broken publication order.
+#[cfg(not(cogwheel_planted_bug))]
+const PUBLISH: Ordering = Ordering::Release;
+#[cfg(cogwheel_planted_bug)]
+const PUBLISH: Ordering = Ordering::Relaxed;
+#[cfg(not(cogwheel_planted_bug))]
+const PUBLISH_SWAP: Ordering = Ordering::AcqRel;
+#[cfg(cogwheel_planted_bug)]
+const PUBLISH_SWAP: Ordering = Ordering::Relaxed;
+
 #[repr(C, align(64))]
 struct Group<K, V> {
     tags: AtomicU64,
@@ -236,8 +247,8 @@ impl<K, V> Table<K, V> {
             "publish into an occupied slot"
         );
         // Pointer first, then tag, both Release: a reader that matches the tag sees the entry.
-        group.slots[i].store(entry, Ordering::Release);
-        group.tags.store(set_byte(tags, i, tag), Ordering::Release);
+        group.slots[i].store(entry, PUBLISH);
+        group.tags.store(set_byte(tags, i, tag), PUBLISH);
         was == DELETED
     }
 
@@ -250,7 +261,8 @@ impl<K, V> Table<K, V> {
         guard: &'g Guard,
     ) -> Shared<'g, Entry<K, V>> {
         let (g, i) = split(slot);
-        self.groups[g].slots[i].swap(entry, Ordering::AcqRel, guard)
+        // AcqRel in effect: Release publishes the new entry (see `PUBLISH`).
+        self.groups[g].slots[i].swap(entry, PUBLISH_SWAP, guard)
     }
 
     /// Writer only: remove the entry at `slot`; returns the old pointer (to retire) and whether

@@ -56,6 +56,11 @@ impl Clock {
 
 impl Default for Clock {
     fn default() -> Self {
+        // Under loom the default is a manual clock: quanta calibrates against the OS clock,
+        // which is slow and nondeterministic inside a model.
+        #[cfg(loom)]
+        return ManualClock::new().into();
+        #[cfg(not(loom))]
         Clock::system()
     }
 }

@@ -240,3 +240,35 @@ fn values_are_dropped_exactly_once() {
         tally.made.load(Ordering::Relaxed)
     );
 }
+
+#[test]
+fn values_retired_on_other_threads_are_dropped_with_the_cache() {
+    let made = Arc::new(AtomicUsize::new(0));
+    let freed = Arc::new(AtomicUsize::new(0));
+    struct V(Arc<AtomicUsize>, Arc<AtomicUsize>);
+    impl Clone for V {
+        fn clone(&self) -> Self {
+            self.0.fetch_add(1, Ordering::SeqCst);
+            V(self.0.clone(), self.1.clone())
+        }
+    }
+    impl Drop for V {
+        fn drop(&mut self) {
+            self.1.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+    let new = || {
+        made.fetch_add(1, Ordering::SeqCst);
+        V(made.clone(), freed.clone())
+    };
+    let c: Cache<u64, V> = Cache::builder().max_capacity(4).shards(1).build().unwrap();
+    c.insert(1, new()).unwrap();
+    let v2 = new();
+    let c2 = c.clone();
+    std::thread::spawn(move || c2.insert(1, v2).unwrap())
+        .join()
+        .unwrap();
+    let _ = c.remove(&1).unwrap();
+    drop(c);
+    assert_eq!(made.load(Ordering::SeqCst), freed.load(Ordering::SeqCst));
+}

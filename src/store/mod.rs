@@ -6,6 +6,20 @@
 //! on `Fail` but invalidates the key on `Unknown`, so the cache never serves a value the store
 //! may not hold.
 
+pub mod codec;
+pub mod memory;
+#[cfg(feature = "redb")]
+pub mod redb;
+#[cfg(feature = "redis")]
+pub mod redis;
+
+pub use codec::{Codec, PostcardCodec};
+pub use memory::{Applied, AppliedOp, CallCounts, FaultKind, Faults, MemoryStore};
+#[cfg(feature = "redb")]
+pub use redb::{OpenError, RedbStore};
+#[cfg(feature = "redis")]
+pub use redis::{RedisConfig, RedisStore};
+
 use std::error::Error as StdError;
 use std::fmt;
 use std::time::SystemTime;
@@ -50,6 +64,16 @@ impl StoreError {
     pub fn with_source(mut self, source: impl StdError + Send + Sync + 'static) -> Self {
         self.source = Some(Box::new(source));
         self
+    }
+
+    /// A copy for another caller: same kind and message; the source is rendered into the
+    /// message (sources are not `Clone`).
+    pub(crate) fn shared(e: &StoreError) -> Self {
+        StoreError {
+            kind: e.kind,
+            message: e.to_string(),
+            source: None,
+        }
     }
 
     /// Whether the failed operation may have been applied.

@@ -1,0 +1,237 @@
+//! loom models of the table through the public cache: publication, removal, replacement,
+//! eviction and rebuild racing lock-free readers.
+//!
+//! Values are instrumented: each carries a loom `UnsafeCell` written when the value is created
+//! and read when it is cloned, so loom reports a causality violation if a reader can see an
+//! entry whose construction does not happen-before the read (a broken publication order);
+//! and each original value records its drop, so a clone taken after the drop (a premature
+//! free) fails an assertion. After the cache is dropped every value must have been dropped
+//! exactly once.
+#![cfg(loom)]
+
+use cogwheel::{Cache, fixed_hasher};
+use loom::cell::UnsafeCell;
+use loom::sync::Arc;
+use loom::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
+use loom::thread;
+
+struct Log {
+    dropped: [AtomicBool; 4],
+    made: AtomicUsize,
+    freed: AtomicUsize,
+}
+
+impl Log {
+    fn new() -> Arc<Log> {
+        Arc::new(Log {
+            dropped: std::array::from_fn(|_| AtomicBool::new(false)),
+            made: AtomicUsize::new(0),
+            freed: AtomicUsize::new(0),
+        })
+    }
+
+    fn check_all_freed(&self) {
+        assert_eq!(
+            self.made.load(SeqCst),
+            self.freed.load(SeqCst),
+            "every value dropped exactly once"
+        );
+    }
+}
+
+struct Val {
+    id: usize,
+    original: bool,
+    payload: UnsafeCell<usize>,
+    log: Arc<Log>,
+}
+
+// SAFETY: `payload` is never dereferenced: it is written once at construction and only
+// "read" through loom's `with`, whose closure ignores the pointer. The cell exists so that
+// loom checks the causality of those accesses across threads; sharing it is the point.
+unsafe impl Sync for Val {}
+
+impl Val {
+    fn new(id: usize, log: &Arc<Log>) -> Val {
+        log.made.fetch_add(1, SeqCst);
+        Val {
+            id,
+            original: true,
+            payload: UnsafeCell::new(id),
+            log: log.clone(),
+        }
+    }
+}
+
+impl Clone for Val {
+    fn clone(&self) -> Self {
+        // Read the payload: a causality violation here means the entry was published before
+        // its contents were visible.
+        self.payload.with(|_| ());
+        assert!(
+            !self.log.dropped[self.id].load(SeqCst),
+            "value {} cloned after it was dropped",
+            self.id
+        );
+        self.log.made.fetch_add(1, SeqCst);
+        Val {
+            id: self.id,
+            original: false,
+            payload: UnsafeCell::new(self.id),
+            log: self.log.clone(),
+        }
+    }
+}
+
+impl Drop for Val {
+    fn drop(&mut self) {
+        if self.original {
+            assert!(
+                !self.log.dropped[self.id].swap(true, SeqCst),
+                "value {} dropped twice",
+                self.id
+            );
+        }
+        self.log.freed.fetch_add(1, SeqCst);
+    }
+}
+
+/// Spawn a model thread that hands its epoch handles back before it ends. (loom drops
+/// thread-locals outside the model's execution context, where the handle's hand-over of its
+/// garbage is not modelled; real threads do it in their TLS destructor, which
+/// `tests/cache.rs::values_retired_on_other_threads_are_dropped_with_the_cache` checks.)
+fn spawn<T: 'static>(f: impl FnOnce() -> T + 'static) -> thread::JoinHandle<T> {
+    thread::spawn(move || {
+        let r = f();
+        cogwheel::__loom::release_thread_handles();
+        r
+    })
+}
+
+fn cache(cap: u64) -> Cache<u64, Val, ahash::RandomState> {
+    Cache::builder()
+        .max_capacity(cap)
+        .shards(1)
+        .hasher(fixed_hasher(0))
+        .build()
+        .unwrap()
+}
+
+/// A reader racing the first insert of a key sees nothing or the whole value.
+#[test]
+fn insert_vs_get() {
+    loom::model(|| {
+        let log = Log::new();
+        let c = cache(2);
+        let w = {
+            let (c, log) = (c.clone(), log.clone());
+            spawn(move || c.insert(1, Val::new(0, &log)).unwrap())
+        };
+        if let Some(v) = c.get(&1) {
+            assert_eq!(v.id, 0);
+        }
+        w.join().unwrap();
+        assert_eq!(c.get(&1).map(|v| v.id), Some(0));
+        drop(c);
+        log.check_all_freed();
+    });
+}
+
+/// Insert and remove of one key race; the final state is consistent with some order.
+#[test]
+fn insert_vs_remove() {
+    loom::model(|| {
+        let log = Log::new();
+        let c = cache(2);
+        c.insert(1, Val::new(0, &log)).unwrap();
+        let w = {
+            let (c, log) = (c.clone(), log.clone());
+            spawn(move || c.insert(1, Val::new(1, &log)).unwrap())
+        };
+        let removed = c.remove(&1).unwrap().map(|v| v.id);
+        w.join().unwrap();
+        let now = c.get(&1).map(|v| v.id);
+        match removed {
+            // Remove ran first (took the original) or last (took the replacement).
+            Some(0) => assert_eq!(now, Some(1)),
+            Some(1) => assert_eq!(now, None),
+            other => panic!("remove returned {other:?}"),
+        }
+        assert_eq!(c.len(), usize::from(now.is_some()));
+        c.validate_internals();
+        drop(c);
+        log.check_all_freed();
+    });
+}
+
+/// Readers holding the old value while it is replaced: they clone a whole value, and the
+/// old value is dropped exactly once, never while a reader can still reach it.
+#[test]
+fn update_vs_readers() {
+    loom::model(|| {
+        let log = Log::new();
+        let c = cache(2);
+        c.insert(1, Val::new(0, &log)).unwrap();
+        let w = {
+            let (c, log) = (c.clone(), log.clone());
+            spawn(move || c.insert(1, Val::new(1, &log)).unwrap())
+        };
+        let r = {
+            let c = c.clone();
+            spawn(move || c.get(&1).map(|v| v.id))
+        };
+        let a = c.get(&1).map(|v| v.id);
+        let b = r.join().unwrap();
+        w.join().unwrap();
+        assert!(matches!(a, Some(0 | 1)) && matches!(b, Some(0 | 1)));
+        assert_eq!(c.get(&1).map(|v| v.id), Some(1));
+        drop(c);
+        log.check_all_freed();
+    });
+}
+
+/// An insert that evicts the only other entry races a reader of that entry.
+#[test]
+fn eviction_vs_reader() {
+    loom::model(|| {
+        let log = Log::new();
+        let c = cache(1);
+        c.insert(1, Val::new(0, &log)).unwrap();
+        let w = {
+            let (c, log) = (c.clone(), log.clone());
+            spawn(move || c.insert(2, Val::new(1, &log)).unwrap())
+        };
+        if let Some(v) = c.get(&1) {
+            assert_eq!(v.id, 0);
+        }
+        w.join().unwrap();
+        assert_eq!(c.len(), 1);
+        assert_eq!(c.get(&2).map(|v| v.id), Some(1));
+        drop(c);
+        log.check_all_freed();
+    });
+}
+
+/// A table rebuild (new table published, old one retired) races a reader.
+#[test]
+fn rebuild_vs_reader() {
+    loom::model(|| {
+        let log = Log::new();
+        let c = cache(2);
+        c.insert(1, Val::new(0, &log)).unwrap();
+        let w = {
+            let c = c.clone();
+            spawn(move || c.__force_rebuild())
+        };
+        assert_eq!(
+            c.get(&1).map(|v| v.id),
+            Some(0),
+            "a rebuild never hides a live entry"
+        );
+        w.join().unwrap();
+        assert_eq!(c.get(&1).map(|v| v.id), Some(0));
+        c.validate_internals();
+        drop(c);
+        log.check_all_freed();
+    });
+}

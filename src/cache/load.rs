@@ -1,0 +1,307 @@
+//! Loading: single-flight `get_with` / `try_get_with`, read-through `fetch`, and `compute`.
+
+use super::{Cache, Inner};
+use crate::error::Error;
+use crate::loader::LoadError;
+use crate::shard::{Cond, entry_id};
+use crate::stats::Counter;
+use crate::store::{StoreError, StoreErrorKind, WriteOp};
+use std::borrow::Borrow;
+use std::cell::Cell;
+use std::convert::Infallible;
+use std::hash::{BuildHasher, Hash};
+use std::panic::{self, AssertUnwindSafe};
+use std::sync::Arc as StdArc;
+use std::time::{Duration, Instant, SystemTime};
+
+/// What a [`Cache::compute`] function decides for the key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Compute<V> {
+    /// Leave the entry as it is (present or absent).
+    Keep,
+    /// Store this value.
+    Put(V),
+    /// Remove the entry.
+    Remove,
+}
+
+/// Why a read-through missed: the store does not hold the key, or failed.
+enum FetchMiss {
+    Absent,
+    Store(StoreError),
+}
+
+impl<K, V, S> Cache<K, V, S>
+where
+    K: Hash + Eq + Clone + Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
+    S: BuildHasher + Clone + Send + Sync + 'static,
+{
+    /// The value for `key`, computing it with `init` on a miss. Concurrent callers that miss
+    /// the same key wait for one `init` and share its value; `init` runs with no lock held.
+    ///
+    /// If `init` panics, the panic reaches this caller and the waiters retry (one of them
+    /// runs its own `init`). Calling `get_with` for the same key from inside `init` returns
+    /// [`Error::Recursive`] instead of deadlocking. The computed value goes to the cache only
+    /// (not to a backing store); a concurrent `insert` or `remove` of the key wins over it.
+    ///
+    /// ```
+    /// use cogwheel::Cache;
+    ///
+    /// let cache: Cache<u32, String> = Cache::builder().max_capacity(100).build().unwrap();
+    /// let v = cache.get_with(7, || "seven".to_string()).unwrap();
+    /// assert_eq!(v, "seven");
+    /// assert_eq!(cache.get(&7).as_deref(), Some("seven"));
+    /// ```
+    pub fn get_with(&self, key: K, init: impl FnOnce() -> V) -> Result<V, Error> {
+        match self.try_get_with(key, || Ok::<V, Infallible>(init())) {
+            Ok(v) => Ok(v),
+            Err(LoadError::Recursive) => Err(Error::Recursive),
+            Err(LoadError::Failed(e)) => match *e {},
+        }
+    }
+
+    /// Like [`get_with`](Self::get_with) for a fallible `init`. An error is shared (as
+    /// `Arc<E>`) with every caller waiting on the same load, and is never cached: the next
+    /// call tries again.
+    ///
+    /// ```
+    /// use cogwheel::{Cache, LoadError};
+    ///
+    /// let cache: Cache<u32, u32> = Cache::builder().max_capacity(100).build().unwrap();
+    /// let r = cache.try_get_with(1, || Err::<u32, _>("backend down"));
+    /// assert!(matches!(r, Err(LoadError::Failed(e)) if *e == "backend down"));
+    /// assert_eq!(cache.try_get_with(1, || Ok::<_, &str>(10)).unwrap(), 10);
+    /// ```
+    pub fn try_get_with<E>(
+        &self,
+        key: K,
+        init: impl FnOnce() -> Result<V, E>,
+    ) -> Result<V, LoadError<E>>
+    where
+        E: Send + Sync + 'static,
+    {
+        if let Some(v) = self.get(&key) {
+            return Ok(v);
+        }
+        let inner = &*self.inner;
+        let hash = self.hash(&key);
+        let ttl = inner.time_to_live;
+        inner
+            .loader
+            .run(
+                hash,
+                &key,
+                || self.peek_live(hash, &key),
+                || inner.timed_load(init),
+                |v| {
+                    let _ = self.write_local(hash, key.clone(), v.clone(), ttl, Cond::IfAbsent);
+                },
+            )
+            .map(|l| l.value)
+    }
+
+    /// Read-through: the value for `key` from the cache, or else from the backing store
+    /// (one load per key at a time, shared by concurrent callers), which then populates the
+    /// cache. `Ok(None)` when neither holds it. A store error is returned, never cached.
+    /// Without a store this is [`get`](Self::get).
+    pub fn fetch<Q>(&self, key: &Q) -> Result<Option<V>, Error>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
+    {
+        if let Some(v) = self.get(key) {
+            return Ok(Some(v));
+        }
+        let inner = &*self.inner;
+        let Some(store) = &inner.store else {
+            return Ok(None);
+        };
+        let owned = key.to_owned();
+        let hash = self.hash(key);
+        // The stored deadline, handed from `init` to `publish` (both run on this thread).
+        let remaining: Cell<Option<Duration>> = Cell::new(None);
+        let r = inner.loader.run(
+            hash,
+            &owned,
+            || self.peek_live(hash, key),
+            || {
+                inner.timed_load(|| match store.load(&owned) {
+                    Ok(Some(stored)) => match stored.expires_at {
+                        None => Ok(stored.value),
+                        Some(at) => match at.duration_since(SystemTime::now()) {
+                            Ok(left) if !left.is_zero() => {
+                                remaining.set(Some(left));
+                                Ok(stored.value)
+                            }
+                            _ => Err(FetchMiss::Absent),
+                        },
+                    },
+                    Ok(None) => Err(FetchMiss::Absent),
+                    Err(e) => Err(FetchMiss::Store(e)),
+                })
+            },
+            |v| {
+                inner.counters.incr(Counter::StoreHits);
+                let ttl = match (remaining.get(), inner.time_to_live) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                };
+                let _ = self.write_local(hash, owned.clone(), v.clone(), ttl, Cond::IfAbsent);
+            },
+        );
+        match r {
+            Ok(l) => Ok(Some(l.value)),
+            Err(LoadError::Recursive) => Err(Error::Recursive),
+            Err(LoadError::Failed(miss)) => match &*miss {
+                FetchMiss::Absent => Ok(None),
+                FetchMiss::Store(e) => Err(Error::Store(StdArc::new(StoreError::shared(e)))),
+            },
+        }
+    }
+
+    /// Atomically read-modify-write one key: `f` sees the current value (or `None`) and
+    /// decides what happens. Returns the value the key holds afterwards.
+    ///
+    /// Calls for the same key are serialized. `f` runs with no shard lock held; if a plain
+    /// `insert` or `remove` of the key lands while `f` runs, `f` is called again with the new
+    /// value, so its decision is always applied to the value it saw. `f` must not call
+    /// `compute` for the same key (that would wait for itself). With a backing store, a `Put`
+    /// or `Remove` is written through first.
+    ///
+    /// ```
+    /// use cogwheel::{Cache, Compute};
+    ///
+    /// let hits: Cache<&str, u64> = Cache::builder().max_capacity(100).build().unwrap();
+    /// for _ in 0..3 {
+    ///     hits.compute("page", |n| Compute::Put(n.copied().unwrap_or(0) + 1)).unwrap();
+    /// }
+    /// assert_eq!(hits.get("page"), Some(3));
+    /// ```
+    pub fn compute(
+        &self,
+        key: K,
+        mut f: impl FnMut(Option<&V>) -> Compute<V>,
+    ) -> Result<Option<V>, Error> {
+        let inner = &*self.inner;
+        let hash = self.hash(&key);
+        let _key_lock = inner.key_locks.lock(hash);
+        loop {
+            let guard = inner.reclaim.pin();
+            let cur = self
+                .shard(hash)
+                .peek(hash, |k| *k == key, &guard)
+                .filter(|e| !inner.is_expired(e));
+            let id = entry_id(cur);
+            match f(cur.map(|e| &e.value)) {
+                Compute::Keep => return Ok(cur.map(|e| e.value.clone())),
+                Compute::Put(v) => {
+                    if let Some(store) = &inner.store {
+                        let expires_at = inner
+                            .time_to_live
+                            .and_then(|t| SystemTime::now().checked_add(t));
+                        let op = WriteOp::Put {
+                            key: &key,
+                            value: &v,
+                            expires_at,
+                        };
+                        self.write_through(store.as_ref(), hash, &key, op)?;
+                    }
+                    inner.loader.invalidate(hash, &key);
+                    let out = self.write_local(
+                        hash,
+                        key.clone(),
+                        v.clone(),
+                        inner.time_to_live,
+                        Cond::IfCurrent(id),
+                    )?;
+                    if out != crate::shard::InsertOutcome::Unchanged {
+                        return Ok(Some(v));
+                    }
+                }
+                Compute::Remove => {
+                    let Some(e) = cur else { return Ok(None) };
+                    if let Some(store) = &inner.store {
+                        self.write_through(
+                            store.as_ref(),
+                            hash,
+                            &key,
+                            WriteOp::Delete { key: &key },
+                        )?;
+                    }
+                    inner.loader.invalidate(hash, &key);
+                    if self.shard(hash).remove_exact(e, &guard) {
+                        inner.report(&[(e, crate::listener::RemovalCause::Removed)]);
+                        return Ok(None);
+                    }
+                }
+            }
+            // A plain write changed the key while `f` ran: decide again on the new value.
+        }
+    }
+
+    /// One store write for `compute`, with the same failure rules as `insert`/`remove`.
+    fn write_through(
+        &self,
+        store: &dyn crate::store::BackingStore<K, V>,
+        hash: u64,
+        key: &K,
+        op: WriteOp<'_, K, V>,
+    ) -> Result<(), Error> {
+        let inner = &*self.inner;
+        match store.write_batch(&[op]) {
+            Ok(()) => {
+                inner.counters.incr(Counter::StoreWrites);
+                Ok(())
+            }
+            Err(e) => {
+                inner.counters.incr(Counter::StoreWriteErrors);
+                if e.kind() == StoreErrorKind::Unknown {
+                    inner.loader.invalidate(hash, key);
+                    self.remove_local(hash, key);
+                }
+                Err(Error::from(e))
+            }
+        }
+    }
+
+    /// The live value of a key, without counting a hit or touching the entry.
+    fn peek_live<Q>(&self, hash: u64, key: &Q) -> Option<V>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        let inner = &*self.inner;
+        let guard = inner.reclaim.pin();
+        let e = self.shard(hash).peek(hash, |k| k.borrow() == key, &guard)?;
+        if inner.is_expired(e) {
+            None
+        } else {
+            Some(e.value.clone())
+        }
+    }
+}
+
+impl<K: Eq, V, S> Inner<K, V, S> {
+    /// Run a loader, counting it, its failures (errors and panics) and its time.
+    fn timed_load<T, E>(&self, init: impl FnOnce() -> Result<T, E>) -> Result<T, E> {
+        self.counters.incr(Counter::Loads);
+        let start = Instant::now();
+        let r = panic::catch_unwind(AssertUnwindSafe(init));
+        self.counters.add(
+            Counter::LoadNanos,
+            u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX),
+        );
+        match r {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => {
+                self.counters.incr(Counter::LoadFailures);
+                Err(e)
+            }
+            Err(p) => {
+                self.counters.incr(Counter::LoadFailures);
+                panic::resume_unwind(p)
+            }
+        }
+    }
+}

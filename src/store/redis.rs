@@ -1,0 +1,646 @@
+//! A store on Redis or Redis Cluster (feature `redis`), through the `redis` crate's sync client.
+//!
+//! - **Keys**: `prefix ++ codec.encode_key(key)`. The prefix (default `cogwheel:`) is the
+//!   namespace: two stores with different prefixes on one server never see each other's
+//!   entries. A prefix with a `{hash tag}` pins every key to one cluster slot (one node).
+//! - **Values**: the codec's bytes (value + deadline header). A deadline becomes a Redis expiry
+//!   (`SET .. PX ms`, the time left on the wall clock, rounded up); a put whose deadline has
+//!   already passed is sent as a `DEL`, so the store never holds an expired value.
+//! - **Batches**: one pipeline per batch (a cluster pipeline in cluster mode, which groups the
+//!   commands per node and keeps each key's commands in order). Not a `MULTI`: a failure
+//!   mid-batch may leave a prefix applied, which is what [`StoreErrorKind::Unknown`] allows.
+//! - **Connections**: a small pool of idle connections; each call takes one (connecting if the
+//!   pool is empty) and returns it only if the call did not break it. A server restart therefore
+//!   costs the calls in flight (and those that pick up a connection that died meanwhile) one
+//!   error each, and the next call reconnects.
+//! - **Errors**: failing to connect is `Fail` (nothing sent). A write that fails after it was
+//!   sent (I/O error, timeout, server error reply) is `Unknown`. Reads apply nothing, so a
+//!   failed `load` or `scan` is always `Fail`.
+//! - **TLS and auth** come from the URL: `redis://user:password@host:port/db`, and `rediss://`
+//!   with the `redis-tls` feature (native TLS). In cluster mode the first URL's credentials and
+//!   TLS mode apply to every node.
+//!
+//! [`StoreErrorKind::Unknown`]: super::StoreErrorKind::Unknown
+
+use super::codec::{Codec, PostcardCodec};
+use super::{BackingStore, StoreError, Stored, WriteOp};
+use redis::cluster::{ClusterClient, ClusterConnection, cluster_pipe};
+use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
+use redis::{ErrorKind, RedisError};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use std::collections::HashSet;
+use std::fmt;
+use std::marker::PhantomData;
+use std::sync::{Mutex, PoisonError};
+use std::time::{Duration, SystemTime};
+
+/// How to reach Redis, and how the store lays out its keys.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RedisConfig {
+    /// One URL for a single node, or the seed nodes of a cluster.
+    pub urls: Vec<String>,
+    /// Whether `urls` name a Redis Cluster.
+    pub cluster: bool,
+    /// Prepended to every encoded key (the store's namespace).
+    pub prefix: Vec<u8>,
+    /// Time allowed to open a connection.
+    pub connect_timeout: Duration,
+    /// Time allowed for a reply (per read/write on the socket).
+    pub response_timeout: Duration,
+    /// Idle connections kept for reuse (extra ones are closed).
+    pub max_idle: usize,
+    /// The `COUNT` hint of each `SCAN` step, and how many values `scan` fetches per pipeline.
+    pub scan_count: usize,
+    /// Cluster mode only: how often the cluster client retries a command on redirects and
+    /// connection errors before giving up.
+    pub cluster_retries: u32,
+}
+
+impl RedisConfig {
+    /// A single node at `url` (`redis://[user:password@]host:port[/db]`, or `rediss://`).
+    pub fn single(url: impl Into<String>) -> Self {
+        RedisConfig {
+            urls: vec![url.into()],
+            cluster: false,
+            prefix: b"cogwheel:".to_vec(),
+            connect_timeout: Duration::from_secs(1),
+            response_timeout: Duration::from_secs(2),
+            max_idle: 8,
+            scan_count: 512,
+            cluster_retries: 3,
+        }
+    }
+
+    /// A cluster reached through the seed nodes `urls` (any subset of its nodes).
+    pub fn cluster<S: Into<String>>(urls: impl IntoIterator<Item = S>) -> Self {
+        let mut c = RedisConfig::single(String::new());
+        c.urls = urls.into_iter().map(Into::into).collect();
+        c.cluster = true;
+        c
+    }
+
+    /// Set the key prefix (namespace).
+    pub fn prefix(mut self, prefix: impl Into<Vec<u8>>) -> Self {
+        self.prefix = prefix.into();
+        self
+    }
+
+    /// Set the connect timeout.
+    pub fn connect_timeout(mut self, d: Duration) -> Self {
+        self.connect_timeout = d;
+        self
+    }
+
+    /// Set the response timeout.
+    pub fn response_timeout(mut self, d: Duration) -> Self {
+        self.response_timeout = d;
+        self
+    }
+}
+
+enum Client {
+    Single(redis::Client),
+    Cluster(ClusterClient),
+}
+
+enum Conn {
+    Single(redis::Connection),
+    Cluster(Box<ClusterConnection>),
+}
+
+/// A store on Redis or Redis Cluster. Thread-safe; each concurrent call uses its own pooled
+/// connection.
+///
+/// ```no_run
+/// use cogwheel::store::{BackingStore, RedisConfig, RedisStore, WriteOp};
+///
+/// let store: RedisStore<String, String> =
+///     RedisStore::open(RedisConfig::single("redis://127.0.0.1:6379").prefix("app:")).unwrap();
+/// let (k, v) = ("k".to_string(), "v".to_string());
+/// store.write_batch(&[WriteOp::Put { key: &k, value: &v, expires_at: None }]).unwrap();
+/// assert_eq!(store.load(&k).unwrap().unwrap().value, v);
+/// ```
+pub struct RedisStore<K, V, C: Codec = PostcardCodec> {
+    client: Client,
+    config: RedisConfig,
+    codec: C,
+    idle: Mutex<Vec<Conn>>,
+    _types: PhantomData<Types<K, V>>,
+}
+
+// The store owns no K or V; this marker keeps it Send + Sync whatever they are.
+type Types<K, V> = fn(K, V) -> (K, V);
+
+impl<K, V, C: Codec> fmt::Debug for RedisStore<K, V, C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisStore")
+            .field("urls", &self.config.urls)
+            .field("cluster", &self.config.cluster)
+            .field("prefix", &String::from_utf8_lossy(&self.config.prefix))
+            .finish()
+    }
+}
+
+impl<K, V> RedisStore<K, V, PostcardCodec> {
+    /// Connect with `config` and the default codec. Fails (kind `Fail`) when the URL is invalid
+    /// or no connection can be made now; once open, the store reconnects by itself.
+    pub fn open(config: RedisConfig) -> Result<Self, StoreError> {
+        Self::open_with_codec(config, PostcardCodec::new())
+    }
+
+    /// A single node at `url`, default settings.
+    pub fn connect(url: &str) -> Result<Self, StoreError> {
+        Self::open(RedisConfig::single(url))
+    }
+
+    /// A cluster reached through the seed nodes `urls`, default settings.
+    pub fn connect_cluster<S: Into<String>>(
+        urls: impl IntoIterator<Item = S>,
+    ) -> Result<Self, StoreError> {
+        Self::open(RedisConfig::cluster(urls))
+    }
+}
+
+/// What a failed command means for the connection that ran it.
+fn breaks_connection(e: &RedisError) -> bool {
+    e.is_io_error() || e.is_connection_dropped() || e.is_timeout() || e.is_unrecoverable_error()
+}
+
+fn before_send(e: &RedisError) -> bool {
+    e.is_connection_refusal()
+        || matches!(e.kind(), ErrorKind::InvalidClientConfig | ErrorKind::Client)
+}
+
+fn check_url(url: &str) -> Result<(), StoreError> {
+    if url.starts_with("rediss://") && !cfg!(feature = "redis-tls") {
+        return Err(StoreError::fail(format!(
+            "redis: {} needs TLS; build cogwheel with the `redis-tls` feature",
+            redact(url)
+        )));
+    }
+    Ok(())
+}
+
+/// A URL with its password replaced, for error messages.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => {
+            let userinfo = &url[s + 3..at];
+            let user = userinfo.split(':').next().unwrap_or("");
+            format!("{}{user}:***{}", &url[..s + 3], &url[at..])
+        }
+        _ => url.to_string(),
+    }
+}
+
+/// Escape glob metacharacters so the prefix matches itself literally in `SCAN MATCH`.
+fn glob_escape(prefix: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(prefix.len() + 2);
+    for &b in prefix {
+        if matches!(b, b'*' | b'?' | b'[' | b']' | b'\\') {
+            out.push(b'\\');
+        }
+        out.push(b);
+    }
+    out.push(b'*');
+    out
+}
+
+/// Milliseconds left until `deadline` (rounded up), or `None` if it has passed.
+fn ttl_millis(deadline: SystemTime, now: SystemTime) -> Option<u64> {
+    let left = deadline.duration_since(now).ok().filter(|d| !d.is_zero())?;
+    let ms = left.as_nanos().div_ceil(1_000_000);
+    Some(u64::try_from(ms).unwrap_or(u64::MAX).max(1))
+}
+
+/// The primaries of a cluster, from `CLUSTER NODES`: `(host, port)` of every connected master
+/// that serves slots.
+fn parse_primaries(nodes: &str) -> Vec<(String, u16)> {
+    let mut out = Vec::new();
+    for line in nodes.lines() {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        if f.len() < 9 {
+            continue; // no slots
+        }
+        let flags = f[2];
+        if !flags.split(',').any(|x| x == "master") || flags.contains("fail") {
+            continue;
+        }
+        let addr = f[1].split(['@', ',']).next().unwrap_or("");
+        if let Some((host, port)) = addr.rsplit_once(':')
+            && let Ok(port) = port.parse()
+        {
+            out.push((host.trim_matches(['[', ']']).to_string(), port));
+        }
+    }
+    out
+}
+
+impl<K, V, C: Codec> RedisStore<K, V, C> {
+    /// Connect with `config` and `codec`.
+    pub fn open_with_codec(config: RedisConfig, codec: C) -> Result<Self, StoreError> {
+        if config.urls.is_empty() {
+            return Err(StoreError::fail("redis: no URL given"));
+        }
+        for u in &config.urls {
+            check_url(u)?;
+        }
+        let bad_url = |e: RedisError| {
+            StoreError::fail(format!("redis: invalid URL {}", redact(&config.urls[0])))
+                .with_source(e)
+        };
+        let client = if config.cluster {
+            let c = ClusterClient::builder(config.urls.iter().map(String::as_str))
+                .connection_timeout(config.connect_timeout)
+                .response_timeout(config.response_timeout)
+                .retries(config.cluster_retries)
+                .build()
+                .map_err(bad_url)?;
+            Client::Cluster(c)
+        } else {
+            if config.urls.len() != 1 {
+                return Err(StoreError::fail(
+                    "redis: a single-node store takes exactly one URL (use RedisConfig::cluster)",
+                ));
+            }
+            Client::Single(redis::Client::open(config.urls[0].as_str()).map_err(bad_url)?)
+        };
+        let store = RedisStore {
+            client,
+            config,
+            codec,
+            idle: Mutex::new(Vec::new()),
+            _types: PhantomData,
+        };
+        let conn = store.new_conn()?;
+        store.put_back(conn);
+        Ok(store)
+    }
+
+    /// The configuration the store was opened with.
+    pub fn config(&self) -> &RedisConfig {
+        &self.config
+    }
+
+    fn new_conn(&self) -> Result<Conn, StoreError> {
+        let cfg = &self.config;
+        let fail = |e: RedisError| {
+            StoreError::fail(format!("redis: cannot connect to {}", redact(&cfg.urls[0])))
+                .with_source(e)
+        };
+        match &self.client {
+            Client::Single(c) => {
+                let con = c
+                    .get_connection_with_timeout(cfg.connect_timeout)
+                    .map_err(fail)?;
+                con.set_read_timeout(Some(cfg.response_timeout))
+                    .map_err(fail)?;
+                con.set_write_timeout(Some(cfg.response_timeout))
+                    .map_err(fail)?;
+                Ok(Conn::Single(con))
+            }
+            Client::Cluster(c) => Ok(Conn::Cluster(Box::new(c.get_connection().map_err(fail)?))),
+        }
+    }
+
+    fn take(&self) -> Result<Conn, StoreError> {
+        let pooled = self
+            .idle
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .pop();
+        match pooled {
+            Some(c) => Ok(c),
+            None => self.new_conn(),
+        }
+    }
+
+    fn put_back(&self, conn: Conn) {
+        let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+        if idle.len() < self.config.max_idle {
+            idle.push(conn);
+        }
+    }
+
+    /// Run `f` on a pooled connection; keep the connection unless the error broke it.
+    fn with_conn<T>(
+        &self,
+        f: impl FnOnce(&mut Conn) -> Result<T, RedisError>,
+    ) -> Result<T, Result<RedisError, StoreError>> {
+        let mut conn = self.take().map_err(Err)?;
+        match f(&mut conn) {
+            Ok(v) => {
+                self.put_back(conn);
+                Ok(v)
+            }
+            Err(e) => {
+                if !breaks_connection(&e) {
+                    self.put_back(conn);
+                }
+                Err(Ok(e))
+            }
+        }
+    }
+
+    fn key(&self, key: &K) -> Result<Vec<u8>, StoreError>
+    where
+        K: Serialize,
+    {
+        let k = self.codec.encode_key(key)?;
+        let mut out = Vec::with_capacity(self.config.prefix.len() + k.len());
+        out.extend_from_slice(&self.config.prefix);
+        out.extend_from_slice(&k);
+        Ok(out)
+    }
+
+    fn decode(&self, bytes: &[u8], now: SystemTime) -> Result<Option<Stored<V>>, StoreError>
+    where
+        V: DeserializeOwned,
+    {
+        let st: Stored<V> = self.codec.decode_value(bytes)?;
+        // Redis expires at millisecond resolution; never serve past the exact deadline.
+        Ok(if st.expires_at.is_some_and(|t| t <= now) {
+            None
+        } else {
+            Some(st)
+        })
+    }
+
+    /// `GET` every key (in chunks), in one pipeline per chunk.
+    fn get_many(&self, keys: &[Vec<u8>]) -> Result<Vec<Option<Vec<u8>>>, StoreError> {
+        let mut out = Vec::with_capacity(keys.len());
+        for chunk in keys.chunks(self.config.scan_count.max(1)) {
+            let got = self
+                .with_conn(|c| match c {
+                    Conn::Single(con) => {
+                        let mut p = redis::pipe();
+                        for k in chunk {
+                            p.cmd("GET").arg(k);
+                        }
+                        p.query::<Vec<Option<Vec<u8>>>>(con)
+                    }
+                    Conn::Cluster(con) => {
+                        let mut p = cluster_pipe();
+                        for k in chunk {
+                            p.cmd("GET").arg(k);
+                        }
+                        p.query::<Vec<Option<Vec<u8>>>>(con)
+                    }
+                })
+                .map_err(|e| read_error("scan", e))?;
+            out.extend(got);
+        }
+        Ok(out)
+    }
+
+    /// Every key under the prefix, from `SCAN` on the node (or on every primary).
+    fn scan_keys(&self) -> Result<Vec<Vec<u8>>, StoreError> {
+        let pattern = glob_escape(&self.config.prefix);
+        let count = self.config.scan_count.max(1);
+        let mut seen = HashSet::new();
+        let mut keys = Vec::new();
+        let mut add = |batch: Vec<Vec<u8>>| {
+            for k in batch {
+                if seen.insert(k.clone()) {
+                    keys.push(k);
+                }
+            }
+        };
+        let scan_cmd = |cursor: u64| {
+            let mut c = redis::cmd("SCAN");
+            c.arg(cursor)
+                .arg("MATCH")
+                .arg(&pattern)
+                .arg("COUNT")
+                .arg(count);
+            c
+        };
+        self.with_conn(|c| {
+            match c {
+                Conn::Single(con) => {
+                    let mut cursor = 0u64;
+                    loop {
+                        let (next, batch): (u64, Vec<Vec<u8>>) = scan_cmd(cursor).query(con)?;
+                        add(batch);
+                        if next == 0 {
+                            break;
+                        }
+                        cursor = next;
+                    }
+                }
+                Conn::Cluster(con) => {
+                    let nodes: String =
+                        redis::FromRedisValue::from_redis_value(con.route_command(
+                            redis::cmd("CLUSTER").arg("NODES"),
+                            RoutingInfo::SingleNode(SingleNodeRoutingInfo::Random),
+                        )?)?;
+                    for (host, port) in parse_primaries(&nodes) {
+                        let mut cursor = 0u64;
+                        loop {
+                            let route = RoutingInfo::SingleNode(SingleNodeRoutingInfo::ByAddress {
+                                host: host.clone(),
+                                port,
+                            });
+                            let (next, batch): (u64, Vec<Vec<u8>>) =
+                                redis::FromRedisValue::from_redis_value(
+                                    con.route_command(&scan_cmd(cursor), route)?,
+                                )?;
+                            add(batch);
+                            if next == 0 {
+                                break;
+                            }
+                            cursor = next;
+                        }
+                    }
+                }
+            }
+            Ok(())
+        })
+        .map_err(|e| read_error("scan", e))?;
+        Ok(keys)
+    }
+}
+
+fn read_error(what: &str, e: Result<RedisError, StoreError>) -> StoreError {
+    match e {
+        Ok(e) => StoreError::fail(format!("redis: {what} failed")).with_source(e),
+        Err(e) => e,
+    }
+}
+
+fn write_error(e: Result<RedisError, StoreError>) -> StoreError {
+    match e {
+        Ok(e) if before_send(&e) => StoreError::fail("redis: batch not sent").with_source(e),
+        Ok(e) => {
+            StoreError::unknown("redis: batch failed after it was sent; it may have been applied")
+                .with_source(e)
+        }
+        Err(e) => e,
+    }
+}
+
+impl<K, V, C> BackingStore<K, V> for RedisStore<K, V, C>
+where
+    K: Serialize + DeserializeOwned + 'static,
+    V: Serialize + DeserializeOwned + 'static,
+    C: Codec,
+{
+    fn load(&self, key: &K) -> Result<Option<Stored<V>>, StoreError> {
+        let k = self.key(key)?;
+        let bytes: Option<Vec<u8>> = self
+            .with_conn(|c| {
+                let cmd = redis::cmd("GET").arg(&k).clone();
+                match c {
+                    Conn::Single(con) => cmd.query(con),
+                    Conn::Cluster(con) => cmd.query(con),
+                }
+            })
+            .map_err(|e| read_error("load", e))?;
+        match bytes {
+            None => Ok(None),
+            Some(b) => self.decode(&b, SystemTime::now()),
+        }
+    }
+
+    fn write_batch(&self, ops: &[WriteOp<'_, K, V>]) -> Result<(), StoreError> {
+        if ops.is_empty() {
+            return Ok(());
+        }
+        // Encode everything first: an encode error fails the batch before anything is sent.
+        let now = SystemTime::now();
+        let mut cmds = Vec::with_capacity(ops.len());
+        for op in ops {
+            let mut c;
+            match *op {
+                WriteOp::Put {
+                    key,
+                    value,
+                    expires_at,
+                } => {
+                    let k = self.key(key)?;
+                    match expires_at.map(|t| ttl_millis(t, now)) {
+                        Some(None) => {
+                            c = redis::cmd("DEL");
+                            c.arg(k);
+                        }
+                        ttl => {
+                            c = redis::cmd("SET");
+                            c.arg(k).arg(self.codec.encode_value(value, expires_at)?);
+                            if let Some(Some(ms)) = ttl {
+                                c.arg("PX").arg(ms);
+                            }
+                        }
+                    }
+                }
+                WriteOp::Delete { key } => {
+                    c = redis::cmd("DEL");
+                    c.arg(self.key(key)?);
+                }
+            }
+            cmds.push(c);
+        }
+        self.with_conn(|c| match c {
+            Conn::Single(con) => {
+                let mut p = redis::pipe();
+                for cmd in &cmds {
+                    p.add_command(cmd.clone()).ignore();
+                }
+                p.exec(con)
+            }
+            Conn::Cluster(con) => {
+                let mut p = cluster_pipe();
+                for cmd in &cmds {
+                    p.add_command(cmd.clone()).ignore();
+                }
+                p.exec(con)
+            }
+        })
+        .map_err(write_error)
+    }
+
+    fn scan(&self, visit: &mut dyn FnMut(K, Stored<V>) -> bool) -> Result<(), StoreError> {
+        let keys = self.scan_keys()?;
+        let prefix = self.config.prefix.len();
+        for chunk in keys.chunks(self.config.scan_count.max(1)) {
+            let values = self.get_many(chunk)?;
+            let now = SystemTime::now();
+            for (k, v) in chunk.iter().zip(values) {
+                // Expired or deleted between SCAN and GET.
+                let Some(v) = v else { continue };
+                let Some(stored) = self.decode(&v, now)? else {
+                    continue;
+                };
+                let key = self.codec.decode_key(&k[prefix..])?;
+                if !visit(key, stored) {
+                    return Ok(());
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn glob_escape_quotes_metacharacters() {
+        assert_eq!(
+            glob_escape(b"a*b?[c]\\:"),
+            b"a\\*b\\?\\[c\\]\\\\:*".to_vec()
+        );
+    }
+
+    #[test]
+    fn ttl_rounds_up_and_drops_the_past() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(100);
+        assert_eq!(ttl_millis(now + Duration::from_micros(1), now), Some(1));
+        assert_eq!(
+            ttl_millis(now + Duration::from_millis(1500), now),
+            Some(1500)
+        );
+        assert_eq!(
+            ttl_millis(now + Duration::from_nanos(1_500_000_001), now),
+            Some(1501)
+        );
+        assert_eq!(ttl_millis(now, now), None);
+        assert_eq!(ttl_millis(now - Duration::from_secs(1), now), None);
+    }
+
+    #[test]
+    fn primaries_come_from_cluster_nodes() {
+        let nodes = "\
+07c3 127.0.0.1:30001@40001 myself,master - 0 0 1 connected 0-5460
+67ed 127.0.0.1:30002@40002,host2 master - 0 1 2 connected 5461-10922
+292f 127.0.0.1:30003@40003 master,fail - 0 1 3 connected 10923-16383
+aa11 127.0.0.1:30004@40004 slave 07c3 0 1 1 connected
+bb22 [::1]:30005@40005 master - 0 1 4 connected 16383
+";
+        assert_eq!(
+            parse_primaries(nodes),
+            vec![
+                ("127.0.0.1".to_string(), 30001),
+                ("127.0.0.1".to_string(), 30002),
+                ("::1".to_string(), 30005)
+            ]
+        );
+    }
+
+    #[test]
+    fn passwords_are_redacted() {
+        assert_eq!(redact("redis://u:secret@h:1/0"), "redis://u:***@h:1/0");
+        assert_eq!(redact("redis://h:1"), "redis://h:1");
+    }
+
+    #[test]
+    fn tls_without_the_feature_is_a_clear_error() {
+        let r = check_url("rediss://127.0.0.1:1");
+        if cfg!(feature = "redis-tls") {
+            assert!(r.is_ok());
+        } else {
+            assert!(r.unwrap_err().message().contains("redis-tls"));
+        }
+    }
+}

@@ -1,0 +1,360 @@
+//! Expiry on the read path, with a manual clock (no sleeps).
+
+use cogwheel::{Cache, ManualClock, RemovalCause};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+const S: Duration = Duration::from_secs(1);
+
+fn cache(clock: &ManualClock, ttl: Option<Duration>, tti: Option<Duration>) -> Cache<u32, u32> {
+    let mut b = Cache::builder().max_capacity(100).clock(clock.clone());
+    if let Some(t) = ttl {
+        b = b.time_to_live(t);
+    }
+    if let Some(t) = tti {
+        b = b.time_to_idle(t);
+    }
+    b.build().unwrap()
+}
+
+#[test]
+fn ttl_expires_exactly_at_the_deadline() {
+    let clock = ManualClock::new();
+    let c = cache(&clock, Some(10 * S), None);
+    c.insert(1, 1).unwrap();
+    clock.advance(10 * S - Duration::from_nanos(1));
+    assert_eq!(c.get(&1), Some(1), "one nanosecond before the deadline");
+    assert!(c.contains_key(&1));
+    clock.advance(Duration::from_nanos(1));
+    assert_eq!(c.get(&1), None, "at the deadline");
+    assert!(!c.contains_key(&1));
+    assert_eq!(c.iter().count(), 0, "iter skips expired entries");
+    assert_eq!(
+        c.remove(&1).unwrap(),
+        None,
+        "remove does not return an expired value"
+    );
+}
+
+#[test]
+fn per_entry_ttl_overrides_the_default() {
+    let clock = ManualClock::new();
+    let c = cache(&clock, Some(10 * S), None);
+    c.insert_with_ttl(1, 1, 2 * S).unwrap();
+    c.insert_with_ttl(2, 2, 100 * S).unwrap();
+    c.insert(3, 3).unwrap();
+    clock.advance(2 * S);
+    assert_eq!((c.get(&1), c.get(&2), c.get(&3)), (None, Some(2), Some(3)));
+    clock.advance(8 * S);
+    assert_eq!((c.get(&2), c.get(&3)), (Some(2), None));
+}
+
+#[test]
+fn per_entry_ttl_without_a_default() {
+    let clock = ManualClock::new();
+    let c = cache(&clock, None, None);
+    c.insert(1, 1).unwrap();
+    c.insert_with_ttl(2, 2, S).unwrap();
+    clock.advance(S);
+    assert_eq!((c.get(&1), c.get(&2)), (Some(1), None));
+}
+
+#[test]
+fn zero_ttl_is_not_stored_and_supersedes() {
+    let clock = ManualClock::new();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let s2 = seen.clone();
+    let c: Cache<u32, u32> = Cache::builder()
+        .max_capacity(10)
+        .clock(clock.clone())
+        .eviction_listener(move |k, v, cause| s2.lock().unwrap().push((*k, *v, cause)))
+        .build()
+        .unwrap();
+    c.insert(1, 1).unwrap();
+    c.insert_with_ttl(1, 2, Duration::ZERO).unwrap();
+    assert_eq!(c.get(&1), None);
+    assert_eq!(c.len(), 0);
+    assert_eq!(*seen.lock().unwrap(), vec![(1, 1, RemovalCause::Replaced)]);
+}
+
+#[test]
+fn time_to_idle_is_extended_by_reads() {
+    let clock = ManualClock::new();
+    let c = cache(&clock, None, Some(10 * S));
+    c.insert(1, 1).unwrap();
+    for _ in 0..5 {
+        clock.advance(9 * S);
+        assert_eq!(
+            c.get(&1),
+            Some(1),
+            "a read within the idle time keeps it alive"
+        );
+    }
+    assert!(c.contains_key(&1));
+    clock.advance(10 * S);
+    assert_eq!(c.get(&1), None, "idle for the full time-to-idle");
+}
+
+#[test]
+fn contains_key_does_not_extend_idle() {
+    let clock = ManualClock::new();
+    let c = cache(&clock, None, Some(10 * S));
+    c.insert(1, 1).unwrap();
+    clock.advance(9 * S);
+    assert!(c.contains_key(&1));
+    clock.advance(S);
+    assert!(!c.contains_key(&1));
+}
+
+#[test]
+fn ttl_caps_time_to_idle() {
+    let clock = ManualClock::new();
+    let c = cache(&clock, Some(15 * S), Some(10 * S));
+    c.insert(1, 1).unwrap();
+    clock.advance(9 * S);
+    assert_eq!(c.get(&1), Some(1));
+    clock.advance(5 * S); // t = 14 s: idle 5 s, alive 14 s
+    assert_eq!(c.get(&1), Some(1));
+    clock.advance(S); // t = 15 s: the TTL ends it even though it was read 1 s ago
+    assert_eq!(c.get(&1), None);
+}
+
+#[test]
+fn idle_shorter_than_ttl() {
+    let clock = ManualClock::new();
+    let c = cache(&clock, Some(100 * S), Some(10 * S));
+    c.insert(1, 1).unwrap();
+    clock.advance(10 * S);
+    assert_eq!(c.get(&1), None, "never read: idle expiry comes first");
+}
+
+#[test]
+fn an_update_resets_the_deadline() {
+    let clock = ManualClock::new();
+    let c = cache(&clock, Some(10 * S), None);
+    c.insert(1, 1).unwrap();
+    clock.advance(9 * S);
+    c.insert(1, 2).unwrap();
+    clock.advance(9 * S);
+    assert_eq!(c.get(&1), Some(2));
+}
+
+#[test]
+fn replacing_an_expired_entry_reports_it_as_expired() {
+    let clock = ManualClock::new();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let s2 = seen.clone();
+    let c: Cache<u32, u32> = Cache::builder()
+        .max_capacity(10)
+        .time_to_live(S)
+        .clock(clock.clone())
+        .eviction_listener(move |k, v, cause| s2.lock().unwrap().push((*k, *v, cause)))
+        .build()
+        .unwrap();
+    c.insert(1, 1).unwrap();
+    clock.advance(S);
+    c.insert(1, 2).unwrap();
+    assert_eq!(*seen.lock().unwrap(), vec![(1, 1, RemovalCause::Expired)]);
+    let s = c.stats();
+    assert_eq!((s.inserts, s.updates, s.expirations), (2, 0, 1));
+}
+
+#[test]
+fn clock_near_the_end_of_time() {
+    let clock = ManualClock::new();
+    clock.set_nanos(u64::MAX - 5);
+    let c = cache(
+        &clock,
+        Some(Duration::MAX),
+        Some(Duration::from_secs(u64::MAX)),
+    );
+    c.insert(1, 1).unwrap();
+    c.insert_with_ttl(2, 2, Duration::from_nanos(3)).unwrap();
+    clock.advance(Duration::from_nanos(3));
+    assert_eq!(
+        c.get(&1),
+        Some(1),
+        "a TTL of Duration::MAX never wraps into the past"
+    );
+    assert_eq!(c.get(&2), None);
+    clock.advance(Duration::MAX);
+    assert_eq!(clock.nanos(), u64::MAX);
+    assert_eq!(c.get(&1), Some(1), "saturating: never is never");
+}
+
+type Seen = Arc<Mutex<Vec<(u32, RemovalCause)>>>;
+
+fn recording(clock: &ManualClock, ttl: Duration) -> (Cache<u32, u32>, Seen) {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let s2 = seen.clone();
+    let c = Cache::builder()
+        .max_capacity(10_000)
+        .shards(4)
+        .time_to_live(ttl)
+        .clock(clock.clone())
+        .eviction_listener(move |k, _, cause| s2.lock().unwrap().push((*k, cause)))
+        .build()
+        .unwrap();
+    (c, seen)
+}
+
+#[test]
+fn run_pending_tasks_reclaims_memory_and_fires_the_listener() {
+    let clock = ManualClock::new();
+    let (c, seen) = recording(&clock, 10 * S);
+    for i in 0..100 {
+        c.insert(i, i).unwrap();
+    }
+    clock.advance(5 * S);
+    c.run_pending_tasks();
+    assert_eq!(c.len(), 100, "nothing is due yet");
+    clock.advance(7 * S); // past the deadline and the wheel's 1.07 s tick
+    c.run_pending_tasks();
+    assert_eq!(c.len(), 0, "maintenance reclaimed every expired entry");
+    let seen = seen.lock().unwrap();
+    assert_eq!(seen.len(), 100);
+    assert!(seen.iter().all(|(_, c)| *c == RemovalCause::Expired));
+    assert_eq!(c.stats().expirations, 100);
+    c.validate_internals();
+}
+
+#[test]
+fn the_wheel_cascades_across_levels() {
+    let clock = ManualClock::new();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let s2 = seen.clone();
+    let c: Cache<u32, u32> = Cache::builder()
+        .max_capacity(100)
+        .clock(clock.clone())
+        .eviction_listener(move |k, _, _| s2.lock().unwrap().push(*k))
+        .build()
+        .unwrap();
+    let ttls = [
+        2 * S,
+        5 * 60 * S,
+        3 * 3600 * S,
+        3 * 86_400 * S,
+        30 * 86_400 * S,
+        400 * 86_400 * S,
+    ];
+    for (i, t) in ttls.iter().enumerate() {
+        c.insert_with_ttl(i as u32, i as u32, *t).unwrap();
+    }
+    // Walk time forward in uneven steps; at each step, exactly the entries whose deadline
+    // (plus the wheel's one-tick precision) has passed are gone, and none before its deadline.
+    let tick = Duration::from_nanos(1 << 30);
+    let mut now = Duration::ZERO;
+    for step in [
+        S,
+        3 * S,
+        10 * 60 * S,
+        2 * 3600 * S,
+        3600 * S,
+        86_400 * S,
+        2 * 86_400 * S,
+        27 * 86_400 * S,
+        400 * 86_400 * S,
+    ] {
+        clock.advance(step);
+        now += step;
+        c.run_pending_tasks();
+        let gone = seen.lock().unwrap().clone();
+        for (i, t) in ttls.iter().enumerate() {
+            let reclaimed = gone.contains(&(i as u32));
+            assert!(
+                !reclaimed || *t <= now,
+                "entry {i} reclaimed before its deadline"
+            );
+            if *t + tick <= now {
+                assert!(reclaimed, "entry {i} (ttl {t:?}) not reclaimed at {now:?}");
+            }
+            assert_eq!(c.get(&(i as u32)).is_some(), *t > now);
+        }
+        c.validate_internals();
+    }
+    assert_eq!(c.len(), 0);
+}
+
+#[test]
+fn writes_reclaim_expired_entries_without_maintenance() {
+    let clock = ManualClock::new();
+    let c: Cache<u32, u32> = Cache::builder()
+        .max_capacity(10_000)
+        .shards(1)
+        .clock(clock.clone())
+        .build()
+        .unwrap();
+    for i in 0..200 {
+        c.insert_with_ttl(i, i, S).unwrap();
+    }
+    clock.advance(3 * S);
+    for i in 0..40 {
+        c.insert(1000 + i, i).unwrap(); // each write does a budgeted slice of expiry work
+    }
+    assert_eq!(c.len(), 40, "the writes reclaimed all 200 expired entries");
+    assert_eq!(c.stats().expirations, 200);
+}
+
+#[test]
+fn a_listener_may_call_into_the_cache_during_maintenance() {
+    let clock = ManualClock::new();
+    let slot: Arc<Mutex<Option<Cache<u32, u32>>>> = Arc::new(Mutex::new(None));
+    let s2 = slot.clone();
+    let c: Cache<u32, u32> = Cache::builder()
+        .max_capacity(100)
+        .shards(1)
+        .time_to_live(S)
+        .clock(clock.clone())
+        .eviction_listener(move |k, v, _| {
+            if let Some(c) = s2.lock().unwrap().as_ref() {
+                // Same shard: this would deadlock if maintenance held the shard lock.
+                c.insert(k + 100, *v).unwrap();
+            }
+        })
+        .build()
+        .unwrap();
+    *slot.lock().unwrap() = Some(c.clone());
+    c.insert(1, 1).unwrap();
+    clock.advance(3 * S);
+    c.run_pending_tasks();
+    slot.lock().unwrap().take();
+    assert_eq!(c.get(&1), None);
+    assert_eq!(
+        c.get(&101),
+        Some(1),
+        "the listener's own insert went through"
+    );
+}
+
+#[test]
+fn the_maintenance_thread_expires_without_traffic_and_stops_with_the_cache() {
+    use std::sync::mpsc;
+    let clock = ManualClock::new();
+    let (tx, rx) = mpsc::channel();
+    let tx = Mutex::new(tx);
+    let c: Cache<u32, u32> = Cache::builder()
+        .max_capacity(100)
+        .time_to_live(S)
+        .clock(clock.clone())
+        .maintenance_interval(Duration::from_millis(5))
+        .eviction_listener(move |k, _, cause| {
+            let _ = tx.lock().unwrap().send((*k, cause));
+        })
+        .build()
+        .unwrap();
+    c.insert(7, 7).unwrap();
+    clock.advance(3 * S);
+    // No call into the cache from here on: only the maintenance thread can expire the entry.
+    let got = rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("the maintenance thread expired the entry");
+    assert_eq!(got, (7, RemovalCause::Expired));
+    assert_eq!(c.len(), 0);
+    drop(c);
+    // The listener (and its sender) is dropped with the cache: the thread held no strong
+    // reference, so the channel disconnects.
+    assert_eq!(
+        rx.recv_timeout(Duration::from_secs(60)),
+        Err(mpsc::RecvTimeoutError::Disconnected)
+    );
+}

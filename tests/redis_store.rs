@@ -1,0 +1,441 @@
+//! Integration tests of `RedisStore` against real servers started by `.ci/redis.sh`:
+//!
+//!     bash .ci/redis.sh cargo test --features redis --test redis_store
+//!
+//! Without `COGWHEEL_REDIS_URL` (and `COGWHEEL_REDIS_CLUSTER_URLS` for the cluster tests) each
+//! test prints why it is skipped and passes.
+#![cfg(feature = "redis")]
+
+use cogwheel::store::{
+    BackingStore, Codec, PostcardCodec, RedisConfig, RedisStore, StoreErrorKind, Stored, WriteOp,
+};
+use std::collections::BTreeMap;
+use std::sync::RwLock;
+use std::time::{Duration, SystemTime};
+
+/// The restart test stops the shared single server: it takes this lock for writing, every other
+/// single-node test for reading.
+static SINGLE: RwLock<()> = RwLock::new(());
+
+fn single_url() -> Option<String> {
+    let u = std::env::var("COGWHEEL_REDIS_URL")
+        .ok()
+        .filter(|u| !u.is_empty());
+    if u.is_none() {
+        println!("skipped: COGWHEEL_REDIS_URL not set (run through .ci/redis.sh)");
+    }
+    u
+}
+
+fn cluster_urls() -> Option<Vec<String>> {
+    let u = std::env::var("COGWHEEL_REDIS_CLUSTER_URLS")
+        .ok()
+        .filter(|u| !u.is_empty());
+    if u.is_none() {
+        println!("skipped: COGWHEEL_REDIS_CLUSTER_URLS not set (run through .ci/redis.sh)");
+    }
+    u.map(|u| u.split(',').map(str::to_string).collect())
+}
+
+/// A prefix no other test (or earlier run) uses.
+fn prefix(test: &str) -> String {
+    let nanos = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!("cwtest:{test}:{}:{nanos}:", std::process::id())
+}
+
+type Store = RedisStore<String, String>;
+
+fn put<'a>(key: &'a String, value: &'a String) -> WriteOp<'a, String, String> {
+    WriteOp::Put {
+        key,
+        value,
+        expires_at: None,
+    }
+}
+
+fn scan_all(s: &Store) -> BTreeMap<String, Stored<String>> {
+    let mut out = BTreeMap::new();
+    s.scan(&mut |k, v| {
+        assert!(out.insert(k, v).is_none(), "scan visited a key twice");
+        true
+    })
+    .unwrap();
+    out
+}
+
+/// Round trip, ordered batch, delete of an absent key, TTL, scan: the shared contract.
+fn contract(s: &Store, raw: &mut dyn FnMut(&[u8]) -> i64) {
+    let (a, b, c) = ("a".to_string(), "b".to_string(), "c".to_string());
+    let (one, two, three) = ("1".to_string(), "2".to_string(), "3".to_string());
+    assert_eq!(s.load(&a).unwrap(), None);
+    s.write_batch(&[put(&a, &one)]).unwrap();
+    assert_eq!(
+        s.load(&a).unwrap(),
+        Some(Stored {
+            value: one.clone(),
+            expires_at: None
+        })
+    );
+
+    s.write_batch(&[
+        put(&b, &one),
+        put(&b, &two),
+        WriteOp::Delete { key: &b },
+        put(&b, &three),
+        put(&c, &one),
+        WriteOp::Delete { key: &c },
+        WriteOp::Delete {
+            key: &"absent".to_string(),
+        },
+    ])
+    .unwrap();
+    assert_eq!(s.load(&b).unwrap().unwrap().value, three);
+    assert_eq!(s.load(&c).unwrap(), None);
+    s.write_batch(&[]).unwrap();
+
+    // A deadline becomes a Redis expiry and round-trips exactly; a past one is a delete.
+    let t = "ttl".to_string();
+    let later = SystemTime::now() + Duration::new(30, 987_654_321);
+    s.write_batch(&[WriteOp::Put {
+        key: &t,
+        value: &two,
+        expires_at: Some(later),
+    }])
+    .unwrap();
+    assert_eq!(
+        s.load(&t).unwrap(),
+        Some(Stored {
+            value: two.clone(),
+            expires_at: Some(later)
+        })
+    );
+    let pttl = raw(&t_key(s, &t));
+    assert!((29_000..=31_000).contains(&pttl), "PTTL {pttl}");
+    assert_eq!(raw(&t_key(s, &a)), -1, "no deadline, no expiry");
+    s.write_batch(&[WriteOp::Put {
+        key: &a,
+        value: &two,
+        expires_at: Some(SystemTime::now() - Duration::from_secs(1)),
+    }])
+    .unwrap();
+    assert_eq!(s.load(&a).unwrap(), None);
+    assert_eq!(raw(&t_key(s, &a)), -2, "an expired put deletes the key");
+
+    // Scan: every live entry under the prefix, once.
+    let keys: Vec<String> = (0..300).map(|i| format!("k{i:03}")).collect();
+    let ops: Vec<_> = keys.iter().map(|k| put(k, k)).collect();
+    s.write_batch(&ops).unwrap();
+    let all = scan_all(s);
+    assert_eq!(all.len(), 302, "300 + b + ttl");
+    assert_eq!(all["k123"].value, "k123");
+    assert_eq!(all[&t].expires_at, Some(later));
+    let mut n = 0;
+    s.scan(&mut |_, _| {
+        n += 1;
+        n < 5
+    })
+    .unwrap();
+    assert_eq!(n, 5, "scan stops when the visitor says so");
+}
+
+fn t_key(s: &Store, k: &String) -> Vec<u8> {
+    let mut out = s.config().prefix.clone();
+    out.extend(PostcardCodec::new().encode_key(k).unwrap());
+    out
+}
+
+#[test]
+fn single_node_contract() {
+    let Some(url) = single_url() else { return };
+    let _g = SINGLE.read().unwrap();
+    let s = Store::open(RedisConfig::single(&url).prefix(prefix("contract"))).unwrap();
+    let mut con = redis::Client::open(url.as_str())
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    contract(&s, &mut |k| {
+        redis::cmd("PTTL").arg(k).query(&mut con).unwrap()
+    });
+}
+
+#[test]
+fn prefixes_isolate_stores() {
+    let Some(url) = single_url() else { return };
+    let _g = SINGLE.read().unwrap();
+    let p = prefix("iso");
+    // A prefix with glob metacharacters must still only match itself in SCAN.
+    let s1 = Store::open(RedisConfig::single(&url).prefix(format!("{p}one*"))).unwrap();
+    let s2 = Store::open(RedisConfig::single(&url).prefix(format!("{p}one?two"))).unwrap();
+    let k = "k".to_string();
+    s1.write_batch(&[put(&k, &"from-1".to_string())]).unwrap();
+    s2.write_batch(&[put(&k, &"from-2".to_string())]).unwrap();
+    assert_eq!(s1.load(&k).unwrap().unwrap().value, "from-1");
+    assert_eq!(s2.load(&k).unwrap().unwrap().value, "from-2");
+    assert_eq!(scan_all(&s1).len(), 1);
+    assert_eq!(scan_all(&s2).len(), 1);
+    s1.write_batch(&[WriteOp::Delete { key: &k }]).unwrap();
+    assert_eq!(s2.load(&k).unwrap().unwrap().value, "from-2");
+}
+
+#[test]
+fn auth_via_url() {
+    let Some(url) = single_url() else { return };
+    let _g = SINGLE.read().unwrap();
+    let mut admin = redis::Client::open(url.as_str())
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    let () = redis::cmd("ACL")
+        .arg("SETUSER")
+        .arg("cwtest")
+        .arg("on")
+        .arg(">s3cret")
+        .arg("~cwtest:*")
+        .arg("+@all")
+        .query(&mut admin)
+        .unwrap();
+    let authed = url.replacen("redis://", "redis://cwtest:s3cret@", 1);
+    let s = Store::open(RedisConfig::single(&authed).prefix(prefix("auth"))).unwrap();
+    let k = "k".to_string();
+    s.write_batch(&[put(&k, &"v".to_string())]).unwrap();
+    assert_eq!(s.load(&k).unwrap().unwrap().value, "v");
+
+    let wrong = url.replacen("redis://", "redis://cwtest:wrong@", 1);
+    let e = Store::open(RedisConfig::single(&wrong)).unwrap_err();
+    assert_eq!(e.kind(), StoreErrorKind::Fail);
+    assert!(
+        !e.to_string().contains("wrong"),
+        "password leaked into the error: {e}"
+    );
+}
+
+#[test]
+fn unreachable_server_is_fail() {
+    // Port 1 on loopback: nothing listens there.
+    let e = Store::open(RedisConfig::single("redis://127.0.0.1:1")).unwrap_err();
+    assert_eq!(e.kind(), StoreErrorKind::Fail);
+    assert!(e.message().contains("cannot connect"), "{e}");
+}
+
+#[test]
+fn cluster_contract() {
+    let Some(urls) = cluster_urls() else { return };
+    let s = Store::open(RedisConfig::cluster(urls.clone()).prefix(prefix("cluster"))).unwrap();
+    let mut con = redis::cluster::ClusterClient::new(urls.clone())
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    contract(&s, &mut |k| {
+        redis::cmd("PTTL").arg(k).query(&mut con).unwrap()
+    });
+
+    // The 300 scanned keys really are spread over the three primaries.
+    let mut per_node = Vec::new();
+    for u in &urls {
+        let mut c = redis::Client::open(u.as_str())
+            .unwrap()
+            .get_connection()
+            .unwrap();
+        let n: usize = redis::cmd("DBSIZE").query(&mut c).unwrap();
+        per_node.push(n);
+    }
+    assert!(
+        per_node.iter().all(|n| *n > 0),
+        "keys per node: {per_node:?}"
+    );
+}
+
+#[test]
+fn cluster_batches_keep_per_key_order_across_slots() {
+    let Some(urls) = cluster_urls() else { return };
+    let s = Store::open(RedisConfig::cluster(urls).prefix(prefix("order"))).unwrap();
+    let keys: Vec<String> = (0..64).map(|i| format!("key-{i}")).collect();
+    let vals: Vec<String> = (0..4).map(|v| format!("v{v}")).collect();
+    // put v0, put v1, delete, put v3 for every key, interleaved across keys.
+    let mut ops = Vec::new();
+    for (round, val) in vals.iter().enumerate() {
+        for k in &keys {
+            ops.push(if round == 2 {
+                WriteOp::Delete { key: k }
+            } else {
+                put(k, val)
+            });
+        }
+    }
+    s.write_batch(&ops).unwrap();
+    for k in &keys {
+        assert_eq!(s.load(k).unwrap().unwrap().value, "v3", "{k}");
+    }
+    // Ending on a delete removes every key.
+    let dels: Vec<_> = keys.iter().map(|k| WriteOp::Delete { key: k }).collect();
+    s.write_batch(&dels).unwrap();
+    assert!(scan_all(&s).is_empty());
+}
+
+/// Poll (bounded) until `f` succeeds.
+fn eventually<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    for _ in 0..200 {
+        if let Some(v) = f() {
+            return v;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("timed out waiting for {what}");
+}
+
+#[test]
+fn reconnects_after_server_restart() {
+    let Some(url) = single_url() else { return };
+    let (Ok(port), Ok(restart)) = (
+        std::env::var("COGWHEEL_REDIS_PORT"),
+        std::env::var("COGWHEEL_REDIS_RESTART_CMD"),
+    ) else {
+        println!("skipped: COGWHEEL_REDIS_PORT / COGWHEEL_REDIS_RESTART_CMD not set");
+        return;
+    };
+    let _g = SINGLE.write().unwrap();
+    let mut cfg = RedisConfig::single(&url).prefix(prefix("restart"));
+    cfg.max_idle = 1;
+    let s = Store::open(cfg).unwrap();
+    let keys: Vec<String> = (0..30).map(|i| format!("k{i}")).collect();
+
+    // A stream of writes; the server dies after the 10th and comes back after the 15th.
+    let mut outcomes = Vec::new();
+    for (i, k) in keys.iter().enumerate() {
+        if i == 10 {
+            // (redis-cli may report the connection a successful SHUTDOWN drops as an error, so
+            // its status says nothing; the port closing does.)
+            let _ = std::process::Command::new("redis-cli")
+                .args(["-h", "127.0.0.1", "-p", &port, "shutdown", "nosave"])
+                .status()
+                .unwrap();
+            eventually("the server to stop", || {
+                std::net::TcpStream::connect(("127.0.0.1", port.parse::<u16>().unwrap()))
+                    .is_err()
+                    .then_some(())
+            });
+        }
+        if i == 15 {
+            assert!(
+                std::process::Command::new("sh")
+                    .arg("-c")
+                    .arg(&restart)
+                    .status()
+                    .unwrap()
+                    .success()
+            );
+        }
+        let r = s.write_batch(&[put(k, k)]);
+        if i >= 15 && r.is_err() {
+            // Back, but maybe not serving yet: the store must reconnect by itself.
+            eventually("the store to reconnect", || {
+                s.write_batch(&[put(k, k)]).ok()
+            });
+            outcomes.push(Ok(()));
+            continue;
+        }
+        outcomes.push(r.map_err(|e| (e.kind(), e.to_string())));
+    }
+
+    println!("writes while the server was down: {:?}", &outcomes[10..15]);
+    assert!(outcomes[..10].iter().all(Result::is_ok), "{outcomes:?}");
+    // Down: the call on the connection that died mid-flight is Unknown or Fail (the request may
+    // have been written to a socket whose peer was gone); once that connection is dropped, the
+    // store cannot connect, which is Fail.
+    for (i, o) in outcomes[10..15].iter().enumerate() {
+        match o {
+            Err((StoreErrorKind::Unknown, _)) if i == 0 => {}
+            Err((StoreErrorKind::Fail, _)) => {}
+            other => panic!("write {} while down: {other:?}", 10 + i),
+        }
+    }
+    assert!(
+        outcomes[11..15]
+            .iter()
+            .all(|o| matches!(o, Err((StoreErrorKind::Fail, m)) if m.contains("cannot connect"))),
+        "{outcomes:?}"
+    );
+    assert!(outcomes[15..].iter().all(Result::is_ok), "{outcomes:?}");
+    // The server restarted without its data (nosave): writes before the crash are gone, writes
+    // after the restart are there.
+    assert_eq!(s.load(&keys[5]).unwrap(), None);
+    for k in &keys[15..] {
+        assert_eq!(s.load(k).unwrap().unwrap().value, *k);
+    }
+}
+
+#[test]
+fn response_timeout_is_unknown_and_the_store_recovers() {
+    let Some(url) = single_url() else { return };
+    let _g = SINGLE.write().unwrap();
+    let s = Store::open(
+        RedisConfig::single(&url)
+            .prefix(prefix("timeout"))
+            .response_timeout(Duration::from_millis(200)),
+    )
+    .unwrap();
+    let k = "k".to_string();
+    s.write_batch(&[put(&k, &"before".to_string())]).unwrap();
+
+    // The server stops answering every client for 1.5 s: a written batch times out.
+    let mut admin = redis::Client::open(url.as_str())
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    let () = redis::cmd("CLIENT")
+        .arg("PAUSE")
+        .arg(1500)
+        .arg("ALL")
+        .query(&mut admin)
+        .unwrap();
+    let e = s
+        .write_batch(&[put(&k, &"during".to_string())])
+        .unwrap_err();
+    assert_eq!(e.kind(), StoreErrorKind::Unknown, "{e}");
+    // Reads time out too, as Fail (a read applies nothing).
+    assert_eq!(s.load(&k).unwrap_err().kind(), StoreErrorKind::Fail);
+    let () = redis::cmd("CLIENT")
+        .arg("UNPAUSE")
+        .query(&mut admin)
+        .unwrap();
+
+    // The timed-out connection was dropped; the next call uses a fresh one. Either value is
+    // allowed after an Unknown (Redis 7 drops the paused command of a client that hung up, but
+    // a reply lost on the way back would leave "during").
+    let now = s.load(&k).unwrap().unwrap().value;
+    assert!(now == "before" || now == "during", "{now}");
+    s.write_batch(&[put(&k, &"after".to_string())]).unwrap();
+    assert_eq!(s.load(&k).unwrap().unwrap().value, "after");
+}
+
+#[test]
+fn tls_and_password_via_url() {
+    let Some(url) = std::env::var("COGWHEEL_REDIS_TLS_URL")
+        .ok()
+        .filter(|u| !u.is_empty())
+    else {
+        println!("skipped: COGWHEEL_REDIS_TLS_URL not set (run through .ci/redis.sh with openssl)");
+        return;
+    };
+    let opened = Store::open(RedisConfig::single(&url).prefix(prefix("tls")));
+    if !cfg!(feature = "redis-tls") {
+        let e = opened.unwrap_err();
+        assert!(e.message().contains("redis-tls"), "{e}");
+        println!("skipped: TLS round trip needs --features redis-tls");
+        return;
+    }
+    let s = opened.unwrap();
+    let k = "k".to_string();
+    s.write_batch(&[put(&k, &"over tls".to_string())]).unwrap();
+    assert_eq!(s.load(&k).unwrap().unwrap().value, "over tls");
+    assert_eq!(scan_all(&s).len(), 1);
+
+    // The wrong password is refused, and the password is not in the message.
+    let wrong = url.replacen(":cw-tls-pass@", ":nope@", 1);
+    let e = Store::open(RedisConfig::single(&wrong)).unwrap_err();
+    assert_eq!(e.kind(), StoreErrorKind::Fail);
+    assert!(!e.to_string().contains("nope"), "{e}");
+}
