@@ -70,7 +70,8 @@
 //! [`ClockPro::remove`] forgets them), and they have no reference history.
 //!
 //! The ghost bound is the largest number of residents the ring has held (for an entry-count
-//! cache that is the capacity, which is the simulator's bound).
+//! cache that is the capacity, which is the simulator's bound), times a multiplier: 1 in the
+//! faithful modes, 4 in `EvictionPolicy::ClockProLongHistory`.
 //!
 //! # Pinned residents
 //!
