@@ -14,6 +14,7 @@
 //! 3. `remove` forgets a resident the shard removed itself (explicit removal, expiry).
 
 pub(crate) mod clock;
+pub(crate) mod clock_pro;
 
 /// Index of a policy node; stable while the node lives.
 pub(crate) type Token = u32;
@@ -43,14 +44,32 @@ pub(crate) enum Admit {
 #[non_exhaustive]
 pub enum EvictionPolicy {
     /// Plain CLOCK (second chance): one reference bit, one hand.
-    #[default]
     Clock,
+    /// CLOCK-Pro with an adaptive cold target (1 % to 99 % of the capacity), faithful to the
+    /// authors' simulator: hot and cold residents, non-resident test pages (key hashes only)
+    /// and three hands.
+    #[default]
+    ClockPro,
+    /// CLOCK-Pro with a fixed share of the capacity for resident cold pages (never below 2
+    /// units). The authors' shipped simulator header uses 5 %.
+    ClockProFixedCold {
+        /// Share of the capacity for resident cold pages, in percent (0..=100).
+        percent: u8,
+    },
+    /// Adaptive CLOCK-Pro with a longer history: up to four times as many non-resident test
+    /// pages as residents (the authors' simulator keeps as many as residents). Otherwise
+    /// identical to [`EvictionPolicy::ClockPro`]. On the reference traces in the default
+    /// sharded mode it gains about 0.5 pp mean hit ratio (up to 12 pp on LIRS's ps, multi2 and
+    /// multi3 traces, losing up to 2 pp on P2/P3), at the cost of up to three more slots and
+    /// hashes per resident.
+    ClockProLongHistory,
 }
 
 /// A shard's policy: a closed set, dispatched by `match` (no virtual calls on the write path).
 #[derive(Debug)]
 pub(crate) enum Policy {
     Clock(clock::Clock),
+    ClockPro(clock_pro::ClockPro),
 }
 
 impl Policy {
@@ -58,6 +77,25 @@ impl Policy {
     pub(crate) fn new(kind: EvictionPolicy, capacity: u64) -> Self {
         match kind {
             EvictionPolicy::Clock => Policy::Clock(clock::Clock::new(capacity)),
+            EvictionPolicy::ClockPro => Policy::ClockPro(clock_pro::ClockPro::new(
+                capacity,
+                clock_pro::ColdTarget::Adaptive,
+            )),
+            EvictionPolicy::ClockProLongHistory => {
+                Policy::ClockPro(clock_pro::ClockPro::with_ghost_multiplier(
+                    capacity,
+                    clock_pro::ColdTarget::Adaptive,
+                    4,
+                ))
+            }
+            EvictionPolicy::ClockProFixedCold { percent } => {
+                Policy::ClockPro(clock_pro::ClockPro::new(
+                    capacity,
+                    clock_pro::ColdTarget::Fixed {
+                        percent: percent.min(100),
+                    },
+                ))
+            }
         }
     }
 
@@ -71,6 +109,7 @@ impl Policy {
     ) -> Admit {
         match self {
             Policy::Clock(p) => p.admit(hash, weight, res, evicted),
+            Policy::ClockPro(p) => p.admit(hash, weight, res, evicted),
         }
     }
 
@@ -85,6 +124,7 @@ impl Policy {
     ) -> bool {
         match self {
             Policy::Clock(p) => p.reweigh(token, weight, res, evicted),
+            Policy::ClockPro(p) => p.reweigh(token, weight, res, evicted),
         }
     }
 
@@ -92,6 +132,7 @@ impl Policy {
     pub(crate) fn remove(&mut self, token: Token) {
         match self {
             Policy::Clock(p) => p.remove(token),
+            Policy::ClockPro(p) => p.remove(token),
         }
     }
 
@@ -99,6 +140,7 @@ impl Policy {
     pub(crate) fn clear(&mut self) {
         match self {
             Policy::Clock(p) => p.clear(),
+            Policy::ClockPro(p) => p.clear(),
         }
     }
 
@@ -106,6 +148,7 @@ impl Policy {
     pub(crate) fn len(&self) -> usize {
         match self {
             Policy::Clock(p) => p.len(),
+            Policy::ClockPro(p) => p.len(),
         }
     }
 
@@ -113,6 +156,7 @@ impl Policy {
     pub(crate) fn weight(&self) -> u64 {
         match self {
             Policy::Clock(p) => p.weight(),
+            Policy::ClockPro(p) => p.weight(),
         }
     }
 
@@ -120,6 +164,7 @@ impl Policy {
     pub(crate) fn validate(&self) {
         match self {
             Policy::Clock(p) => p.validate(),
+            Policy::ClockPro(p) => p.validate(),
         }
     }
 }
