@@ -1,0 +1,86 @@
+//! The hit_ratio example on a small generated trace (cargo test builds examples first).
+
+use std::path::PathBuf;
+use std::process::Command;
+
+fn example() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe.parent().unwrap().parent().unwrap(); // target/<profile>/
+    let path = dir
+        .join("examples")
+        .join(format!("hit_ratio{}", std::env::consts::EXE_SUFFIX));
+    if !path.exists() {
+        // Running this test alone (`--test hit_ratio_tool`) does not build examples.
+        let status = Command::new(env!("CARGO"))
+            .args(["build", "--example", "hit_ratio"])
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+    path
+}
+
+#[test]
+fn replays_a_generated_trace() {
+    let dir = tempfile::tempdir().unwrap();
+    // A loop over 4 keys, repeated: with capacity 4 everything after the first pass hits;
+    // with capacity 2 a loop larger than the cache defeats recency.
+    let trace = dir.path().join("loop4.trace");
+    let mut text = String::new();
+    for _ in 0..25 {
+        for k in 1..=4 {
+            text.push_str(&format!("{k}\n"));
+        }
+        text.push_str("*\n");
+    }
+    std::fs::write(&trace, text).unwrap();
+    let out = Command::new(example())
+        .args(["--format", "lirs", "--shards", "1", "--capacity", "4,100"])
+        .arg(&trace)
+        .output()
+        .expect("the example is built by cargo test");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines[0], "trace\tcapacity\trequests\thits\thit_percent");
+    assert_eq!(
+        lines[1], "loop4\t4\t100\t96\t96.0000",
+        "4 cold misses, then all hits"
+    );
+    assert_eq!(lines[2], "loop4\t100\t100\t96\t96.0000");
+    // The binary format and the same-key convention.
+    let bin = dir.path().join("rep.trace");
+    let keys: [i32; 6] = [7, 7, 7, -1, -1, 7];
+    std::fs::write(
+        &bin,
+        keys.iter()
+            .flat_map(|k| k.to_be_bytes())
+            .collect::<Vec<u8>>(),
+    )
+    .unwrap();
+    let out = Command::new(example())
+        .args([
+            "--format",
+            "cache2k",
+            "--same-key-is-hit",
+            "--capacity",
+            "10",
+        ])
+        .arg(&bin)
+        .output()
+        .unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(text.lines().nth(1), Some("rep\t10\t6\t4\t66.6667"));
+    // Bad input is a clear error, not a panic.
+    let out = Command::new(example())
+        .args(["--format", "nope"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--format"));
+}
