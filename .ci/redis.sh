@@ -91,6 +91,19 @@ cogwheel_redis_start() {
     export COGWHEEL_REDIS_PORT=$port COGWHEEL_REDIS_DIR=$dir COGWHEEL_REDIS_RESTART_CMD
     export COGWHEEL_REDIS_URL="redis://127.0.0.1:$port"
 
+    # A durable node: an fsync'd append-only file, so a server killed with SIGKILL and
+    # restarted keeps every write it acknowledged (tests/redis_cache.rs checks that nothing the
+    # cache flushed is lost across such a crash).
+    _cw_free_port || return 1
+    port=$_cw_port
+    dir="$COGWHEEL_REDIS_TMP/durable"
+    mkdir -p "$dir"
+    COGWHEEL_REDIS_DURABLE_RESTART_CMD=$(_cw_server_cmd "$port" "$dir" --appendonly yes --appendfsync always)
+    eval "$COGWHEEL_REDIS_DURABLE_RESTART_CMD" || return 1
+    _cw_wait_ping "$port" || return 1
+    export COGWHEEL_REDIS_DURABLE_PORT=$port COGWHEEL_REDIS_DURABLE_DIR=$dir COGWHEEL_REDIS_DURABLE_RESTART_CMD
+    export COGWHEEL_REDIS_DURABLE_URL="redis://127.0.0.1:$port"
+
     # The cluster: three primaries, no replicas.
     local ports=() urls=() addrs=() p
     for _ in 1 2 3; do
