@@ -301,36 +301,55 @@ where
         }
         // Write-through: store first, cache only on success. The key's lock orders writers of
         // one key, so the store and the cache see their writes in the same order.
-        let inner = &*self.inner;
-        if self.shard(hash).capacity() < u64::from(inner.weigh(&key, &value)) {
-            inner.counters.incr(Counter::Refused);
-            return Err(Error::TooHeavy);
-        }
-        let _key_lock = inner.key_locks.lock(hash);
-        let expires_at = ttl.and_then(|t| SystemTime::now().checked_add(t));
+        self.refuse_too_heavy(hash, &key, &value)?;
+        let _key_lock = self.inner.key_locks.lock(hash);
         let op = if ttl == Some(Duration::ZERO) {
             WriteOp::Delete { key: &key }
         } else {
+            let expires_at = ttl.and_then(|t| SystemTime::now().checked_add(t));
             WriteOp::Put {
                 key: &key,
                 value: &value,
                 expires_at,
             }
         };
+        self.write_through(store.as_ref(), hash, &key, op)?;
+        self.inner.loader.invalidate(hash, &key);
+        self.write_local(hash, key, value, ttl, Cond::Always)
+            .map(|_| ())
+    }
+
+    /// An entry heavier than its shard can ever hold is refused before any store I/O.
+    fn refuse_too_heavy(&self, hash: u64, key: &K, value: &V) -> Result<(), Error> {
+        let inner = &*self.inner;
+        if self.shard(hash).capacity() < u64::from(inner.weigh(key, value)) {
+            inner.counters.incr(Counter::Refused);
+            return Err(Error::TooHeavy);
+        }
+        Ok(())
+    }
+
+    /// One write-through store call (the caller holds the key's lock). On `Unknown` the cache
+    /// forgets the key: the store may hold the new state or the old one, and serving either
+    /// from the cache could be wrong.
+    fn write_through(
+        &self,
+        store: &dyn BackingStore<K, V>,
+        hash: u64,
+        key: &K,
+        op: WriteOp<'_, K, V>,
+    ) -> Result<(), Error> {
+        let inner = &*self.inner;
         match store.write_batch(&[op]) {
             Ok(()) => {
                 inner.counters.incr(Counter::StoreWrites);
-                inner.loader.invalidate(hash, &key);
-                self.write_local(hash, key, value, ttl, Cond::Always)
-                    .map(|_| ())
+                Ok(())
             }
             Err(e) => {
                 inner.counters.incr(Counter::StoreWriteErrors);
                 if e.kind() == StoreErrorKind::Unknown {
-                    // The store may now hold the new value, or not: serving either from the
-                    // cache could be wrong, so the cache forgets the key.
-                    inner.loader.invalidate(hash, &key);
-                    self.remove_local(hash, &key);
+                    inner.loader.invalidate(hash, key);
+                    self.remove_local(hash, key);
                 }
                 Err(Error::from(e))
             }
@@ -347,10 +366,7 @@ where
         ttl: Option<Duration>,
     ) -> Result<(), Error> {
         let inner = &*self.inner;
-        if self.shard(hash).capacity() < u64::from(inner.weigh(&key, &value)) {
-            inner.counters.incr(Counter::Refused);
-            return Err(Error::TooHeavy);
-        }
+        self.refuse_too_heavy(hash, &key, &value)?;
         wb.reserve(hash, &key)?;
         let _key_lock = inner.key_locks.lock(hash);
         let op = if ttl == Some(Duration::ZERO) {
@@ -473,21 +489,14 @@ where
             return Ok(self.remove_local(hash, key));
         }
         let _key_lock = inner.key_locks.lock(hash);
-        match store.write_batch(&[WriteOp::Delete { key: &owned }]) {
-            Ok(()) => {
-                inner.counters.incr(Counter::StoreWrites);
-                inner.loader.invalidate(hash, key);
-                Ok(self.remove_local(hash, key))
-            }
-            Err(e) => {
-                inner.counters.incr(Counter::StoreWriteErrors);
-                if e.kind() == StoreErrorKind::Unknown {
-                    inner.loader.invalidate(hash, key);
-                    self.remove_local(hash, key);
-                }
-                Err(Error::from(e))
-            }
-        }
+        self.write_through(
+            store.as_ref(),
+            hash,
+            &owned,
+            WriteOp::Delete { key: &owned },
+        )?;
+        inner.loader.invalidate(hash, key);
+        Ok(self.remove_local(hash, key))
     }
 
     /// Remove `key` without returning its value (from the store too, if there is one; a store

@@ -5,7 +5,7 @@ use crate::error::Error;
 use crate::loader::LoadError;
 use crate::shard::{Cond, entry_id};
 use crate::stats::Counter;
-use crate::store::{StoreError, StoreErrorKind, WriteOp};
+use crate::store::{StoreError, WriteOp};
 use std::borrow::Borrow;
 use std::cell::Cell;
 use std::convert::Infallible;
@@ -246,31 +246,6 @@ where
                 }
             }
             // A plain write changed the key while `f` ran: decide again on the new value.
-        }
-    }
-
-    /// One store write for `compute`, with the same failure rules as `insert`/`remove`.
-    fn write_through(
-        &self,
-        store: &dyn crate::store::BackingStore<K, V>,
-        hash: u64,
-        key: &K,
-        op: WriteOp<'_, K, V>,
-    ) -> Result<(), Error> {
-        let inner = &*self.inner;
-        match store.write_batch(&[op]) {
-            Ok(()) => {
-                inner.counters.incr(Counter::StoreWrites);
-                Ok(())
-            }
-            Err(e) => {
-                inner.counters.incr(Counter::StoreWriteErrors);
-                if e.kind() == StoreErrorKind::Unknown {
-                    inner.loader.invalidate(hash, key);
-                    self.remove_local(hash, key);
-                }
-                Err(Error::from(e))
-            }
         }
     }
 
