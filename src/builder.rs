@@ -131,7 +131,10 @@ where
         self
     }
 
-    /// Time-to-idle: an entry expires this long after it was last read or written.
+    /// Time-to-idle: an entry expires this long after it was last read or written (and never
+    /// after its time-to-live). A read moves the deadline only when that moves it by more than
+    /// `min(tti / 1024, 1 ms)`, so concurrent reads of a hot entry do not write its cache line
+    /// on every hit; an entry may therefore expire up to that much before `tti` of idleness.
     pub fn time_to_idle(mut self, tti: Duration) -> Self {
         self.time_to_idle = Some(tti);
         self
