@@ -79,8 +79,9 @@ fn value_of(key: u64, seq: u64) -> u64 {
 /// What the child does for a seed; the parent rebuilds it to know what the child wrote.
 struct Plan {
     ops: Vec<Op>,
-    /// The child flushes after every `flush_every` operations (and after the last).
-    flush_every: u64,
+    /// `flush[i]`: the child flushes right after the operation with sequence number `i + 1`
+    /// (always after the last one).
+    flush: Vec<bool>,
     /// The write-behind batch size: often below the number of keys dirtied between flushes,
     /// so the writer thread also writes batches on its own, between flushes.
     max_batch: usize,
@@ -89,7 +90,10 @@ struct Plan {
 impl Plan {
     fn new(seed: u64) -> Self {
         let mut rng = Rng::new(seed);
-        let flush_every = rng.range(8, 160);
+        // How often the child flushes, on average: after nearly every write (a barrier with
+        // next to nothing to wait for, racing the writer thread) up to every few hundred
+        // writes (the writer thread writes many batches on its own in between).
+        let mean_gap = [1, 3, 16, 64, 200][rng.range(0, 4) as usize];
         let max_batch = [4, 16, 64][rng.range(0, 2) as usize];
         // A skewed key choice: a hot tenth of the keys gets half the writes, so keys are
         // rewritten while their previous write is in flight (coalescing, re-queueing).
@@ -104,16 +108,27 @@ impl Plan {
                 Op { key, put }
             })
             .collect();
+        let flush = (1..=OPS)
+            .map(|seq| seq == OPS || rng.next() % mean_gap == 0)
+            .collect();
         Plan {
             ops,
-            flush_every,
+            flush,
             max_batch,
         }
     }
 
     /// Whether the child flushes right after operation `seq`.
     fn flushes_after(&self, seq: u64) -> bool {
-        seq % self.flush_every == 0 || seq == self.ops.len() as u64
+        self.flush[(seq - 1) as usize]
+    }
+
+    /// The first flush point after `seq`: after `ACK seq` the child issues operations up to
+    /// it, then flushes (and cannot issue more before that flush returns).
+    fn next_flush_after(&self, seq: u64) -> u64 {
+        (seq + 1..=OPS)
+            .find(|s| self.flushes_after(*s))
+            .unwrap_or(OPS)
     }
 }
 
@@ -228,7 +243,7 @@ impl Drop for Killer {
 #[derive(Debug, Default)]
 struct Run {
     last_ack: u64,
-    /// The highest `FLUSH <seq>` seen: the child issued at most `seq + flush_every` ops.
+    /// The highest `FLUSH <seq>` seen.
     last_flush_begun: u64,
     began: u64,
     ended: u64,
@@ -453,11 +468,7 @@ fn flushed_writes_survive_sigkill() {
         let dir = tempfile::tempdir().expect("temp dir");
         let run = run_child(dir.path(), seed, trigger, k);
         // After ACK a, the child issued at most the ops up to the next flush point.
-        let max_issued = if run.done {
-            OPS
-        } else {
-            (run.last_ack + plan.flush_every).min(OPS)
-        };
+        let max_issued = plan.next_flush_after(run.last_ack);
         let check = check_store(
             &plan,
             &dir.path().join("crash.redb"),
