@@ -182,6 +182,7 @@ fn crash_child() {
         .parse()
         .expect("numeric seed");
     let plan = Plan::new(seed);
+    say("OPEN");
     let store = Traced {
         inner: RedbStore::open(&path).expect("open the store"),
         batches: AtomicU64::new(0),
@@ -219,6 +220,9 @@ fn crash_child() {
 /// Which output event the parent counts before it kills the child.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Trigger {
+    /// The child is about to create the store: the kill lands while the file is being
+    /// created and initialized, or just after.
+    Open,
     /// The k-th acknowledged flush (0: right after the cache is built).
     Ack,
     /// The k-th batch the store begins: the kill lands in or just after a write transaction.
@@ -268,6 +272,7 @@ impl Run {
                 .unwrap_or_else(|| panic!("bad child line {line:?}"))
         };
         match word {
+            "OPEN" => return Some(Trigger::Open),
             "READY" => self.ready = true,
             "DONE" => self.done = true,
             "ACK" => {
@@ -344,7 +349,7 @@ fn run_child(dir: &Path, seed: u64, trigger: Trigger, k: u64) -> Run {
     reader.join().expect("reader thread");
     let status = child.0.wait().expect("wait for the child");
     assert!(
-        run.ready,
+        run.ready || trigger == Trigger::Open,
         "the child (seed {seed}) died before it was ready: {status}"
     );
     assert_eq!(
@@ -458,11 +463,12 @@ fn flushed_writes_survive_sigkill() {
     for i in 0..iterations {
         let seed = base_seed.wrapping_mul(1_000_003).wrapping_add(i);
         let plan = Plan::new(seed);
-        let (trigger, k) = match kill_rng.next() % 8 {
+        let (trigger, k) = match kill_rng.next() % 9 {
             0 | 1 => (Trigger::Ack, kill_rng.range(0, 20)),
             2..=4 => (Trigger::Begin, kill_rng.range(1, 30)),
             5 | 6 => (Trigger::End, kill_rng.range(1, 30)),
-            _ => (Trigger::Flush, kill_rng.range(1, 20)),
+            7 => (Trigger::Flush, kill_rng.range(1, 20)),
+            _ => (Trigger::Open, 1),
         };
         *by_trigger.entry(format!("{trigger:?}")).or_default() += 1;
         let dir = tempfile::tempdir().expect("temp dir");

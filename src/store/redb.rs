@@ -614,7 +614,7 @@ mod tests {
     use redb::backends::FileBackend;
     use redb::{BackendError, StorageBackend};
     use std::sync::Arc;
-    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
     /// A file backend whose writes, syncs and resizes fail while `fail` is set (a disk that
     /// went bad, then was fixed).
@@ -761,6 +761,108 @@ mod tests {
         drop(s);
         let s = RedbStore::<u32, String>::open(&path).unwrap();
         assert_eq!(s.load(&4).unwrap().unwrap().value, v);
+    }
+
+    /// A disk that stops taking writes after `budget` mutating calls (writes, syncs,
+    /// resizes): what the file looks like when the process is killed at that point.
+    #[derive(Debug)]
+    struct DiesAfter {
+        file: FileBackend,
+        budget: Arc<AtomicU64>,
+    }
+
+    impl DiesAfter {
+        fn spend(&self) -> Result<(), io::Error> {
+            self.budget
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |b| b.checked_sub(1))
+                .map(|_| ())
+                .map_err(|_| io::Error::other("killed"))
+        }
+    }
+
+    impl StorageBackend for DiesAfter {
+        fn len(&self) -> Result<u64, io::Error> {
+            self.file.len()
+        }
+        fn read(&self, offset: u64, out: &mut [u8]) -> Result<(), io::Error> {
+            self.file.read(offset, out)
+        }
+        fn set_len(&self, len: u64) -> Result<(), io::Error> {
+            self.spend()?;
+            self.file.set_len(len)
+        }
+        fn sync_data(&self) -> Result<(), io::Error> {
+            self.spend()?;
+            self.file.sync_data()
+        }
+        fn write(&self, offset: u64, data: &[u8]) -> Result<(), io::Error> {
+            self.spend()?;
+            self.file.write(offset, data)
+        }
+        fn close(&self) -> Result<(), io::Error> {
+            self.file.close()
+        }
+        fn try_lock_range(&self, s: Bound<u64>, e: Bound<u64>) -> Result<bool, BackendError> {
+            self.file.try_lock_range(s, e)
+        }
+        fn try_lock_shared_range(
+            &self,
+            s: Bound<u64>,
+            e: Bound<u64>,
+        ) -> Result<bool, BackendError> {
+            self.file.try_lock_shared_range(s, e)
+        }
+        fn lock_range(&self, s: Bound<u64>, e: Bound<u64>) -> Result<(), BackendError> {
+            self.file.lock_range(s, e)
+        }
+        fn lock_shared_range(&self, s: Bound<u64>, e: Bound<u64>) -> Result<(), BackendError> {
+            self.file.lock_shared_range(s, e)
+        }
+        fn unlock_range(&self, s: Bound<u64>, e: Bound<u64>) -> Result<(), BackendError> {
+            self.file.unlock_range(s, e)
+        }
+        fn query_lock_range(&self, s: Bound<u64>, e: Bound<u64>) -> Result<bool, BackendError> {
+            self.file.query_lock_range(s, e)
+        }
+    }
+
+    /// A process killed while it creates a new store (found by `tests/crash.rs`) must not
+    /// leave a file that no later open accepts: every crash point of the creation is tried.
+    #[test]
+    fn a_creation_cut_short_at_any_write_leaves_a_path_that_opens() {
+        for budget in 0.. {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("new.redb");
+            let left = Arc::new(AtomicU64::new(budget));
+            let l = left.clone();
+            let opener: Opener = Box::new(move |p: &Path| {
+                let file = std::fs::OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .create(true)
+                    .truncate(false)
+                    .open(p)?;
+                let disk = DiesAfter {
+                    file: FileBackend::new(file)?,
+                    budget: l.clone(),
+                };
+                Ok(Database::builder().create_with_backend(disk)?)
+            });
+            let created =
+                RedbStore::<u32, String>::open_with_opener(&path, PostcardCodec::new(), opener);
+            let completed = created.is_ok();
+            drop(created);
+            let s = RedbStore::<u32, String>::open(&path).unwrap_or_else(|e| {
+                panic!("creation cut short after {budget} writes; reopening fails: {e}")
+            });
+            let v = "v".to_string();
+            s.write_batch(&[put(&1, &v)]).unwrap();
+            assert_eq!(s.load(&1).unwrap().unwrap().value, v);
+            if completed {
+                assert!(budget > 3, "creation took only {budget} writes");
+                break;
+            }
+        }
     }
 
     #[test]
