@@ -99,17 +99,17 @@ impl Plan {
         // rewritten while their previous write is in flight (coalescing, re-queueing).
         let ops = (1..=OPS)
             .map(|seq| {
-                let key = if rng.next() % 2 == 0 {
+                let key = if rng.next().is_multiple_of(2) {
                     rng.next() % (KEYS / 10)
                 } else {
                     rng.next() % KEYS
                 };
-                let put = (rng.next() % 8 != 0).then(|| value_of(key, seq));
+                let put = (!rng.next().is_multiple_of(8)).then(|| value_of(key, seq));
                 Op { key, put }
             })
             .collect();
         let flush = (1..=OPS)
-            .map(|seq| seq == OPS || rng.next() % mean_gap == 0)
+            .map(|seq| seq == OPS || rng.next().is_multiple_of(mean_gap))
             .collect();
         Plan {
             ops,
@@ -454,7 +454,7 @@ fn flushed_writes_survive_sigkill() {
         .map(|s| s.parse().expect("COGWHEEL_CRASH_SEED: a number"))
         .unwrap_or(0xC0C0_2026);
     let started = Instant::now();
-    let mut kill_rng = Rng::new(base_seed ^ 0x5EED_0F_C1A5);
+    let mut kill_rng = Rng::new(base_seed ^ 0x5EED_0FC1_A500);
     let (mut in_batch, mut in_flush, mut done) = (0u64, 0u64, 0u64);
     let (mut acked_total, mut keys_total, mut ahead_total, mut batches_total) = (0, 0, 0, 0);
     let mut violations = Vec::new();
