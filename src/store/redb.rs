@@ -17,11 +17,12 @@ use redb::{
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::fmt;
+use std::fs;
 use std::io;
 use std::marker::PhantomData;
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
-use std::sync::{PoisonError, RwLock};
+use std::sync::{Mutex, PoisonError, RwLock};
 use std::time::SystemTime;
 
 /// The layout version of a cogwheel redb file (tables and their meaning). Bumped on any change
@@ -264,6 +265,8 @@ impl<K, V, C: Codec> fmt::Debug for RedbStore<K, V, C> {
 
 impl<K, V> RedbStore<K, V, PostcardCodec> {
     /// Open the store at `path`, creating the file (and its metadata) if it does not exist.
+    /// A new file appears at `path` only once it is complete, so a process killed while it
+    /// creates one leaves nothing there (see `create_new`).
     ///
     /// Fails with a clear [`OpenError`] when the file is locked by another handle, corrupt, not
     /// a cogwheel store, or written by an incompatible format version or codec.
@@ -293,6 +296,7 @@ impl<K, V, C: Codec> RedbStore<K, V, C> {
     }
 
     fn open_with_opener(path: &Path, codec: C, opener: Opener) -> Result<Self, OpenError> {
+        create_new(path, &opener, codec.name())?;
         let db = opener(path).map_err(|e| OpenError::from_redb(path, e))?;
         check_or_init_meta(&db, path, codec.name())?;
         Ok(RedbStore {
@@ -409,6 +413,85 @@ impl<K, V, C: Codec> RedbStore<K, V, C> {
             commit(txn)?;
             Ok(removed)
         })
+    }
+}
+
+/// Serializes [`create_new`] within the process (its temporary name is per process).
+static CREATING: Mutex<()> = Mutex::new(());
+
+/// If nothing exists at `path`, create a new store there such that a crash at any moment leaves
+/// either nothing at `path` or a complete, initialized store.
+///
+/// redb initializes a new database in place: it grows the empty file, writes the header, and
+/// writes the magic number last; a non-empty file without the magic number is refused by every
+/// later open ("magic number mismatch"). A process killed in between would leave a store that
+/// can never be opened again. So the new database (with its metadata) is built under a
+/// temporary name in the same directory, `.<name>.cogwheel-new-<pid>`, and hard-linked to
+/// `path` only when complete; the link fails rather than replace a file another process
+/// created meanwhile. A temporary file left by a killed process is removed by the next creation
+/// from a process with the same id (no live process shares it), or may be deleted by hand.
+///
+/// An existing file (even an empty one) is left to the caller's open, as before. Where hard
+/// links are unavailable the store is created in place, as redb does.
+fn create_new(path: &Path, opener: &Opener, codec: &'static str) -> Result<(), OpenError> {
+    let io_err = |source| OpenError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let exists = |p: &Path| match fs::symlink_metadata(p) {
+        Ok(_) => Ok(true),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(io_err(e)),
+    };
+    if exists(path)? {
+        return Ok(());
+    }
+    let Some(name) = path.file_name() else {
+        return Ok(());
+    };
+    let mut tmp_name = std::ffi::OsString::from(".");
+    tmp_name.push(name);
+    tmp_name.push(format!(".cogwheel-new-{}", std::process::id()));
+    let tmp = path.with_file_name(tmp_name);
+    let _one = CREATING.lock().unwrap_or_else(PoisonError::into_inner);
+    if exists(path)? {
+        return Ok(()); // another thread of this process created it meanwhile
+    }
+    // Left by a killed process with our id, or a failed creation: never in use.
+    match fs::remove_file(&tmp) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(io_err(e)),
+        _ => {}
+    }
+    let built = (|| {
+        let db = opener(&tmp).map_err(|e| OpenError::from_redb(path, e))?;
+        check_or_init_meta(&db, path, codec)?;
+        drop(db); // closed cleanly: the linked file needs no repair
+        match fs::hard_link(&tmp, path) {
+            Ok(()) => sync_parent(path).map_err(io_err),
+            // Another process created it meanwhile: use theirs.
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
+            // No hard links here (some file systems): create in place, as redb does.
+            Err(_) => Ok(()),
+        }
+    })();
+    let _ = fs::remove_file(&tmp);
+    built
+}
+
+/// Make a new directory entry durable (Unix; elsewhere a no-op).
+fn sync_parent(path: &Path) -> io::Result<()> {
+    #[cfg(unix)]
+    {
+        let dir = match path.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d,
+            _ => Path::new("."),
+        };
+        fs::File::open(dir)?.sync_all()
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = path;
+        Ok(())
     }
 }
 
