@@ -456,6 +456,7 @@ fn flushed_writes_survive_sigkill() {
     let started = Instant::now();
     let mut kill_rng = Rng::new(base_seed ^ 0x5EED_0FC1_A500);
     let (mut in_batch, mut in_flush, mut done) = (0u64, 0u64, 0u64);
+    let (mut no_file, mut temp_left) = (0u64, 0u64);
     let (mut acked_total, mut keys_total, mut ahead_total, mut batches_total) = (0, 0, 0, 0);
     let mut violations = Vec::new();
     let mut by_trigger: BTreeMap<String, u64> = BTreeMap::new();
@@ -473,6 +474,15 @@ fn flushed_writes_survive_sigkill() {
         *by_trigger.entry(format!("{trigger:?}")).or_default() += 1;
         let dir = tempfile::tempdir().expect("temp dir");
         let run = run_child(dir.path(), seed, trigger, k);
+        // A kill while the store was being created: the file is absent, or complete.
+        no_file += u64::from(!dir.path().join("crash.redb").exists());
+        temp_left += std::fs::read_dir(dir.path())
+            .expect("list the temp dir")
+            .filter(|e| {
+                e.as_ref()
+                    .is_ok_and(|e| e.file_name().to_string_lossy().contains("cogwheel-new"))
+            })
+            .count() as u64;
         // After ACK a, the child issued at most the ops up to the next flush point.
         let max_issued = plan.next_flush_after(run.last_ack);
         let check = check_store(
@@ -499,7 +509,8 @@ fn flushed_writes_survive_sigkill() {
     println!(
         "crash: base seed {base_seed}, {iterations} iterations, {iterations} SIGKILLs \
          (triggers {triggers:?}); kills inside a store batch: {in_batch}, between batches: {}; \
-         inside flush: {in_flush}; after the whole plan: {done}; batches committed: \
+         inside flush: {in_flush}; after the whole plan: {done}; before the store file \
+         existed: {no_file} ({temp_left} left a half-built temporary file); batches committed: \
          {batches_total}; acked ops verified: {acked_total}; keys checked: {keys_total} \
          ({ahead_total} ahead of their last ack); violations: {}; {:.1?}",
         iterations - in_batch,
