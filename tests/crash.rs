@@ -30,6 +30,7 @@ use std::time::{Duration, Instant};
 /// Set (to the redb file's path) only in the child process.
 const DB_ENV: &str = "COGWHEEL_CRASH_CHILD_DB";
 const SEED_ENV: &str = "COGWHEEL_CRASH_CHILD_SEED";
+const GENERATION_ENV: &str = "COGWHEEL_CRASH_CHILD_GENERATION";
 /// The child's test name (see `crash_child`).
 const CHILD_TEST: &str = "crash_child";
 
@@ -38,6 +39,9 @@ const KEYS: u64 = 300;
 const CAPACITY: u64 = 128;
 /// Length of the child's operation sequence (the parent kills it long before the end, mostly).
 const OPS: u64 = 4_000;
+/// Children per iteration, one after another on the same file: each after the first starts
+/// from a file its predecessor's kill left behind (redb repairs it on open).
+const GENERATIONS: u64 = 2;
 /// The longest the parent waits for the next line of the child's output before giving up.
 const STALL: Duration = Duration::from_secs(120);
 
@@ -71,9 +75,22 @@ struct Op {
     put: Option<u64>,
 }
 
-/// The value a put with sequence number `seq` writes to `key`: both, readable back.
-fn value_of(key: u64, seq: u64) -> u64 {
-    (key << 32) | seq
+/// The value a put with sequence number `seq` of child `generation` writes to `key`: all
+/// three, readable back.
+fn value_of(key: u64, generation: u64, seq: u64) -> u64 {
+    (key << 32) | (generation << 24) | seq
+}
+
+fn describe(state: Option<u64>) -> String {
+    match state {
+        Some(v) => format!(
+            "the value of generation {} seq {} (key {})",
+            (v >> 24) & 0xFF,
+            v & 0xFF_FFFF,
+            v >> 32
+        ),
+        None => "absent".to_string(),
+    }
 }
 
 /// What the child does for a seed; the parent rebuilds it to know what the child wrote.
@@ -88,7 +105,7 @@ struct Plan {
 }
 
 impl Plan {
-    fn new(seed: u64) -> Self {
+    fn new(seed: u64, generation: u64) -> Self {
         let mut rng = Rng::new(seed);
         // How often the child flushes, on average: after nearly every write (a barrier with
         // next to nothing to wait for, racing the writer thread) up to every few hundred
@@ -104,7 +121,7 @@ impl Plan {
                 } else {
                     rng.next() % KEYS
                 };
-                let put = (!rng.next().is_multiple_of(8)).then(|| value_of(key, seq));
+                let put = (!rng.next().is_multiple_of(8)).then(|| value_of(key, generation, seq));
                 Op { key, put }
             })
             .collect();
@@ -181,7 +198,11 @@ fn crash_child() {
         .expect("seed")
         .parse()
         .expect("numeric seed");
-    let plan = Plan::new(seed);
+    let generation: u64 = env::var(GENERATION_ENV)
+        .expect("generation")
+        .parse()
+        .expect("numeric generation");
+    let plan = Plan::new(seed, generation);
     say("OPEN");
     let store = Traced {
         inner: RedbStore::open(&path).expect("open the store"),
@@ -297,13 +318,14 @@ impl Run {
     }
 }
 
-fn run_child(dir: &Path, seed: u64, trigger: Trigger, k: u64) -> Run {
+fn run_child(dir: &Path, seed: u64, generation: u64, trigger: Trigger, k: u64) -> Run {
     let db = dir.join("crash.redb");
     let exe = env::current_exe().expect("test binary");
     let child = Command::new(exe)
         .args(["--exact", CHILD_TEST, "--nocapture", "--test-threads=1"])
         .env(DB_ENV, &db)
         .env(SEED_ENV, seed.to_string())
+        .env(GENERATION_ENV, generation.to_string())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -370,12 +392,21 @@ struct Check {
     /// after the last flush that reached the store anyway: allowed).
     ahead: u64,
     violations: Vec<String>,
+    /// What the store holds: the starting state of the next child on the same file.
+    stored: HashMap<u64, u64>,
 }
 
 /// Every key's stored state must be the state of an operation the child issued on that key,
-/// no older than the key's last operation with a sequence number ≤ `ack`, and no newer than
+/// no older than the key's last operation with a sequence number ≤ `ack` (or its state in
+/// `before`, what the file held when the child started, if it has none), and no newer than
 /// `max_issued`.
-fn check_store(plan: &Plan, db: &Path, ack: u64, max_issued: u64) -> Check {
+fn check_store(
+    plan: &Plan,
+    db: &Path,
+    before: &HashMap<u64, u64>,
+    ack: u64,
+    max_issued: u64,
+) -> Check {
     let store = RedbStore::<u64, u64>::open(db)
         .unwrap_or_else(|e| panic!("the store must reopen cleanly after SIGKILL: {e}"));
     let mut stored = HashMap::new();
@@ -388,7 +419,7 @@ fn check_store(plan: &Plan, db: &Path, ack: u64, max_issued: u64) -> Check {
         .expect("scan the reopened store");
 
     // Per key: its state after its last acknowledged op, and the states it took after that.
-    let mut acked: HashMap<u64, Option<u64>> = HashMap::new();
+    let mut acked: HashMap<u64, Option<u64>> = before.iter().map(|(k, v)| (*k, Some(*v))).collect();
     let mut later: HashMap<u64, Vec<Option<u64>>> = HashMap::new();
     for (seq, op) in (1..).zip(&plan.ops).take(max_issued as usize) {
         if seq <= ack {
@@ -422,10 +453,6 @@ fn check_store(plan: &Plan, db: &Path, ack: u64, max_issued: u64) -> Check {
             check.ahead += 1;
             continue;
         }
-        let describe = |s: Option<u64>| match s {
-            Some(v) => format!("value of seq {} (key {})", v & 0xFFFF_FFFF, v >> 32),
-            None => "absent".to_string(),
-        };
         check.violations.push(format!(
             "key {key}: store holds {}, but after ACK {ack} it must be {} or a later state \
              among {:?} (ops ≤ {max_issued})",
@@ -437,6 +464,7 @@ fn check_store(plan: &Plan, db: &Path, ack: u64, max_issued: u64) -> Check {
                 .unwrap_or_default(),
         ));
     }
+    check.stored = stored;
     check
 }
 
@@ -461,59 +489,70 @@ fn flushed_writes_survive_sigkill() {
     let mut violations = Vec::new();
     let mut by_trigger: BTreeMap<String, u64> = BTreeMap::new();
 
-    for i in 0..iterations {
-        let seed = base_seed.wrapping_mul(1_000_003).wrapping_add(i);
-        let plan = Plan::new(seed);
-        let (trigger, k) = match kill_rng.next() % 9 {
-            0 | 1 => (Trigger::Ack, kill_rng.range(0, 20)),
-            2..=4 => (Trigger::Begin, kill_rng.range(1, 30)),
-            5 | 6 => (Trigger::End, kill_rng.range(1, 30)),
-            7 => (Trigger::Flush, kill_rng.range(1, 20)),
-            _ => (Trigger::Open, 1),
-        };
-        *by_trigger.entry(format!("{trigger:?}")).or_default() += 1;
-        let dir = tempfile::tempdir().expect("temp dir");
-        let run = run_child(dir.path(), seed, trigger, k);
-        // A kill while the store was being created: the file is absent, or complete.
-        no_file += u64::from(!dir.path().join("crash.redb").exists());
-        temp_left += std::fs::read_dir(dir.path())
+    let temp_files = |dir: &Path| {
+        std::fs::read_dir(dir)
             .expect("list the temp dir")
             .filter(|e| {
                 e.as_ref()
                     .is_ok_and(|e| e.file_name().to_string_lossy().contains("cogwheel-new"))
             })
-            .count() as u64;
-        // After ACK a, the child issued at most the ops up to the next flush point.
-        let max_issued = plan.next_flush_after(run.last_ack);
-        let check = check_store(
-            &plan,
-            &dir.path().join("crash.redb"),
-            run.last_ack,
-            max_issued,
-        );
-        in_batch += u64::from(run.in_batch);
-        in_flush += u64::from(run.in_flush);
-        done += u64::from(run.done);
-        acked_total += run.last_ack;
-        batches_total += run.ended;
-        keys_total += check.keys;
-        ahead_total += check.ahead;
-        for v in check.violations {
-            violations.push(format!(
-                "iteration {i} (seed {seed}, kill after {trigger:?} #{k}): {v}"
-            ));
+            .count() as u64
+    };
+    let mut kills = 0;
+    for i in 0..iterations {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let db = dir.path().join("crash.redb");
+        // What the file holds: the last child's writes that survived its kill.
+        let mut state = HashMap::new();
+        for generation in 0..GENERATIONS {
+            let seed = base_seed
+                .wrapping_mul(1_000_003)
+                .wrapping_add(i * GENERATIONS + generation);
+            let plan = Plan::new(seed, generation);
+            let (trigger, k) = match kill_rng.next() % 9 {
+                0 | 1 => (Trigger::Ack, kill_rng.range(0, 20)),
+                2..=4 => (Trigger::Begin, kill_rng.range(1, 30)),
+                5 | 6 => (Trigger::End, kill_rng.range(1, 30)),
+                7 => (Trigger::Flush, kill_rng.range(1, 20)),
+                _ => (Trigger::Open, 1),
+            };
+            *by_trigger.entry(format!("{trigger:?}")).or_default() += 1;
+            let temps_before = temp_files(dir.path());
+            let run = run_child(dir.path(), seed, generation, trigger, k);
+            kills += 1;
+            // A kill while the store was being created: the file is absent, or complete.
+            no_file += u64::from(!db.exists());
+            temp_left += temp_files(dir.path()) - temps_before;
+            // After ACK a, the child issued at most the ops up to the next flush point.
+            let max_issued = plan.next_flush_after(run.last_ack);
+            let check = check_store(&plan, &db, &state, run.last_ack, max_issued);
+            in_batch += u64::from(run.in_batch);
+            in_flush += u64::from(run.in_flush);
+            done += u64::from(run.done);
+            acked_total += run.last_ack;
+            batches_total += run.ended;
+            keys_total += check.keys;
+            ahead_total += check.ahead;
+            for v in check.violations {
+                violations.push(format!(
+                    "iteration {i} generation {generation} (seed {seed}, kill after \
+                     {trigger:?} #{k}): {v}"
+                ));
+            }
+            state = check.stored;
         }
     }
 
     let triggers: Vec<_> = by_trigger.into_iter().collect();
     println!(
-        "crash: base seed {base_seed}, {iterations} iterations, {iterations} SIGKILLs \
+        "crash: base seed {base_seed}, {iterations} iterations of {GENERATIONS} children on one \
+         file, {kills} SIGKILLs \
          (triggers {triggers:?}); kills inside a store batch: {in_batch}, between batches: {}; \
          inside flush: {in_flush}; after the whole plan: {done}; before the store file \
          existed: {no_file} ({temp_left} left a half-built temporary file); batches committed: \
          {batches_total}; acked ops verified: {acked_total}; keys checked: {keys_total} \
          ({ahead_total} ahead of their last ack); violations: {}; {:.1?}",
-        iterations - in_batch,
+        kills - in_batch,
         violations.len(),
         started.elapsed(),
     );
