@@ -17,11 +17,12 @@ use redb::{
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::fmt;
+use std::fs;
 use std::io;
 use std::marker::PhantomData;
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
-use std::sync::{PoisonError, RwLock};
+use std::sync::{Mutex, PoisonError, RwLock};
 use std::time::SystemTime;
 
 /// The layout version of a cogwheel redb file (tables and their meaning). Bumped on any change
@@ -264,6 +265,8 @@ impl<K, V, C: Codec> fmt::Debug for RedbStore<K, V, C> {
 
 impl<K, V> RedbStore<K, V, PostcardCodec> {
     /// Open the store at `path`, creating the file (and its metadata) if it does not exist.
+    /// A new file appears at `path` only once it is complete, so a process killed while it
+    /// creates one leaves nothing there (see `create_new`).
     ///
     /// Fails with a clear [`OpenError`] when the file is locked by another handle, corrupt, not
     /// a cogwheel store, or written by an incompatible format version or codec.
@@ -293,6 +296,7 @@ impl<K, V, C: Codec> RedbStore<K, V, C> {
     }
 
     fn open_with_opener(path: &Path, codec: C, opener: Opener) -> Result<Self, OpenError> {
+        create_new(path, &opener, codec.name())?;
         let db = opener(path).map_err(|e| OpenError::from_redb(path, e))?;
         check_or_init_meta(&db, path, codec.name())?;
         Ok(RedbStore {
@@ -409,6 +413,85 @@ impl<K, V, C: Codec> RedbStore<K, V, C> {
             commit(txn)?;
             Ok(removed)
         })
+    }
+}
+
+/// Serializes [`create_new`] within the process (its temporary name is per process).
+static CREATING: Mutex<()> = Mutex::new(());
+
+/// If nothing exists at `path`, create a new store there such that a crash at any moment leaves
+/// either nothing at `path` or a complete, initialized store.
+///
+/// redb initializes a new database in place: it grows the empty file, writes the header, and
+/// writes the magic number last; a non-empty file without the magic number is refused by every
+/// later open ("magic number mismatch"). A process killed in between would leave a store that
+/// can never be opened again. So the new database (with its metadata) is built under a
+/// temporary name in the same directory, `.<name>.cogwheel-new-<pid>`, and hard-linked to
+/// `path` only when complete; the link fails rather than replace a file another process
+/// created meanwhile. A temporary file left by a killed process is removed by the next creation
+/// from a process with the same id (no live process shares it), or may be deleted by hand.
+///
+/// An existing file (even an empty one) is left to the caller's open, as before. Where hard
+/// links are unavailable the store is created in place, as redb does.
+fn create_new(path: &Path, opener: &Opener, codec: &'static str) -> Result<(), OpenError> {
+    let io_err = |source| OpenError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let exists = |p: &Path| match fs::symlink_metadata(p) {
+        Ok(_) => Ok(true),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(io_err(e)),
+    };
+    if exists(path)? {
+        return Ok(());
+    }
+    let Some(name) = path.file_name() else {
+        return Ok(());
+    };
+    let mut tmp_name = std::ffi::OsString::from(".");
+    tmp_name.push(name);
+    tmp_name.push(format!(".cogwheel-new-{}", std::process::id()));
+    let tmp = path.with_file_name(tmp_name);
+    let _one = CREATING.lock().unwrap_or_else(PoisonError::into_inner);
+    if exists(path)? {
+        return Ok(()); // another thread of this process created it meanwhile
+    }
+    // Left by a killed process with our id, or a failed creation: never in use.
+    match fs::remove_file(&tmp) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(io_err(e)),
+        _ => {}
+    }
+    let built = (|| {
+        let db = opener(&tmp).map_err(|e| OpenError::from_redb(path, e))?;
+        check_or_init_meta(&db, path, codec)?;
+        drop(db); // closed cleanly: the linked file needs no repair
+        match fs::hard_link(&tmp, path) {
+            Ok(()) => sync_parent(path).map_err(io_err),
+            // Another process created it meanwhile: use theirs.
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
+            // No hard links here (some file systems): create in place, as redb does.
+            Err(_) => Ok(()),
+        }
+    })();
+    let _ = fs::remove_file(&tmp);
+    built
+}
+
+/// Make a new directory entry durable (Unix; elsewhere a no-op).
+fn sync_parent(path: &Path) -> io::Result<()> {
+    #[cfg(unix)]
+    {
+        let dir = match path.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d,
+            _ => Path::new("."),
+        };
+        fs::File::open(dir)?.sync_all()
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = path;
+        Ok(())
     }
 }
 
@@ -614,7 +697,7 @@ mod tests {
     use redb::backends::FileBackend;
     use redb::{BackendError, StorageBackend};
     use std::sync::Arc;
-    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
     /// A file backend whose writes, syncs and resizes fail while `fail` is set (a disk that
     /// went bad, then was fixed).
@@ -761,6 +844,108 @@ mod tests {
         drop(s);
         let s = RedbStore::<u32, String>::open(&path).unwrap();
         assert_eq!(s.load(&4).unwrap().unwrap().value, v);
+    }
+
+    /// A disk that stops taking writes after `budget` mutating calls (writes, syncs,
+    /// resizes): what the file looks like when the process is killed at that point.
+    #[derive(Debug)]
+    struct DiesAfter {
+        file: FileBackend,
+        budget: Arc<AtomicU64>,
+    }
+
+    impl DiesAfter {
+        fn spend(&self) -> Result<(), io::Error> {
+            self.budget
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |b| b.checked_sub(1))
+                .map(|_| ())
+                .map_err(|_| io::Error::other("killed"))
+        }
+    }
+
+    impl StorageBackend for DiesAfter {
+        fn len(&self) -> Result<u64, io::Error> {
+            self.file.len()
+        }
+        fn read(&self, offset: u64, out: &mut [u8]) -> Result<(), io::Error> {
+            self.file.read(offset, out)
+        }
+        fn set_len(&self, len: u64) -> Result<(), io::Error> {
+            self.spend()?;
+            self.file.set_len(len)
+        }
+        fn sync_data(&self) -> Result<(), io::Error> {
+            self.spend()?;
+            self.file.sync_data()
+        }
+        fn write(&self, offset: u64, data: &[u8]) -> Result<(), io::Error> {
+            self.spend()?;
+            self.file.write(offset, data)
+        }
+        fn close(&self) -> Result<(), io::Error> {
+            self.file.close()
+        }
+        fn try_lock_range(&self, s: Bound<u64>, e: Bound<u64>) -> Result<bool, BackendError> {
+            self.file.try_lock_range(s, e)
+        }
+        fn try_lock_shared_range(
+            &self,
+            s: Bound<u64>,
+            e: Bound<u64>,
+        ) -> Result<bool, BackendError> {
+            self.file.try_lock_shared_range(s, e)
+        }
+        fn lock_range(&self, s: Bound<u64>, e: Bound<u64>) -> Result<(), BackendError> {
+            self.file.lock_range(s, e)
+        }
+        fn lock_shared_range(&self, s: Bound<u64>, e: Bound<u64>) -> Result<(), BackendError> {
+            self.file.lock_shared_range(s, e)
+        }
+        fn unlock_range(&self, s: Bound<u64>, e: Bound<u64>) -> Result<(), BackendError> {
+            self.file.unlock_range(s, e)
+        }
+        fn query_lock_range(&self, s: Bound<u64>, e: Bound<u64>) -> Result<bool, BackendError> {
+            self.file.query_lock_range(s, e)
+        }
+    }
+
+    /// A process killed while it creates a new store (found by `tests/crash.rs`) must not
+    /// leave a file that no later open accepts: every crash point of the creation is tried.
+    #[test]
+    fn a_creation_cut_short_at_any_write_leaves_a_path_that_opens() {
+        for budget in 0.. {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("new.redb");
+            let left = Arc::new(AtomicU64::new(budget));
+            let l = left.clone();
+            let opener: Opener = Box::new(move |p: &Path| {
+                let file = std::fs::OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .create(true)
+                    .truncate(false)
+                    .open(p)?;
+                let disk = DiesAfter {
+                    file: FileBackend::new(file)?,
+                    budget: l.clone(),
+                };
+                Ok(Database::builder().create_with_backend(disk)?)
+            });
+            let created =
+                RedbStore::<u32, String>::open_with_opener(&path, PostcardCodec::new(), opener);
+            let completed = created.is_ok();
+            drop(created);
+            let s = RedbStore::<u32, String>::open(&path).unwrap_or_else(|e| {
+                panic!("creation cut short after {budget} writes; reopening fails: {e}")
+            });
+            let v = "v".to_string();
+            s.write_batch(&[put(&1, &v)]).unwrap();
+            assert_eq!(s.load(&1).unwrap().unwrap().value, v);
+            if completed {
+                assert!(budget > 3, "creation took only {budget} writes");
+                break;
+            }
+        }
     }
 
     #[test]
