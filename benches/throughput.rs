@@ -175,13 +175,14 @@ fn read_hits(cr: &mut Criterion) {
     let qc = common::quick_cache(cap);
     let mut map =
         std::collections::HashMap::with_capacity_and_hasher(sz.read_keys, common::hasher());
-    for rank in 0..sz.read_keys as u64 {
-        let k = key_of(rank);
-        cog.insert(k, k).expect("insert");
-        moka.insert(k, k);
-        qc.insert(k, k);
+    // One cache at a time, so no contestant's allocations are interleaved with another's.
+    let keys = || (0..sz.read_keys as u64).map(key_of);
+    keys().for_each(|k| Target::insert(&cog, k, k));
+    keys().for_each(|k| moka.insert(k, k));
+    keys().for_each(|k| qc.insert(k, k));
+    keys().for_each(|k| {
         map.insert(k, k);
-    }
+    });
     let map = RefMap(map);
     for (name, n, miss) in [
         ("cogwheel", cog.len(), misses(&cog, &all)),
