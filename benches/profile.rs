@@ -14,16 +14,35 @@ mod common;
 
 use common::{Rng, Target, Zipf, key_of};
 use std::hint::black_box;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
+
+/// Total ops run by every loop (warm-ups included), for per-op costs under callgrind.
+static TOTAL: AtomicU64 = AtomicU64::new(0);
+
+/// Whether to run another pass: until the deadline, or exactly `PASSES` passes if that
+/// variable is set (for callgrind, where wall time means nothing).
+fn more(pass: &mut u64, until: Instant) -> bool {
+    *pass += 1;
+    match std::env::var("PASSES")
+        .ok()
+        .and_then(|p| p.parse::<u64>().ok())
+    {
+        Some(n) => *pass <= n,
+        None => Instant::now() < until,
+    }
+}
 
 #[inline(never)]
 fn get_loop<C: Target>(c: &C, keys: &[u64], until: Instant) -> (u64, u64) {
     let (mut n, mut acc) = (0u64, 0u64);
-    while Instant::now() < until {
+    let mut pass = 0;
+    while more(&mut pass, until) {
         for &k in keys {
             acc = acc.wrapping_add(c.get(k).unwrap_or(0));
         }
         n += keys.len() as u64;
+        TOTAL.fetch_add(keys.len() as u64, Ordering::Relaxed);
     }
     (n, acc)
 }
@@ -32,7 +51,8 @@ fn get_loop<C: Target>(c: &C, keys: &[u64], until: Instant) -> (u64, u64) {
 #[inline(never)]
 fn mixed_loop<C: Target>(c: &C, ops: &[u64], until: Instant) -> u64 {
     let mut n = 0u64;
-    while Instant::now() < until {
+    let mut pass = 0;
+    while more(&mut pass, until) {
         for &op in ops {
             let k = op & common::KEY_MASK;
             if op & common::INSERT != 0 || c.get(k).is_none() {
@@ -40,6 +60,7 @@ fn mixed_loop<C: Target>(c: &C, ops: &[u64], until: Instant) -> u64 {
             }
         }
         n += ops.len() as u64;
+        TOTAL.fetch_add(ops.len() as u64, Ordering::Relaxed);
     }
     n
 }
@@ -47,11 +68,13 @@ fn mixed_loop<C: Target>(c: &C, ops: &[u64], until: Instant) -> u64 {
 #[inline(never)]
 fn insert_loop<C: Target>(c: &C, keys: &[u64], until: Instant) -> u64 {
     let mut n = 0u64;
-    while Instant::now() < until {
+    let mut pass = 0;
+    while more(&mut pass, until) {
         for &k in keys {
             c.insert(k, k);
         }
         n += keys.len() as u64;
+        TOTAL.fetch_add(keys.len() as u64, Ordering::Relaxed);
     }
     n
 }
@@ -172,4 +195,5 @@ fn main() {
         }
         other => panic!("unknown path {other:?}: use get, insert, qc-get or qc-insert"),
     }
+    eprintln!("total ops in loops: {}", TOTAL.load(Ordering::Relaxed));
 }
