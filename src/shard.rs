@@ -50,24 +50,15 @@ struct Writer {
 }
 
 /// The shard's answers to the policy, valid for one locked operation.
-struct Res<'a, 'g, K, V> {
+struct Res<'a, K, V> {
     table: &'a Table<K, V>,
     slot_of: &'a [u32],
-    guard: &'g Guard,
 }
 
-impl<K, V> Residents for Res<'_, '_, K, V> {
+impl<K, V> Residents for Res<'_, K, V> {
+    /// The reference bit lives in the slot's group, so the hand never loads the entry.
     fn take_referenced(&mut self, token: Token) -> bool {
-        match self
-            .table
-            .entry_at(self.slot_of[token as usize], self.guard)
-        {
-            Some(e) => e.take_referenced(),
-            None => {
-                debug_assert!(false, "policy token {token} has no entry");
-                false
-            }
-        }
+        self.table.take_referenced(self.slot_of[token as usize])
     }
 
     fn is_pinned(&self, _token: Token) -> bool {
@@ -126,14 +117,14 @@ impl<K: Eq, V> Shard<K, V> {
         guard: &'g Guard,
     ) -> Option<&'g Entry<K, V>> {
         let table = self.table.load(guard);
-        let e = table.find(hash, hash::tag(hash), eq, guard)?;
+        let hit = table.find(hash, hash::tag(hash), eq, guard)?;
         if let Some(now) = now
-            && e.is_expired(now)
+            && hit.entry.is_expired(now)
         {
             return None;
         }
-        e.touch();
-        Some(e)
+        hit.touch();
+        Some(hit.entry)
     }
 
     /// Lock-free read without marking the entry referenced (for `contains_key`, `iter`).
@@ -147,6 +138,7 @@ impl<K: Eq, V> Shard<K, V> {
         self.table
             .load(guard)
             .find(hash, hash::tag(hash), eq, guard)
+            .map(|hit| hit.entry)
     }
 
     /// Insert or replace. `now` decides whether a replaced entry had already expired (it is
@@ -178,7 +170,6 @@ impl<K: Eq, V> Shard<K, V> {
                     let mut res = Res {
                         table,
                         slot_of: &w.slot_of,
-                        guard,
                     };
                     if !w.policy.reweigh(token, weight, &mut res, &mut w.evicted) {
                         // The caller meant to replace the value: keeping the old one would
@@ -192,8 +183,10 @@ impl<K: Eq, V> Shard<K, V> {
                 }
                 let fresh = Entry::new(key, value, hash, token, weight, deadline);
                 let expired = old.is_expired(now);
-                if !expired {
-                    fresh.inherit_referenced(old);
+                // The slot keeps its reference bit across the replacement, unless the old
+                // entry had expired: then the newcomer starts unreferenced.
+                if expired {
+                    table.take_referenced(slot);
                 }
                 let old_ptr = table.replace(slot, new_entry(fresh, guard), guard);
                 self.table.retire(old_ptr, guard);
@@ -216,7 +209,6 @@ impl<K: Eq, V> Shard<K, V> {
                 let mut res = Res {
                     table,
                     slot_of: &w.slot_of,
-                    guard,
                 };
                 match w.policy.admit(hash, weight, &mut res, &mut w.evicted) {
                     Admit::TooHeavy => InsertOutcome::TooHeavy,
@@ -366,6 +358,9 @@ impl<K: Eq, V> Shard<K, V> {
         let fresh = Table::with_slots(slots);
         for (slot, e) in old.entries(guard) {
             let new_slot = fresh.place(e.hash, hash::tag(e.hash), old.ptr_at(slot, guard), guard);
+            if old.is_referenced(slot) {
+                fresh.touch(new_slot);
+            }
             w.slot_of[e.token as usize] = new_slot;
         }
         w.slots = fresh.slots();
