@@ -56,3 +56,43 @@ fn bits_survive_rebuilds_and_churn() {
     assert!(c.len() <= 64);
     c.validate_internals();
 }
+
+#[test]
+fn readers_racing_writers_only_see_their_own_keys() {
+    // Readers set reference bits in the tag words that writers rewrite (publish, clear,
+    // rebuild); no lookup may ever return another key's value, and the bookkeeping must
+    // hold afterwards.
+    let c = Cache::<u64, u64, _>::builder()
+        .max_capacity(256)
+        .shards(2)
+        .hasher(cogwheel::fixed_hasher(9))
+        .build()
+        .unwrap();
+    std::thread::scope(|s| {
+        for t in 0..4u64 {
+            let c = c.clone();
+            s.spawn(move || {
+                let mut x = t.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+                for _ in 0..50_000 {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    let k = x % 1024;
+                    match x >> 60 {
+                        0..=9 => {
+                            if let Some(v) = c.get(&k) {
+                                assert_eq!(v >> 32, k, "a lookup of {k} returned {v:#x}");
+                            }
+                        }
+                        10..=14 => c.insert(k, (k << 32) | (x & 0xffff)).unwrap(),
+                        _ => {
+                            c.invalidate(&k);
+                        }
+                    }
+                }
+            });
+        }
+    });
+    assert!(c.len() <= 256);
+    c.validate_internals();
+}
