@@ -213,12 +213,13 @@ where
         let inner = &*self.inner;
         let hash = self.hash(key);
         let guard = inner.reclaim.pin();
-        let found = match self.shard(hash).peek(hash, |k| k.borrow() == key, &guard) {
-            Some(e) => {
+        let found = match self.shard(hash).lookup(hash, |k| k.borrow() == key, &guard) {
+            Some(hit) => {
+                let e = hit.entry;
                 let d = e.deadline();
                 // Entries that cannot expire skip the clock entirely.
                 if d == time::NEVER {
-                    e.touch();
+                    hit.touch();
                     Some(e.value.clone())
                 } else {
                     let now = inner.clock.now();
@@ -228,7 +229,7 @@ where
                         if let Some(tti) = inner.tti_nanos {
                             e.extend_idle(now, tti, inner.tti_slack);
                         }
-                        e.touch();
+                        hit.touch();
                         Some(e.value.clone())
                     }
                 }

@@ -5,15 +5,17 @@
 //! | field        | written by                      | read by                  |
 //! |--------------|---------------------------------|--------------------------|
 //! | `key`, `value`, `hash`, `token`, `weight`, `expires_at` | nobody after publication | anyone holding a guard |
-//! | `referenced` (*shared*) | readers set it (only when clear), the writer clears it under the shard lock | the writer (CLOCK hands) |
 //! | `deadline` (*shared*)   | the writer; readers push it forward for time-to-idle | readers (expiry check), the writer |
 //!
 //! An update never mutates `value` in place: it publishes a new entry (carrying the same
 //! policy token) and retires the old one through the epoch, so a reader always clones a
 //! whole, consistent value.
+//!
+//! The CLOCK reference bit is not here: it lives in the table group next to the slot's tag
+//! (see `table.rs`), so a hand sweep does not load entries.
 
 use crate::policy::Token;
-use crate::sync::{AtomicBool, AtomicU64, Ordering};
+use crate::sync::{AtomicU64, Ordering};
 
 pub(crate) struct Entry<K, V> {
     pub(crate) key: K,
@@ -27,7 +29,6 @@ pub(crate) struct Entry<K, V> {
     /// The eviction policy's handle for this resident.
     pub(crate) token: Token,
     pub(crate) weight: u32,
-    referenced: AtomicBool,
 }
 
 impl<K, V> Entry<K, V> {
@@ -40,31 +41,6 @@ impl<K, V> Entry<K, V> {
             expires_at: exp.expires_at,
             token,
             weight,
-            referenced: AtomicBool::new(false),
-        }
-    }
-
-    /// Set the CLOCK reference bit. Test before set: a hot entry read by every core would
-    /// otherwise have its cache line written on every hit. Relaxed is enough: the bit is a hint
-    /// the writer reads under its lock; a late-visible bit only delays a second chance.
-    #[inline]
-    pub(crate) fn touch(&self) {
-        if !self.referenced.load(Ordering::Relaxed) {
-            self.referenced.store(true, Ordering::Relaxed);
-        }
-    }
-
-    /// Test and clear the reference bit (writer only).
-    #[inline]
-    pub(crate) fn take_referenced(&self) -> bool {
-        // A load first: most victims' bits are already clear, and a plain load avoids a write.
-        self.referenced.load(Ordering::Relaxed) && self.referenced.swap(false, Ordering::Relaxed)
-    }
-
-    /// Carry the reference bit over to the entry that replaces this one.
-    pub(crate) fn inherit_referenced(&self, old: &Entry<K, V>) {
-        if old.referenced.load(Ordering::Relaxed) {
-            self.referenced.store(true, Ordering::Relaxed);
         }
     }
 

@@ -15,7 +15,7 @@ use crate::listener::RemovalCause;
 use crate::policy::{Admit, EvictionPolicy, Policy, Residents, Token};
 use crate::reclaim::Guard;
 use crate::sync::{AtomicU64, AtomicUsize, Mutex, Ordering, lock, try_lock};
-use crate::table::{Probe, Table, TablePtr, new_entry};
+use crate::table::{Hit, Probe, Table, TablePtr, new_entry};
 use crate::time;
 use crossbeam_utils::CachePadded;
 
@@ -87,28 +87,20 @@ impl Writer {
 const WRITE_BUDGET: usize = 16;
 
 /// The shard's answers to the policy, valid for one locked operation.
-struct Res<'a, 'g, K, V> {
+struct Res<'a, K, V> {
     table: &'a Table<K, V>,
     slot_of: &'a [u32],
-    guard: &'g Guard,
+    guard: &'a Guard,
     pin: Pin<'a, K>,
 }
 
 /// Asks whether a resident (by key and hash) is pinned: dirty in write-behind mode.
 pub(crate) type Pin<'a, K> = Option<&'a (dyn Fn(&K, u64) -> bool + 'a)>;
 
-impl<K, V> Residents for Res<'_, '_, K, V> {
+impl<K, V> Residents for Res<'_, K, V> {
+    /// The reference bit lives in the slot's group, so the hand never loads the entry.
     fn take_referenced(&mut self, token: Token) -> bool {
-        match self
-            .table
-            .entry_at(self.slot_of[token as usize], self.guard)
-        {
-            Some(e) => e.take_referenced(),
-            None => {
-                debug_assert!(false, "policy token {token} has no entry");
-                false
-            }
-        }
+        self.table.take_referenced(self.slot_of[token as usize])
     }
 
     fn is_pinned(&self, token: Token) -> bool {
@@ -168,7 +160,21 @@ impl<K: Eq, V> Shard<K, V> {
         }
     }
 
-    /// Lock-free read. The caller checks expiry and marks the entry referenced.
+    /// Lock-free read for `get`: the entry and its slot's reference bit, which the caller
+    /// sets (`Hit::touch`) once it has checked expiry.
+    #[inline]
+    pub(crate) fn lookup<'g>(
+        &self,
+        hash: u64,
+        eq: impl FnMut(&K) -> bool,
+        guard: &'g Guard,
+    ) -> Option<Hit<'g, K, V>> {
+        self.table
+            .load(guard)
+            .find(hash, hash::tag(hash), eq, guard)
+    }
+
+    /// Lock-free read without marking the entry referenced (`contains_key`, loaders).
     #[inline]
     pub(crate) fn peek<'g>(
         &self,
@@ -179,6 +185,7 @@ impl<K: Eq, V> Shard<K, V> {
         self.table
             .load(guard)
             .find(hash, hash::tag(hash), eq, guard)
+            .map(|hit| hit.entry)
     }
 
     /// Insert or replace. `now` decides whether a replaced entry had already expired (it is
@@ -242,8 +249,10 @@ impl<K: Eq, V> Shard<K, V> {
                 }
                 let fresh = Entry::new(key, value, hash, token, weight, exp);
                 let expired = old.is_expired(now);
-                if !expired {
-                    fresh.inherit_referenced(old);
+                // The slot keeps its reference bit across the replacement, unless the old
+                // entry had expired: then the newcomer starts unreferenced.
+                if expired {
+                    table.take_referenced(slot);
                 }
                 let old_ptr = table.replace(slot, new_entry(fresh, guard), guard);
                 self.table.retire(old_ptr, guard);
@@ -510,6 +519,9 @@ impl<K: Eq, V> Shard<K, V> {
         let fresh = Table::with_slots(slots);
         for (slot, e) in old.entries(guard) {
             let new_slot = fresh.place(e.hash, hash::tag(e.hash), old.ptr_at(slot, guard), guard);
+            if old.is_referenced(slot) {
+                fresh.touch(new_slot);
+            }
             w.slot_of[e.token as usize] = new_slot;
         }
         w.slots = fresh.slots();

@@ -2,9 +2,12 @@
 //!
 //! # Layout
 //! One allocation of 64-byte groups. A group is one cache line: an `AtomicU64` holding seven
-//! tag bytes (the eighth byte is a sentinel) and seven `Atomic<Entry>` pointers. A probe loads
-//! a group's tag word once and compares all seven tags at a time (SWAR), so most misses touch
-//! one cache line and no entry at all. Groups are probed triangularly (`g, g+1, g+3, g+6, ...`),
+//! tag bytes plus an eighth byte of CLOCK reference bits (bit `i` for slot `i`), and seven
+//! `Atomic<Entry>` pointers. A probe loads a group's tag word once and compares all seven tags
+//! at a time (SWAR, with the eighth byte masked out), so most misses touch one cache line and
+//! no entry at all. A hit sets its slot's reference bit in the word it already loaded, and a
+//! CLOCK hand reads the bit from the group, not from the entry: one cache line per resident
+//! the hand passes instead of two. Groups are probed triangularly (`g, g+1, g+3, g+6, ...`),
 //! which visits every group of a power-of-two table.
 //!
 //! Tag bytes: `EMPTY` (never used since the last rebuild), `DELETED` (a tombstone), or
@@ -13,9 +16,13 @@
 //! group that still has an empty slot.
 //!
 //! # Concurrency
-//! Readers hold an epoch guard and take no lock. All writes to a table happen under its
-//! shard's writer lock, so there is one writer at a time and the writer may use plain
-//! read-modify-write sequences on the tag word. Publication order:
+//! Readers hold an epoch guard and take no lock. All structural writes to a table happen under
+//! its shard's writer lock, so there is one writer of the tag bytes at a time. Readers do write
+//! the tag word, but only to set reference bits (`fetch_or`, and only when the bit is clear), so
+//! every writer change to the word is a single atomic RMW (`fetch_xor` of the one tag byte,
+//! `fetch_and` of one reference bit), never a load-then-store that could drop a reader's bit.
+//! RMWs also keep the word's release sequence intact, so a reader's Acquire load of a word last
+//! changed by any RMW still synchronizes with the publishing Release. Publication order:
 //!
 //! * insert: store the entry pointer (Release), then the tag word (Release). A reader that sees
 //!   the new tag (Acquire) therefore sees the pointer and the entry's contents;
@@ -40,11 +47,18 @@ use crate::sync::{AtomicU64, Ordering};
 pub(crate) const GROUP_WIDTH: usize = 7;
 const EMPTY: u8 = 0x00;
 const DELETED: u8 = 0x01;
-/// The unused eighth byte: neither empty nor a full tag, so it never matches anything.
-const SENTINEL: u8 = 0x02;
 const LO: u64 = 0x0101_0101_0101_0101;
-const HI: u64 = 0x8080_8080_8080_8080;
-const EMPTY_WORD: u64 = (SENTINEL as u64) << 56;
+/// The high bit of the seven tag bytes; the eighth byte (reference bits) never matches.
+const HI: u64 = 0x0080_8080_8080_8080;
+const EMPTY_WORD: u64 = 0;
+/// Where the reference bits start: the eighth byte.
+const REF_SHIFT: usize = 8 * GROUP_WIDTH;
+
+/// Slot `i`'s reference bit in the tag word.
+#[inline]
+fn ref_bit(i: usize) -> u64 {
+    1 << (REF_SHIFT + i)
+}
 
 /// The ordering that publishes a new entry. `--cfg cogwheel_planted_bug` weakens it on
 /// purpose, to check that the loom models catch a broken publication order.
@@ -72,8 +86,9 @@ impl<K, V> Group<K, V> {
     }
 }
 
-/// Bytes of `word` equal to `byte` (bit 7 of each matching byte set). May report a false
+/// Tag bytes of `word` equal to `byte` (bit 7 of each matching byte set). May report a false
 /// match in a byte just above a true match (borrow propagation); callers verify matches.
+/// Borrows only run upward, so the reference byte on top cannot disturb the tag bytes.
 #[inline]
 fn match_byte(word: u64, byte: u8) -> u64 {
     let x = word ^ (LO * u64::from(byte));
@@ -87,7 +102,7 @@ fn has_empty(word: u64) -> bool {
     match_byte(word, EMPTY) != 0
 }
 
-#[inline]
+#[cfg(all(test, not(loom)))]
 fn set_byte(word: u64, i: usize, byte: u8) -> u64 {
     let shift = i * 8;
     (word & !(0xffu64 << shift)) | (u64::from(byte) << shift)
@@ -126,15 +141,16 @@ impl<K, V> Table<K, V> {
         self.groups.len() * GROUP_WIDTH
     }
 
-    /// Lock-free lookup: the entry for `hash` whose key satisfies `eq`, if any.
+    /// Lock-free lookup: the entry for `hash` whose key satisfies `eq`, if any, with what it
+    /// takes to mark it referenced.
     #[inline]
     pub(crate) fn find<'g>(
-        &self,
+        &'g self,
         hash: u64,
         tag: u8,
         mut eq: impl FnMut(&K) -> bool,
         guard: &'g Guard,
-    ) -> Option<&'g Entry<K, V>> {
+    ) -> Option<Hit<'g, K, V>> {
         let mut g = hash as usize & self.mask;
         let mut step = 0;
         loop {
@@ -153,7 +169,12 @@ impl<K, V> Table<K, V> {
                     && e.hash == hash
                     && eq(&e.key)
                 {
-                    return Some(e);
+                    return Some(Hit {
+                        entry: e,
+                        tags: &group.tags,
+                        seen: tags,
+                        bit: ref_bit(i),
+                    });
                 }
             }
             if has_empty(tags) {
@@ -246,9 +267,13 @@ impl<K, V> Table<K, V> {
             was == EMPTY || was == DELETED,
             "publish into an occupied slot"
         );
+        // A newcomer starts unreferenced (readers may set bits meanwhile: one RMW each).
+        group.tags.fetch_and(!ref_bit(i), Ordering::Relaxed);
         // Pointer first, then tag, both Release: a reader that matches the tag sees the entry.
         group.slots[i].store(entry, PUBLISH);
-        group.tags.store(set_byte(tags, i, tag), PUBLISH);
+        group
+            .tags
+            .fetch_xor(u64::from(was ^ tag) << (i * 8), PUBLISH);
         was == DELETED
     }
 
@@ -265,15 +290,45 @@ impl<K, V> Table<K, V> {
         self.groups[g].slots[i].swap(entry, PUBLISH_SWAP, guard)
     }
 
+    /// Writer only, on a table not yet published: mark `slot` referenced (a rebuild carrying
+    /// bits over). Readers mark through [`Hit::touch`].
+    pub(crate) fn touch(&self, slot: u32) {
+        let (g, i) = split(slot);
+        let tags = &self.groups[g].tags;
+        if tags.load(Ordering::Relaxed) & ref_bit(i) == 0 {
+            tags.fetch_or(ref_bit(i), Ordering::Relaxed);
+        }
+    }
+
+    /// Whether `slot` is marked referenced (writer: carrying bits over in a rebuild).
+    pub(crate) fn is_referenced(&self, slot: u32) -> bool {
+        let (g, i) = split(slot);
+        self.groups[g].tags.load(Ordering::Relaxed) & ref_bit(i) != 0
+    }
+
+    /// Writer only: test and clear `slot`'s reference bit (the CLOCK hand).
+    #[inline]
+    pub(crate) fn take_referenced(&self, slot: u32) -> bool {
+        let (g, i) = split(slot);
+        let tags = &self.groups[g].tags;
+        // A load first: most bits the hand meets are clear, and a load writes nothing.
+        tags.load(Ordering::Relaxed) & ref_bit(i) != 0
+            && tags.fetch_and(!ref_bit(i), Ordering::Relaxed) & ref_bit(i) != 0
+    }
+
     /// Writer only: remove the entry at `slot`; returns the old pointer (to retire) and whether
     /// a tombstone was left (`false`: the slot went back to `EMPTY`).
     pub(crate) fn clear<'g>(&self, slot: u32, guard: &'g Guard) -> (Shared<'g, Entry<K, V>>, bool) {
         let (g, i) = split(slot);
         let group = &self.groups[g];
         let old = group.slots[i].swap(Shared::null(), Ordering::AcqRel, guard);
+        // Relaxed: the lock holder is the only writer of tag bytes.
         let tags = group.tags.load(Ordering::Relaxed);
         let mark = if has_empty(tags) { EMPTY } else { DELETED };
-        group.tags.store(set_byte(tags, i, mark), Ordering::Release);
+        group.tags.fetch_xor(
+            u64::from(get_byte(tags, i) ^ mark) << (i * 8),
+            Ordering::Release,
+        );
         (old, mark == DELETED)
     }
 
@@ -306,6 +361,28 @@ impl<K, V> Table<K, V> {
                 slot
             }
             _ => unreachable!("a rebuilt table is sized to hold every live entry"),
+        }
+    }
+}
+
+/// A successful lookup: the entry, and its slot's reference bit in the group's tag word.
+pub(crate) struct Hit<'g, K, V> {
+    pub(crate) entry: &'g Entry<K, V>,
+    tags: &'g AtomicU64,
+    /// The tag word as the lookup loaded it.
+    seen: u64,
+    bit: u64,
+}
+
+impl<K, V> Hit<'_, K, V> {
+    /// Mark the slot referenced. Test before set (on the word the lookup already loaded): a
+    /// hot group's line is not written on every hit. A reader racing with the slot's reuse
+    /// may mark the next occupant: a spurious second chance, harmless for a hint. A stale
+    /// `seen` only skips a set the hand has just cleared, which costs one second chance.
+    #[inline]
+    pub(crate) fn touch(&self) {
+        if self.seen & self.bit == 0 {
+            self.tags.fetch_or(self.bit, Ordering::Relaxed);
         }
     }
 }
@@ -412,7 +489,11 @@ mod tests {
             full = set_byte(full, i, if i % 2 == 0 { DELETED } else { 0x90 });
         }
         assert!(!has_empty(full), "tombstones and tags are not empty");
-        assert_eq!(get_byte(full, 7), SENTINEL);
+        // Reference bits never look like a tag or an empty slot.
+        let all_refs = full | (0xffu64 << REF_SHIFT);
+        assert!(!has_empty(all_refs));
+        assert_eq!(match_byte(all_refs, 0xff) & (0xffu64 << REF_SHIFT), 0);
+        assert_eq!(match_byte(EMPTY_WORD, EMPTY) & (0xffu64 << REF_SHIFT), 0);
     }
 
     #[test]
