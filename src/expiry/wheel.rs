@@ -441,7 +441,6 @@ impl TimerWheel {
 
     /// Check every structural invariant, and when no sweep is under way the placement
     /// invariants the firing guarantee rests on (see the module docs). Panics on violation.
-    #[cfg(any(test, debug_assertions))]
     pub(crate) fn validate(&self) {
         assert!(self.time <= self.latest);
         let quiescent = self.sweep.is_none() && self.first(PENDING).is_none();
