@@ -46,6 +46,13 @@ struct Record<V> {
 struct Signal {
     /// A flush wants the writer to go now (skip the batch delay and any back-off).
     kick: bool,
+    /// Flushes waiting for the writer: while there are any, no round waits for its batch to
+    /// fill (`kick` covers one round only; a flush may need several).
+    flushers: usize,
+    /// The writer is waiting for work (the queue was empty): a new dirty key must wake it.
+    idle: bool,
+    /// The writer is waiting for its batch to fill: only a full batch needs to wake it early.
+    filling: bool,
     closing: bool,
     /// Bumped on every failed write attempt, so a flush can tell "failed since I began".
     error_epoch: u64,
@@ -236,12 +243,19 @@ where
                         since: Instant::now(),
                     },
                 );
-                sh.dirty.fetch_add(1, Ordering::AcqRel);
+                let dirty = sh.dirty.fetch_add(1, Ordering::AcqRel) + 1;
                 drop(map);
                 sh.queue.push(Arc::new(Node::new((key.clone(), hash))));
                 if !sh.cfg.manual {
-                    let _sig = sync::lock(&sh.sig);
-                    sh.cv.notify_all();
+                    // Wake the writer only when it waits for this: for work at all, or for a
+                    // full batch. (A notify is a syscall, and waking the writer for every new
+                    // dirty key costs the writer and this thread a context switch each.) The
+                    // writer sets its flags and checks the queue and `dirty` under `sig`, and
+                    // the push and the increment above come before this lock: no lost wake-up.
+                    let sig = sync::lock(&sh.sig);
+                    if sig.idle || (sig.filling && dirty >= sh.cfg.max_batch) {
+                        sh.cv.notify_all();
+                    }
                 }
             }
         }
@@ -308,23 +322,26 @@ where
         let mut sig = sync::lock(&sh.sig);
         let epoch = sig.error_epoch;
         sig.kick = true;
+        sig.flushers += 1;
         sh.cv.notify_all();
-        loop {
+        let r = loop {
             if sh.pending_upto(target) == 0 {
-                return Ok(FlushReport { flushed });
+                break Ok(FlushReport { flushed });
             }
             if sig.error_epoch != epoch || sig.closing {
                 let e = sig
                     .last_error
                     .clone()
                     .unwrap_or_else(|| StdArc::new(StoreError::fail("the writer stopped")));
-                return Err(Error::Unflushed {
+                break Err(Error::Unflushed {
                     pending: sh.pending_upto(target),
                     cause: e,
                 });
             }
             sig = wait(&sh.cv, sig);
-        }
+        };
+        sig.flushers -= 1;
+        r
     }
 
     fn close(&self) -> Result<FlushReport, Error> {
@@ -383,24 +400,29 @@ where
             {
                 let mut sig = sync::lock(&self.sig);
                 while !sig.closing && self.queue.is_empty() {
+                    sig.idle = true;
                     sig = wait(&self.cv, sig);
                 }
+                sig.idle = false;
                 if sig.closing {
                     return;
                 }
                 // Let a batch fill for up to `max_delay`, unless a flush is waiting.
                 let start = Instant::now();
                 while !sig.kick
+                    && sig.flushers == 0
                     && !sig.closing
                     && self.dirty.load(Ordering::Acquire) < self.cfg.max_batch
                     && start.elapsed() < self.cfg.max_delay
                 {
                     let left = self.cfg.max_delay.saturating_sub(start.elapsed());
+                    sig.filling = true;
                     sig = self
                         .cv
                         .wait_timeout(sig, left)
                         .map_or_else(|p| p.into_inner().0, |(g, _)| g);
                 }
+                sig.filling = false;
                 sig.kick = false;
             }
             match self.round_locked() {
