@@ -21,7 +21,11 @@ const STRIPES: usize = 64;
 type Item<K, V> = (Arc<Node<(K, u64)>>, u64, Pending<V>);
 
 /// One stripe of the pending records.
-type Stripe<K, V> = Mutex<HashMap<K, Record<V>>>;
+type Stripe<K, V> = Mutex<Map<K, Record<V>>>;
+
+/// The maps of pending records and poison counts: ahash (as the cache's own tables), not
+/// std's SipHash, since every write-behind insert looks its key up here two or three times.
+type Map<K, T> = HashMap<K, T, crate::hash::DefaultHashBuilder>;
 
 /// The latest not-yet-stored write of a key.
 #[derive(Clone)]
@@ -73,7 +77,7 @@ struct Shared<K, V> {
     /// Consecutive failed rounds; after two, batches are split to find poison keys.
     failed_rounds: AtomicU64,
     /// Per-key failures counted while other writes succeed (poison detection).
-    poison: Mutex<HashMap<K, u32>>,
+    poison: Mutex<Map<K, u32>>,
     dead_letter: Option<DeadLetterHook<K, V>>,
     writes: AtomicU64,
     write_errors: AtomicU64,
@@ -112,7 +116,7 @@ where
         let shared = Arc::new(Shared {
             cfg,
             store,
-            stripes: (0..STRIPES).map(|_| Mutex::new(HashMap::new())).collect(),
+            stripes: (0..STRIPES).map(|_| Mutex::new(Map::default())).collect(),
             queue: MpscQueue::new(),
             seq: AtomicU64::new(0),
             dirty: AtomicUsize::new(0),
@@ -120,7 +124,7 @@ where
             cv: Condvar::new(),
             drain: Mutex::new(()),
             failed_rounds: AtomicU64::new(0),
-            poison: Mutex::new(HashMap::new()),
+            poison: Mutex::new(Map::default()),
             dead_letter,
             writes: AtomicU64::new(0),
             write_errors: AtomicU64::new(0),
