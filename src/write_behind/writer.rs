@@ -21,7 +21,11 @@ const STRIPES: usize = 64;
 type Item<K, V> = (Arc<Node<(K, u64)>>, u64, Pending<V>);
 
 /// One stripe of the pending records.
-type Stripe<K, V> = Mutex<HashMap<K, Record<V>>>;
+type Stripe<K, V> = Mutex<Map<K, Record<V>>>;
+
+/// The maps of pending records and poison counts: ahash (as the cache's own tables), not
+/// std's SipHash, since every write-behind insert looks its key up here two or three times.
+type Map<K, T> = HashMap<K, T, crate::hash::DefaultHashBuilder>;
 
 /// The latest not-yet-stored write of a key.
 #[derive(Clone)]
@@ -46,6 +50,13 @@ struct Record<V> {
 struct Signal {
     /// A flush wants the writer to go now (skip the batch delay and any back-off).
     kick: bool,
+    /// Flushes waiting for the writer: while there are any, no round waits for its batch to
+    /// fill (`kick` covers one round only; a flush may need several).
+    flushers: usize,
+    /// The writer is waiting for work (the queue was empty): a new dirty key must wake it.
+    idle: bool,
+    /// The writer is waiting for its batch to fill: only a full batch needs to wake it early.
+    filling: bool,
     closing: bool,
     /// Bumped on every failed write attempt, so a flush can tell "failed since I began".
     error_epoch: u64,
@@ -66,7 +77,7 @@ struct Shared<K, V> {
     /// Consecutive failed rounds; after two, batches are split to find poison keys.
     failed_rounds: AtomicU64,
     /// Per-key failures counted while other writes succeed (poison detection).
-    poison: Mutex<HashMap<K, u32>>,
+    poison: Mutex<Map<K, u32>>,
     dead_letter: Option<DeadLetterHook<K, V>>,
     writes: AtomicU64,
     write_errors: AtomicU64,
@@ -105,7 +116,7 @@ where
         let shared = Arc::new(Shared {
             cfg,
             store,
-            stripes: (0..STRIPES).map(|_| Mutex::new(HashMap::new())).collect(),
+            stripes: (0..STRIPES).map(|_| Mutex::new(Map::default())).collect(),
             queue: MpscQueue::new(),
             seq: AtomicU64::new(0),
             dirty: AtomicUsize::new(0),
@@ -113,7 +124,7 @@ where
             cv: Condvar::new(),
             drain: Mutex::new(()),
             failed_rounds: AtomicU64::new(0),
-            poison: Mutex::new(HashMap::new()),
+            poison: Mutex::new(Map::default()),
             dead_letter,
             writes: AtomicU64::new(0),
             write_errors: AtomicU64::new(0),
@@ -236,12 +247,19 @@ where
                         since: Instant::now(),
                     },
                 );
-                sh.dirty.fetch_add(1, Ordering::AcqRel);
+                let dirty = sh.dirty.fetch_add(1, Ordering::AcqRel) + 1;
                 drop(map);
                 sh.queue.push(Arc::new(Node::new((key.clone(), hash))));
                 if !sh.cfg.manual {
-                    let _sig = sync::lock(&sh.sig);
-                    sh.cv.notify_all();
+                    // Wake the writer only when it waits for this: for work at all, or for a
+                    // full batch. (A notify is a syscall, and waking the writer for every new
+                    // dirty key costs the writer and this thread a context switch each.) The
+                    // writer sets its flags and checks the queue and `dirty` under `sig`, and
+                    // the push and the increment above come before this lock: no lost wake-up.
+                    let sig = sync::lock(&sh.sig);
+                    if sig.idle || (sig.filling && dirty >= sh.cfg.max_batch) {
+                        sh.cv.notify_all();
+                    }
                 }
             }
         }
@@ -313,23 +331,26 @@ where
         let mut sig = sync::lock(&sh.sig);
         let epoch = sig.error_epoch;
         sig.kick = true;
+        sig.flushers += 1;
         sh.cv.notify_all();
-        loop {
+        let r = loop {
             if sh.pending_upto(target) == 0 {
-                return Ok(FlushReport { flushed });
+                break Ok(FlushReport { flushed });
             }
             if sig.error_epoch != epoch || sig.closing {
                 let e = sig
                     .last_error
                     .clone()
                     .unwrap_or_else(|| StdArc::new(StoreError::fail("the writer stopped")));
-                return Err(Error::Unflushed {
+                break Err(Error::Unflushed {
                     pending: sh.pending_upto(target),
                     cause: e,
                 });
             }
             sig = wait(&sh.cv, sig);
-        }
+        };
+        sig.flushers -= 1;
+        r
     }
 
     fn close(&self) -> Result<FlushReport, Error> {
@@ -388,24 +409,29 @@ where
             {
                 let mut sig = sync::lock(&self.sig);
                 while !sig.closing && self.queue.is_empty() {
+                    sig.idle = true;
                     sig = wait(&self.cv, sig);
                 }
+                sig.idle = false;
                 if sig.closing {
                     return;
                 }
                 // Let a batch fill for up to `max_delay`, unless a flush is waiting.
                 let start = Instant::now();
                 while !sig.kick
+                    && sig.flushers == 0
                     && !sig.closing
                     && self.dirty.load(Ordering::Acquire) < self.cfg.max_batch
                     && start.elapsed() < self.cfg.max_delay
                 {
                     let left = self.cfg.max_delay.saturating_sub(start.elapsed());
+                    sig.filling = true;
                     sig = self
                         .cv
                         .wait_timeout(sig, left)
                         .map_or_else(|p| p.into_inner().0, |(g, _)| g);
                 }
+                sig.filling = false;
                 sig.kick = false;
             }
             match self.round_locked() {
