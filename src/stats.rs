@@ -36,9 +36,14 @@ const COUNTERS: usize = Counter::StoreWriteErrors as usize + 1;
 /// Stripe choice is a per-thread constant; a std counter is fine: it only spreads threads.
 static NEXT_STRIPE: StripeCounter = StripeCounter::new(0);
 
+// A `const` initializer makes the access a plain TLS load (no lazy-init check) on every hit;
+// loom's `thread_local!` does not accept one.
+#[cfg(not(loom))]
 thread_local! {
-    // loom's `thread_local!` does not accept a `const` initializer.
-    #[allow(clippy::missing_const_for_thread_local)]
+    static STRIPE: Cell<usize> = const { Cell::new(usize::MAX) };
+}
+#[cfg(loom)]
+thread_local! {
     static STRIPE: Cell<usize> = Cell::new(usize::MAX);
 }
 
