@@ -444,3 +444,29 @@ fn flush_if_needed_and_older_than() {
     assert!(c.flush_older_than(Duration::ZERO).unwrap().is_some());
     assert_eq!(store.len(), 3);
 }
+
+#[test]
+fn compute_goes_behind_too() {
+    let store = MemoryStore::new();
+    let c = manual(&store, 100);
+    for _ in 0..5 {
+        c.compute(1, |v| cogwheel::Compute::Put(v.copied().unwrap_or(0) + 1))
+            .unwrap();
+    }
+    assert_eq!(
+        store_value(&store, 1),
+        None,
+        "acknowledged in memory, not yet stored"
+    );
+    assert_eq!(c.dirty_keys(), vec![1]);
+    c.flush().unwrap();
+    assert_eq!(store_value(&store, 1), Some(5));
+    c.compute(1, |_| cogwheel::Compute::Remove).unwrap();
+    c.flush().unwrap();
+    assert_eq!(store_value(&store, 1), None);
+    assert_eq!(
+        store.applied_ops().len(),
+        2,
+        "five computes coalesced into one put, then one delete"
+    );
+}

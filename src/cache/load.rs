@@ -6,6 +6,7 @@ use crate::loader::LoadError;
 use crate::shard::{Cond, entry_id};
 use crate::stats::Counter;
 use crate::store::{StoreError, WriteOp};
+use crate::write_behind::Pending;
 use std::borrow::Borrow;
 use std::cell::Cell;
 use std::convert::Infallible;
@@ -205,10 +206,16 @@ where
             match f(cur.map(|e| &e.value)) {
                 Compute::Keep => return Ok(cur.map(|e| e.value.clone())),
                 Compute::Put(v) => {
-                    if let Some(store) = &inner.store {
-                        let expires_at = inner
-                            .time_to_live
-                            .and_then(|t| SystemTime::now().checked_add(t));
+                    let expires_at = inner
+                        .time_to_live
+                        .and_then(|t| SystemTime::now().checked_add(t));
+                    if let Some(wb) = &inner.wb {
+                        // Write-behind: record it (pinning the key); plain writers of the key
+                        // wait on the key lock this call holds, so the record and the cache
+                        // agree on the latest write.
+                        wb.reserve(hash, &key)?;
+                        wb.record(hash, &key, Pending::Put(v.clone(), expires_at));
+                    } else if let Some(store) = &inner.store {
                         let op = WriteOp::Put {
                             key: &key,
                             value: &v,
@@ -230,7 +237,10 @@ where
                 }
                 Compute::Remove => {
                     let Some(e) = cur else { return Ok(None) };
-                    if let Some(store) = &inner.store {
+                    if let Some(wb) = &inner.wb {
+                        wb.reserve(hash, &key)?;
+                        wb.record(hash, &key, Pending::Delete);
+                    } else if let Some(store) = &inner.store {
                         self.write_through(
                             store.as_ref(),
                             hash,
