@@ -13,7 +13,7 @@ use crate::key_locks::KeyLocks;
 use crate::listener::{Listener, RemovalCause, Weigher};
 use crate::loader::Loader;
 use crate::reclaim::{Guard, Reclaimer};
-use crate::shard::{Cond, InsertOutcome, Pin, Removed, Shard};
+use crate::shard::{Cond, InsertOutcome, Pin, Removals, Shard};
 use crate::stats::{Counter, Counters, Stats};
 use crate::store::{BackingStore, StoreErrorKind, WriteOp};
 use crate::sync::Arc;
@@ -412,13 +412,13 @@ where
             if cond == Cond::Always {
                 let guard = inner.reclaim.pin();
                 if let Some(e) = self.shard(hash).remove(hash, |k| *k == key, &guard) {
-                    self.report(&[(e, RemovalCause::Replaced)]);
+                    self.report_one(e, RemovalCause::Replaced);
                 }
             }
             return Ok(InsertOutcome::Unchanged);
         }
         let guard = inner.reclaim.pin();
-        let mut out = Vec::new();
+        let mut out = Removals::new();
         let pin_fn = |k: &K, h: u64| inner.wb.as_ref().is_some_and(|wb| wb.is_dirty(h, k));
         let pin: Pin<'_, K> = if inner.wb.is_some() {
             Some(&pin_fn)
@@ -460,7 +460,7 @@ where
         } else {
             RemovalCause::Removed
         };
-        self.report(&[(e, cause)]);
+        self.report_one(e, cause);
         if expired { None } else { Some(e.value.clone()) }
     }
 
@@ -514,7 +514,7 @@ where
     pub fn invalidate_all(&self) {
         for shard in self.inner.shards.iter() {
             let guard = self.inner.reclaim.pin();
-            let mut out = Vec::new();
+            let mut out = Removals::new();
             shard.clear(&guard, &mut out);
             self.report(&out);
         }
@@ -536,7 +536,7 @@ where
             for e in doomed {
                 if shard.remove_exact(e, &guard) {
                     removed += 1;
-                    self.report(&[(e, RemovalCause::Removed)]);
+                    self.report_one(e, RemovalCause::Removed);
                 }
             }
         }
@@ -600,8 +600,12 @@ where
         self.inner.capacity
     }
 
-    fn report(&self, removed: &[Removed<'_, K, V>]) {
+    fn report(&self, removed: &Removals<'_, K, V>) {
         self.inner.report(removed);
+    }
+
+    fn report_one(&self, e: &Entry<K, V>, cause: RemovalCause) {
+        self.inner.report_one(e, cause);
     }
 
     /// Testing aid: check every internal invariant (table ↔ policy bookkeeping, policy
@@ -645,7 +649,7 @@ impl<K: Eq, V, S> Inner<K, V, S> {
         for shard in self.shards.iter() {
             loop {
                 let guard = self.reclaim.pin();
-                let mut out = Vec::new();
+                let mut out = Removals::new();
                 let done = if try_only {
                     shard.try_run_expiry(now, BUDGET, &guard, &mut out)
                 } else {
@@ -660,17 +664,22 @@ impl<K: Eq, V, S> Inner<K, V, S> {
     }
 
     /// Count removals and call the listener; never called with a shard lock held.
-    fn report(&self, removed: &[Removed<'_, K, V>]) {
-        for (e, cause) in removed {
-            match cause {
-                RemovalCause::Evicted => self.counters.incr(Counter::EvictedSize),
-                RemovalCause::Expired => self.counters.incr(Counter::EvictedExpired),
-                RemovalCause::Removed => self.counters.incr(Counter::Removals),
-                RemovalCause::Replaced => {}
-            }
-            if let Some(l) = &self.listener {
-                l(&e.key, &e.value, *cause);
-            }
+    fn report(&self, removed: &Removals<'_, K, V>) {
+        for (e, cause) in removed.iter() {
+            self.report_one(e, cause);
+        }
+    }
+
+    /// Count one removal and call the listener for it.
+    fn report_one(&self, e: &Entry<K, V>, cause: RemovalCause) {
+        match cause {
+            RemovalCause::Evicted => self.counters.incr(Counter::EvictedSize),
+            RemovalCause::Expired => self.counters.incr(Counter::EvictedExpired),
+            RemovalCause::Removed => self.counters.incr(Counter::Removals),
+            RemovalCause::Replaced => {}
+        }
+        if let Some(l) = &self.listener {
+            l(&e.key, &e.value, cause);
         }
     }
 }

@@ -22,6 +22,40 @@ use crossbeam_utils::CachePadded;
 /// An entry that left a shard, with the reason; readable while the caller's guard lives.
 pub(crate) type Removed<'g, K, V> = (&'g Entry<K, V>, RemovalCause);
 
+/// The entries one operation removed. Almost always 0–2 (a replaced value, a victim), so they
+/// are kept inline; more spill to the heap. An evicting insert thus allocates nothing for them.
+pub(crate) struct Removals<'g, K, V> {
+    inline: [Option<Removed<'g, K, V>>; 4],
+    len: usize,
+    spill: Vec<Removed<'g, K, V>>,
+}
+
+impl<'g, K, V> Removals<'g, K, V> {
+    pub(crate) fn new() -> Self {
+        Removals {
+            inline: [None; 4],
+            len: 0,
+            spill: Vec::new(),
+        }
+    }
+
+    pub(crate) fn push(&mut self, r: Removed<'g, K, V>) {
+        match self.inline.get_mut(self.len) {
+            Some(slot) => *slot = Some(r),
+            None => self.spill.push(r),
+        }
+        self.len += 1;
+    }
+
+    pub(crate) fn iter(&self) -> impl Iterator<Item = Removed<'g, K, V>> + '_ {
+        self.inline
+            .iter()
+            .flatten()
+            .copied()
+            .chain(self.spill.iter().copied())
+    }
+}
+
 /// What an insert did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum InsertOutcome {
@@ -202,7 +236,7 @@ impl<K: Eq, V> Shard<K, V> {
         cond: Cond,
         pin: Pin<'_, K>,
         guard: &'g Guard,
-        out: &mut Vec<Removed<'g, K, V>>,
+        out: &mut Removals<'g, K, V>,
     ) -> InsertOutcome {
         let tag = hash::tag(hash);
         let mut w = lock(&self.writer);
@@ -324,7 +358,7 @@ impl<K: Eq, V> Shard<K, V> {
         now: u64,
         budget: usize,
         guard: &'g Guard,
-        out: &mut Vec<Removed<'g, K, V>>,
+        out: &mut Removals<'g, K, V>,
     ) -> bool {
         let mut w = lock(&self.writer);
         self.expire_locked(&mut w, now, budget, guard, out)
@@ -337,7 +371,7 @@ impl<K: Eq, V> Shard<K, V> {
         now: u64,
         budget: usize,
         guard: &'g Guard,
-        out: &mut Vec<Removed<'g, K, V>>,
+        out: &mut Removals<'g, K, V>,
     ) -> bool {
         match try_lock(&self.writer) {
             Some(mut w) => self.expire_locked(&mut w, now, budget, guard, out),
@@ -351,7 +385,7 @@ impl<K: Eq, V> Shard<K, V> {
         now: u64,
         budget: usize,
         guard: &'g Guard,
-        out: &mut Vec<Removed<'g, K, V>>,
+        out: &mut Removals<'g, K, V>,
     ) -> bool {
         if w.wheel.is_empty() {
             return true;
@@ -369,7 +403,7 @@ impl<K: Eq, V> Shard<K, V> {
         now: u64,
         budget: usize,
         guard: &'g Guard,
-        out: &mut Vec<Removed<'g, K, V>>,
+        out: &mut Removals<'g, K, V>,
     ) -> bool {
         let mut due = std::mem::take(&mut w.due);
         let done = w.wheel.advance(now, budget, &mut due);
@@ -436,7 +470,7 @@ impl<K: Eq, V> Shard<K, V> {
     }
 
     /// Remove every entry.
-    pub(crate) fn clear<'g>(&self, guard: &'g Guard, out: &mut Vec<Removed<'g, K, V>>) {
+    pub(crate) fn clear<'g>(&self, guard: &'g Guard, out: &mut Removals<'g, K, V>) {
         let mut w = lock(&self.writer);
         let w = &mut *w;
         let table = self.table.load(guard);
@@ -489,7 +523,7 @@ impl<K: Eq, V> Shard<K, V> {
         w: &mut Writer,
         table: &Table<K, V>,
         guard: &'g Guard,
-        out: &mut Vec<Removed<'g, K, V>>,
+        out: &mut Removals<'g, K, V>,
     ) {
         let mut victims = std::mem::take(&mut w.evicted);
         for token in victims.drain(..) {

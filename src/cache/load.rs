@@ -250,7 +250,7 @@ where
                     }
                     inner.loader.invalidate(hash, &key);
                     if self.shard(hash).remove_exact(e, &guard) {
-                        inner.report(&[(e, crate::listener::RemovalCause::Removed)]);
+                        inner.report_one(e, crate::listener::RemovalCause::Removed);
                         return Ok(None);
                     }
                 }
