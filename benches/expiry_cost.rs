@@ -11,7 +11,10 @@
 //! `COGWHEEL_BENCH_QUICK=1` shortens everything. Under `cargo test --benches` (no `--bench`
 //! argument) it runs as a smoke test on tiny sizes.
 
+mod common;
+
 use cogwheel::Cache;
+use common::{Rng, key_of};
 use criterion::{BenchmarkId, Criterion, Throughput};
 use std::hint::black_box;
 use std::sync::Barrier;
@@ -97,34 +100,13 @@ fn sizes() -> Sizes {
     }
 }
 
-/// SplitMix64: a well-mixed 64-bit generator (and a key scrambler).
-struct SplitMix(u64);
-
-impl SplitMix {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in [0, 1).
-    fn unit(&mut self) -> f64 {
-        (self.next() >> 11) as f64 / (1u64 << 53) as f64
-    }
-}
-
-/// The key of rank `i`: ranks scattered over the u64 space, so hot keys are not neighbours.
-fn key_of(i: usize) -> u64 {
-    SplitMix(i as u64 ^ 0x5DEE_CE66_D1CE_B00C).next()
-}
-
 /// `len` ranks in [0, n): Zipf(0.99) by inverse CDF, or uniform.
 fn ranks(dist: Dist, n: usize, len: usize, seed: u64) -> Vec<usize> {
-    let mut rng = SplitMix(seed);
+    let mut rng = Rng::new(seed);
     match dist {
-        Dist::Uniform => (0..len).map(|_| (rng.next() % n as u64) as usize).collect(),
+        Dist::Uniform => (0..len)
+            .map(|_| (rng.next_u64() % n as u64) as usize)
+            .collect(),
         Dist::Zipf => {
             let mut cdf = Vec::with_capacity(n);
             let mut sum = 0.0;
@@ -134,7 +116,7 @@ fn ranks(dist: Dist, n: usize, len: usize, seed: u64) -> Vec<usize> {
             }
             (0..len)
                 .map(|_| {
-                    let u = rng.unit() * sum;
+                    let u = rng.next_f64() * sum;
                     cdf.partition_point(|&c| c < u).min(n - 1)
                 })
                 .collect()
@@ -160,7 +142,7 @@ fn build_all() -> Vec<(Variant, Cache<u64, u64>)> {
         Variant::ALL.iter().map(|&v| (v, build(v))).collect();
     for i in 0..KEYS {
         for (_, c) in &caches {
-            c.insert(key_of(i), i as u64).expect("insert");
+            c.insert(key_of(i as u64), i as u64).expect("insert");
         }
     }
     for (v, c) in &caches {
@@ -229,7 +211,7 @@ fn main() {
                 .map(|t| {
                     ranks(dist, KEYS, BATCH * 64, 7 + t as u64)
                         .into_iter()
-                        .map(key_of)
+                        .map(|r| key_of(r as u64))
                         .collect()
                 })
                 .collect();
@@ -267,7 +249,7 @@ fn main() {
             .map(|t| {
                 ranks(dist, KEYS, sz.pass, 1000 + t as u64)
                     .into_iter()
-                    .map(key_of)
+                    .map(|r| key_of(r as u64))
                     .collect()
             })
             .collect();
@@ -330,10 +312,10 @@ fn same_cache_report(sz: &Sizes) {
     for i in 0..KEYS {
         if i % 2 == 0 {
             cache
-                .insert_with_ttl(key_of(i), i as u64, Duration::MAX)
+                .insert_with_ttl(key_of(i as u64), i as u64, Duration::MAX)
                 .expect("insert");
         } else {
-            cache.insert(key_of(i), i as u64).expect("insert");
+            cache.insert(key_of(i as u64), i as u64).expect("insert");
         }
     }
     assert_eq!(cache.len(), KEYS);
@@ -356,7 +338,7 @@ fn same_cache_report(sz: &Sizes) {
                 .map(|t| {
                     ranks(dist, KEYS / 2, sz.pass, 2000 + t as u64)
                         .into_iter()
-                        .map(|r| key_of(2 * r + parity))
+                        .map(|r| key_of((2 * r + parity) as u64))
                         .collect()
                 })
                 .collect()

@@ -15,8 +15,11 @@
 //! `COGWHEEL_BENCH_QUICK=1` uses smaller sizes; without `--bench` (under `cargo test`) it runs
 //! as a smoke test on tiny sizes.
 
+mod common;
+
 use cogwheel::store::{BackingStore, Codec, PostcardCodec, RedbStore, StoreError, Stored, WriteOp};
 use cogwheel::{Cache, WriteBehind, WritePolicy};
+use common::Rng;
 use std::hint::black_box;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -65,19 +68,6 @@ fn sizes() -> Sizes {
     }
 }
 
-/// SplitMix64.
-struct SplitMix(u64);
-
-impl SplitMix {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-}
-
 const WORDS: [&str; 32] = [
     "alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel", "india", "juliet",
     "kilo", "lima", "mike", "november", "oscar", "papa", "quebec", "romeo", "sierra", "tango",
@@ -88,25 +78,25 @@ const WORDS: [&str; 32] = [
 /// A ~1 KiB record of text for `key`: a small header and random words (compressible, as
 /// typical serialized records are, but not trivially).
 fn value_of(key: u64) -> V {
-    let mut rng = SplitMix(key ^ 0xA5A5_5A5A);
+    let mut rng = Rng::new(key ^ 0xA5A5_5A5A);
     let mut s = format!(
         "{{\"id\":{key},\"owner\":\"user-{}\",\"text\":\"",
-        rng.next() % 100_000
+        rng.next_u64() % 100_000
     );
     while s.len() < VALUE_LEN - 32 {
-        s.push_str(WORDS[(rng.next() % WORDS.len() as u64) as usize]);
+        s.push_str(WORDS[(rng.next_u64() % WORDS.len() as u64) as usize]);
         s.push(' ');
     }
-    s.push_str(&format!("\",\"n\":{}}}", rng.next() % 1_000_000));
+    s.push_str(&format!("\",\"n\":{}}}", rng.next_u64() % 1_000_000));
     s
 }
 
 /// A shuffled copy of 0..n.
 fn shuffled(n: usize, seed: u64) -> Vec<u64> {
     let mut v: Vec<u64> = (0..n as u64).collect();
-    let mut rng = SplitMix(seed);
+    let mut rng = Rng::new(seed);
     for i in (1..v.len()).rev() {
-        let j = (rng.next() % (i as u64 + 1)) as usize;
+        let j = (rng.next_u64() % (i as u64 + 1)) as usize;
         v.swap(i, j);
     }
     v

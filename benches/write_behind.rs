@@ -15,8 +15,11 @@
 //! `COGWHEEL_BENCH_QUICK=1` shortens everything; without `--bench` (under `cargo test`) it
 //! runs as a smoke test on tiny sizes.
 
+mod common;
+
 use cogwheel::store::{BackingStore, MemoryStore, StoreError, Stored, WriteOp};
 use cogwheel::{Cache, WriteBehind, WritePolicy};
+use common::{Rng, Zipf, key_of};
 use criterion::{BenchmarkId, Criterion, Throughput};
 use std::hint::black_box;
 use std::sync::Arc;
@@ -112,53 +115,10 @@ fn sizes() -> Sizes {
     }
 }
 
-/// SplitMix64.
-struct SplitMix(u64);
-
-impl SplitMix {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    fn unit(&mut self) -> f64 {
-        (self.next() >> 11) as f64 / (1u64 << 53) as f64
-    }
-}
-
-fn key_of(i: usize) -> u64 {
-    SplitMix(i as u64 ^ 0x5DEE_CE66_D1CE_B00C).next()
-}
-
-/// Inverse-CDF Zipf(s) sampler over ranks [0, n).
-struct Zipf {
-    cdf: Vec<f64>,
-}
-
-impl Zipf {
-    fn new(n: usize, s: f64) -> Self {
-        let mut cdf = Vec::with_capacity(n);
-        let mut sum = 0.0;
-        for i in 1..=n {
-            sum += 1.0 / (i as f64).powf(s);
-            cdf.push(sum);
-        }
-        Zipf { cdf }
-    }
-
-    fn sample(&self, rng: &mut SplitMix) -> usize {
-        let total = *self.cdf.last().expect("n > 0");
-        let u = rng.unit() * total;
-        self.cdf.partition_point(|&c| c < u).min(self.cdf.len() - 1)
-    }
-
-    fn keys(&self, len: usize, seed: u64) -> Vec<u64> {
-        let mut rng = SplitMix(seed);
-        (0..len).map(|_| key_of(self.sample(&mut rng))).collect()
-    }
+/// `len` keys drawn from `zipf` with a fixed seed.
+fn zipf_keys(zipf: &Zipf, len: usize, seed: u64) -> Vec<u64> {
+    let mut rng = Rng::new(seed);
+    (0..len).map(|_| key_of(zipf.sample(&mut rng))).collect()
 }
 
 type C = Cache<u64, u64>;
@@ -210,7 +170,7 @@ fn main() {
             .measurement_time(sz.measure)
             .without_plots()
             .configure_from_args();
-        let keys = zipf.keys(BATCH * 256, 11);
+        let keys = zipf_keys(&zipf, BATCH * 256, 11);
         let mut g = c.benchmark_group("write_behind/insert_zipf");
         g.throughput(Throughput::Elements(keys.len() as u64));
         let store = SlowStore::new(STORE_LATENCY);
@@ -242,7 +202,7 @@ fn main() {
          {} inserts per pass, {} rounds, store {:?}/batch ==",
         sz.pass, sz.rounds, STORE_LATENCY
     );
-    let keys = zipf.keys(sz.pass, 23);
+    let keys = zipf_keys(&zipf, sz.pass, 23);
     let store = SlowStore::new(STORE_LATENCY);
     let store_big = SlowStore::new(STORE_LATENCY);
     let caches: [C; 3] = [
@@ -340,9 +300,9 @@ fn run_mixed(cache: &C, keys: &[u64], coin: &[bool]) -> (f64, u64, f64) {
 }
 
 fn mixed_report(zipf: &Zipf, n: usize) {
-    let keys = zipf.keys(n, 31);
-    let mut rng = SplitMix(99);
-    let coin: Vec<bool> = (0..n).map(|_| rng.next() % 100 < 5).collect();
+    let keys = zipf_keys(&zipf, n, 31);
+    let mut rng = Rng::new(99);
+    let coin: Vec<bool> = (0..n).map(|_| rng.next_u64() % 100 < 5).collect();
     let store = SlowStore::new(STORE_LATENCY);
     let wb = behind(store.clone());
     let none = plain();
