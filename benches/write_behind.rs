@@ -300,7 +300,7 @@ fn run_mixed(cache: &C, keys: &[u64], coin: &[bool]) -> (f64, u64, f64) {
 }
 
 fn mixed_report(zipf: &Zipf, n: usize) {
-    let keys = zipf_keys(&zipf, n, 31);
+    let keys = zipf_keys(zipf, n, 31);
     let mut rng = Rng::new(99);
     let coin: Vec<bool> = (0..n).map(|_| rng.next_u64() % 100 < 5).collect();
     let store = SlowStore::new(STORE_LATENCY);
