@@ -6,9 +6,13 @@
 //! Without `COGWHEEL_REDIS_URL` each test prints why it is skipped and passes.
 #![cfg(feature = "redis")]
 
+mod support;
+
+use support::eventually;
+
 use cogwheel::store::{BackingStore, RedisConfig, RedisStore};
 use cogwheel::{Cache, Error, WriteBehind, WritePolicy};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 type Store = RedisStore<String, String>;
 
@@ -23,25 +27,11 @@ fn url() -> Option<String> {
 }
 
 fn prefix(test: &str) -> String {
-    let nanos = SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    format!("cwcache:{test}:{}:{nanos}:", std::process::id())
+    support::prefix("cwcache", test)
 }
 
 fn store(url: &str, prefix: &str) -> Store {
     Store::open(RedisConfig::single(url).prefix(prefix.to_string())).unwrap()
-}
-
-fn eventually<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    for _ in 0..400 {
-        if let Some(v) = f() {
-            return v;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    panic!("timed out waiting for {what}");
 }
 
 #[test]

@@ -6,6 +6,10 @@
 //! test prints why it is skipped and passes.
 #![cfg(feature = "redis")]
 
+mod support;
+
+use support::eventually;
+
 use cogwheel::store::{
     BackingStore, Codec, PostcardCodec, RedisConfig, RedisStore, StoreErrorKind, Stored, WriteOp,
 };
@@ -37,13 +41,8 @@ fn cluster_urls() -> Option<Vec<String>> {
     u.map(|u| u.split(',').map(str::to_string).collect())
 }
 
-/// A prefix no other test (or earlier run) uses.
 fn prefix(test: &str) -> String {
-    let nanos = SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    format!("cwtest:{test}:{}:{nanos}:", std::process::id())
+    support::prefix("cwtest", test)
 }
 
 type Store = RedisStore<String, String>;
@@ -273,17 +272,6 @@ fn cluster_batches_keep_per_key_order_across_slots() {
     let dels: Vec<_> = keys.iter().map(|k| WriteOp::Delete { key: k }).collect();
     s.write_batch(&dels).unwrap();
     assert!(scan_all(&s).is_empty());
-}
-
-/// Poll (bounded) until `f` succeeds.
-fn eventually<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    for _ in 0..200 {
-        if let Some(v) = f() {
-            return v;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    panic!("timed out waiting for {what}");
 }
 
 #[test]
