@@ -1,28 +1,32 @@
 //! The public cache handle.
 
 mod flush;
+mod iter;
 mod load;
+mod write;
+
+pub use iter::Iter;
 
 pub use load::{Compute, Preload};
 
 use crate::builder::CacheBuilder;
 use crate::entry::{Entry, Expiry};
-use crate::error::{BuildError, Error};
+use crate::error::BuildError;
 use crate::hash::{self, DefaultHashBuilder};
 use crate::key_locks::KeyLocks;
 use crate::listener::{Listener, RemovalCause, Weigher};
 use crate::loader::Loader;
 use crate::reclaim::{Guard, Reclaimer};
-use crate::shard::{Cond, InsertOutcome, Pin, Removals, Shard};
+use crate::shard::{Removals, Shard};
 use crate::stats::{Counter, Counters, Stats};
-use crate::store::{BackingStore, StoreErrorKind, WriteOp};
+use crate::store::BackingStore;
 use crate::sync::Arc;
 use crate::time::{self, Clock};
-use crate::write_behind::{Pending, WriteBehindState, WritePolicy};
+use crate::write_behind::{WriteBehindState, WritePolicy};
 use std::borrow::Borrow;
 use std::fmt;
 use std::hash::{BuildHasher, Hash};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 /// A concurrent, bounded cache. Cheap to clone: clones share the same cache.
 ///
@@ -126,6 +130,7 @@ where
         let stripes = 1;
         #[cfg(not(loom))]
         let stripes = 4 * std::thread::available_parallelism().map_or(1, |p| p.get());
+        #[cfg_attr(loom, allow(unused_variables))] // no maintenance thread under loom
         let b_maintenance = b.maintenance_interval;
         let wb = match (&b.write_policy, &b.store) {
             (WritePolicy::WriteBehind(cfg), Some(store)) => Some(
@@ -258,256 +263,6 @@ where
             Some(e) => !inner.is_expired(e),
             None => false,
         }
-    }
-
-    /// Insert or replace `key`'s value, with the default time-to-live.
-    ///
-    /// Without a backing store this fails only for an entry heavier than a shard can hold
-    /// ([`Error::TooHeavy`]; a previous value of the key is then removed, since the caller
-    /// meant to replace it). With capacity 0 it succeeds and stores nothing.
-    pub fn insert(&self, key: K, value: V) -> Result<(), Error> {
-        self.insert_with(key, value, self.inner.time_to_live)
-    }
-
-    /// Insert or replace `key`'s value with its own time-to-live (instead of the builder's
-    /// default). A zero TTL means the value is not stored: any previous value of the key is
-    /// removed (reported as `Replaced`).
-    ///
-    /// ```
-    /// use cogwheel::{Cache, ManualClock};
-    /// use std::time::{Duration, SystemTime};
-    ///
-    /// let clock = ManualClock::new();
-    /// let cache: Cache<&str, u32> = Cache::builder().max_capacity(10).clock(clock.clone()).build().unwrap();
-    /// cache.insert_with_ttl("session", 7, Duration::from_secs(30)).unwrap();
-    /// clock.advance(Duration::from_secs(29));
-    /// assert_eq!(cache.get("session"), Some(7));
-    /// clock.advance(Duration::from_secs(1));
-    /// assert_eq!(cache.get("session"), None);
-    /// ```
-    pub fn insert_with_ttl(&self, key: K, value: V, ttl: Duration) -> Result<(), Error> {
-        self.insert_with(key, value, Some(ttl))
-    }
-
-    fn insert_with(&self, key: K, value: V, ttl: Option<Duration>) -> Result<(), Error> {
-        let hash = self.hash(&key);
-        let Some(store) = &self.inner.store else {
-            self.inner.loader.invalidate(hash, &key);
-            return self
-                .write_local(hash, key, value, ttl, Cond::Always)
-                .map(|_| ());
-        };
-        if let Some(wb) = &self.inner.wb {
-            return self.insert_behind(wb, hash, key, value, ttl);
-        }
-        // Write-through: store first, cache only on success. The key's lock orders writers of
-        // one key, so the store and the cache see their writes in the same order.
-        self.refuse_too_heavy(hash, &key, &value)?;
-        let _key_lock = self.inner.key_locks.lock(hash);
-        let op = if ttl == Some(Duration::ZERO) {
-            WriteOp::Delete { key: &key }
-        } else {
-            let expires_at = ttl.and_then(|t| SystemTime::now().checked_add(t));
-            WriteOp::Put {
-                key: &key,
-                value: &value,
-                expires_at,
-            }
-        };
-        self.write_through(store.as_ref(), hash, &key, op)?;
-        self.inner.loader.invalidate(hash, &key);
-        self.write_local(hash, key, value, ttl, Cond::Always)
-            .map(|_| ())
-    }
-
-    /// An entry heavier than its shard can ever hold is refused before any store I/O.
-    fn refuse_too_heavy(&self, hash: u64, key: &K, value: &V) -> Result<(), Error> {
-        let inner = &*self.inner;
-        if self.shard(hash).capacity() < u64::from(inner.weigh(key, value)) {
-            inner.counters.incr(Counter::Refused);
-            return Err(Error::TooHeavy);
-        }
-        Ok(())
-    }
-
-    /// One write-through store call (the caller holds the key's lock). On `Unknown` the cache
-    /// forgets the key: the store may hold the new state or the old one, and serving either
-    /// from the cache could be wrong.
-    fn write_through(
-        &self,
-        store: &dyn BackingStore<K, V>,
-        hash: u64,
-        key: &K,
-        op: WriteOp<'_, K, V>,
-    ) -> Result<(), Error> {
-        let inner = &*self.inner;
-        match store.write_batch(&[op]) {
-            Ok(()) => {
-                inner.counters.incr(Counter::StoreWrites);
-                Ok(())
-            }
-            Err(e) => {
-                inner.counters.incr(Counter::StoreWriteErrors);
-                if e.kind() == StoreErrorKind::Unknown {
-                    inner.loader.invalidate(hash, key);
-                    self.remove_local(hash, key);
-                }
-                Err(Error::from(e))
-            }
-        }
-    }
-
-    /// Write-behind insert: record the write (pinning the key), then publish it in memory.
-    fn insert_behind(
-        &self,
-        wb: &WriteBehindState<K, V>,
-        hash: u64,
-        key: K,
-        value: V,
-        ttl: Option<Duration>,
-    ) -> Result<(), Error> {
-        let inner = &*self.inner;
-        self.refuse_too_heavy(hash, &key, &value)?;
-        wb.reserve(hash, &key)?;
-        let _key_lock = inner.key_locks.lock(hash);
-        let op = if ttl == Some(Duration::ZERO) {
-            Pending::Delete
-        } else {
-            Pending::Put(
-                value.clone(),
-                ttl.and_then(|t| SystemTime::now().checked_add(t)),
-            )
-        };
-        // Record first: from here on the key is pinned, so the entry published next cannot be
-        // evicted before the writer has stored it.
-        wb.record(hash, &key, op);
-        inner.loader.invalidate(hash, &key);
-        loop {
-            match self.write_local(hash, key.clone(), value.clone(), ttl, Cond::Always) {
-                // Every evictable entry of the shard is dirty: wait for the writer (never spin).
-                Err(Error::Full) => wb.wait_for_progress()?,
-                r => return r.map(|_| ()),
-            }
-        }
-    }
-
-    /// Write into the cache only (no store, no loader invalidation).
-    fn write_local(
-        &self,
-        hash: u64,
-        key: K,
-        value: V,
-        ttl: Option<Duration>,
-        cond: Cond,
-    ) -> Result<InsertOutcome, Error> {
-        let inner = &*self.inner;
-        if inner.capacity == 0 {
-            return Ok(InsertOutcome::Unchanged);
-        }
-        let weight = inner.weigh(&key, &value);
-        let now = inner.clock.now();
-        let exp = inner.expiry_for(now, ttl);
-        if exp.deadline <= now {
-            // Expired on arrival (a zero TTL): not stored, and the superseded value goes.
-            if cond == Cond::Always {
-                let guard = inner.reclaim.pin();
-                if let Some(e) = self.shard(hash).remove(hash, |k| *k == key, &guard) {
-                    self.report_one(e, RemovalCause::Replaced);
-                }
-            }
-            return Ok(InsertOutcome::Unchanged);
-        }
-        let guard = inner.reclaim.pin();
-        let mut out = Removals::new();
-        let pin_fn = |k: &K, h: u64| inner.wb.as_ref().is_some_and(|wb| wb.is_dirty(h, k));
-        let pin: Pin<'_, K> = if inner.wb.is_some() {
-            Some(&pin_fn)
-        } else {
-            None
-        };
-        let outcome = self.shard(hash).insert(
-            hash, key, value, weight, exp, now, cond, pin, &guard, &mut out,
-        );
-        self.report(&out);
-        drop(guard);
-        match outcome {
-            InsertOutcome::Inserted => inner.counters.incr(Counter::Inserts),
-            InsertOutcome::Replaced => inner.counters.incr(Counter::Updates),
-            InsertOutcome::TooHeavy => {
-                inner.counters.incr(Counter::Refused);
-                return Err(Error::TooHeavy);
-            }
-            InsertOutcome::Full => return Err(Error::Full),
-            InsertOutcome::Unchanged => {}
-        }
-        Ok(outcome)
-    }
-
-    /// Remove from the cache only; the live value, if there was one.
-    fn remove_local<Q>(&self, hash: u64, key: &Q) -> Option<V>
-    where
-        K: Borrow<Q>,
-        Q: Hash + Eq + ?Sized,
-    {
-        let inner = &*self.inner;
-        let guard = inner.reclaim.pin();
-        let e = self
-            .shard(hash)
-            .remove(hash, |k| k.borrow() == key, &guard)?;
-        let expired = inner.is_expired(e);
-        let cause = if expired {
-            RemovalCause::Expired
-        } else {
-            RemovalCause::Removed
-        };
-        self.report_one(e, cause);
-        if expired { None } else { Some(e.value.clone()) }
-    }
-
-    /// Remove `key`, returning its value if it was present (and not expired).
-    ///
-    /// With a backing store the key is deleted from the store first (write-through); the
-    /// cache forgets it only if the store said `Ok`, or if the outcome is unknown. Without a
-    /// store this never fails.
-    pub fn remove<Q>(&self, key: &Q) -> Result<Option<V>, Error>
-    where
-        K: Borrow<Q>,
-        Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
-    {
-        let inner = &*self.inner;
-        let hash = self.hash(key);
-        let Some(store) = &inner.store else {
-            inner.loader.invalidate(hash, key);
-            return Ok(self.remove_local(hash, key));
-        };
-        let owned = key.to_owned();
-        if let Some(wb) = &inner.wb {
-            // An ordered delete record: the store sees put / remove / put of one key in order.
-            wb.reserve(hash, key)?;
-            let _key_lock = inner.key_locks.lock(hash);
-            wb.record(hash, &owned, Pending::Delete);
-            inner.loader.invalidate(hash, key);
-            return Ok(self.remove_local(hash, key));
-        }
-        let _key_lock = inner.key_locks.lock(hash);
-        self.write_through(
-            store.as_ref(),
-            hash,
-            &owned,
-            WriteOp::Delete { key: &owned },
-        )?;
-        inner.loader.invalidate(hash, key);
-        Ok(self.remove_local(hash, key))
-    }
-
-    /// Remove `key` without returning its value (from the store too, if there is one; a store
-    /// error is ignored here, use [`remove`](Self::remove) to see it).
-    pub fn invalidate<Q>(&self, key: &Q)
-    where
-        K: Borrow<Q>,
-        Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
-    {
-        let _ = self.remove(key);
     }
 
     /// Remove every entry.
@@ -720,50 +475,6 @@ impl<K, V, S> fmt::Debug for Cache<K, V, S> {
             .field("len", &len)
             .field("capacity", &self.inner.capacity)
             .field("shards", &self.inner.shards.len())
-            .finish_non_exhaustive()
-    }
-}
-
-/// Iterator returned by [`Cache::iter`].
-pub struct Iter<'a, K, V, S = DefaultHashBuilder> {
-    cache: &'a Cache<K, V, S>,
-    shard: usize,
-    buf: std::vec::IntoIter<(K, V)>,
-}
-
-impl<K, V, S> Iterator for Iter<'_, K, V, S>
-where
-    K: Hash + Eq + Clone + Send + Sync + 'static,
-    V: Clone + Send + Sync + 'static,
-    S: BuildHasher + Clone + Send + Sync + 'static,
-{
-    type Item = (K, V);
-
-    fn next(&mut self) -> Option<(K, V)> {
-        loop {
-            if let Some(kv) = self.buf.next() {
-                return Some(kv);
-            }
-            let inner = &*self.cache.inner;
-            let shard = inner.shards.get(self.shard)?;
-            self.shard += 1;
-            // One shard at a time: the guard is held only while copying one shard out, so a
-            // slow consumer of the iterator does not hold back reclamation.
-            let guard = self.cache.pin();
-            let items: Vec<(K, V)> = shard
-                .entries(&guard)
-                .filter(|e| !inner.is_expired(e))
-                .map(|e| (e.key.clone(), e.value.clone()))
-                .collect();
-            self.buf = items.into_iter();
-        }
-    }
-}
-
-impl<K, V, S> fmt::Debug for Iter<'_, K, V, S> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Iter")
-            .field("shard", &self.shard)
             .finish_non_exhaustive()
     }
 }
