@@ -100,7 +100,9 @@ impl WriteBehind {
     }
 
     /// Fail with [`Error::Full`](crate::Error::Full) instead of waiting when the dirty budget
-    /// is used up.
+    /// is used up. (A write whose shard is full of dirty entries still waits for the writer:
+    /// by then it is recorded, and failing it would make an `Err` write reach the store. Keep
+    /// `max_dirty` well below the capacity to make that case rare.)
     pub fn fail_fast(mut self, yes: bool) -> Self {
         self.fail_fast = yes;
         self
