@@ -136,6 +136,7 @@ where
             (WritePolicy::WriteBehind(cfg), Some(store)) => Some(
                 WriteBehindState::new(
                     cfg.clone(),
+                    capacity,
                     std::sync::Arc::clone(store),
                     b.dead_letter.clone(),
                 )

@@ -470,3 +470,15 @@ fn compute_goes_behind_too() {
         "five computes coalesced into one put, then one delete"
     );
 }
+
+#[test]
+fn the_default_dirty_budget_is_half_the_capacity() {
+    let store = MemoryStore::new();
+    let c = manual(&store, 10);
+    for i in 0..50 {
+        c.insert(i, i).unwrap();
+        assert!(c.dirty_count() <= 5, "{} dirty keys", c.dirty_count());
+    }
+    c.flush().unwrap();
+    assert_eq!(store.len(), 50, "every write reached the store");
+}

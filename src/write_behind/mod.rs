@@ -55,7 +55,8 @@ use std::time::Duration;
 pub struct WriteBehind {
     pub(crate) max_batch: usize,
     pub(crate) max_delay: Duration,
-    pub(crate) max_dirty: usize,
+    /// `None`: half the cache's capacity (set when the cache is built).
+    pub(crate) max_dirty: Option<usize>,
     pub(crate) fail_fast: bool,
     pub(crate) retry_base: Duration,
     pub(crate) retry_max: Duration,
@@ -68,7 +69,7 @@ impl Default for WriteBehind {
         WriteBehind {
             max_batch: 512,
             max_delay: Duration::from_millis(100),
-            max_dirty: 100_000,
+            max_dirty: None,
             fail_fast: false,
             retry_base: Duration::from_millis(10),
             retry_max: Duration::from_secs(5),
@@ -92,10 +93,11 @@ impl WriteBehind {
         self
     }
 
-    /// The most keys that may be dirty at once (default 100 000); beyond it writers wait for
-    /// the writer thread (or fail, with [`fail_fast`](Self::fail_fast)).
+    /// The most keys that may be dirty at once (default: half the cache's capacity, so dirty
+    /// entries, which are pinned, never fill the cache); beyond it writers wait for the writer
+    /// thread (or fail, with [`fail_fast`](Self::fail_fast)).
     pub fn max_dirty(mut self, n: usize) -> Self {
-        self.max_dirty = n.max(1);
+        self.max_dirty = Some(n.max(1));
         self
     }
 

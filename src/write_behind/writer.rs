@@ -65,6 +65,8 @@ struct Signal {
 
 struct Shared<K, V> {
     cfg: WriteBehind,
+    /// The dirty budget: `cfg.max_dirty`, or half the cache's capacity.
+    max_dirty: usize,
     store: StdArc<dyn BackingStore<K, V>>,
     stripes: Box<[Stripe<K, V>]>,
     queue: MpscQueue<Node<(K, u64)>>,
@@ -109,11 +111,14 @@ where
 {
     pub(crate) fn new(
         cfg: WriteBehind,
+        capacity: u64,
         store: StdArc<dyn BackingStore<K, V>>,
         dead_letter: Option<DeadLetterHook<K, V>>,
     ) -> Result<Self, std::io::Error> {
         let manual = cfg.manual;
+        let half = usize::try_from(capacity / 2).unwrap_or(usize::MAX).max(1);
         let shared = Arc::new(Shared {
+            max_dirty: cfg.max_dirty.unwrap_or(half),
             cfg,
             store,
             stripes: (0..STRIPES).map(|_| Mutex::new(Map::default())).collect(),
@@ -197,7 +202,7 @@ where
             if sh.closed.load(Ordering::Acquire) {
                 return Err(Error::Closed);
             }
-            if sh.dirty.load(Ordering::Acquire) < sh.cfg.max_dirty || self.is_dirty(hash, key) {
+            if sh.dirty.load(Ordering::Acquire) < sh.max_dirty || self.is_dirty(hash, key) {
                 return Ok(());
             }
             if sh.cfg.fail_fast {
