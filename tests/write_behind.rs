@@ -482,3 +482,40 @@ fn the_default_dirty_budget_is_half_the_capacity() {
     c.flush().unwrap();
     assert_eq!(store.len(), 50, "every write reached the store");
 }
+
+#[test]
+fn a_hung_store_cannot_hang_close() {
+    let store = MemoryStore::new();
+    let dead = Arc::new(Mutex::new(Vec::new()));
+    let d2 = dead.clone();
+    let c: Cache<u64, u64> = Cache::builder()
+        .max_capacity(1000)
+        .store(store.clone())
+        .write_policy(WritePolicy::WriteBehind(
+            WriteBehind::default()
+                .max_delay(Duration::ZERO)
+                .close_timeout(Duration::from_millis(50)),
+        ))
+        .dead_letter(move |k, op, _| d2.lock().unwrap().push((*k, op)))
+        .build()
+        .unwrap();
+    store.hang();
+    c.insert(1, 1).unwrap();
+    store.wait_for_hung_calls(1); // the writer is now stuck inside write_batch
+    c.insert(2, 2).unwrap();
+    match c.close() {
+        Err(Error::Unflushed { pending, cause }) => {
+            assert_eq!(pending, 2);
+            assert!(cause.to_string().contains("close timeout"), "{cause}");
+        }
+        other => panic!("expected a bounded close, got {other:?}"),
+    }
+    let mut dead = dead.lock().unwrap().clone();
+    dead.sort_by_key(|(k, _)| *k);
+    assert_eq!(
+        dead,
+        vec![(1, DeadLetter::Put(1)), (2, DeadLetter::Put(2))],
+        "reported, not dropped"
+    );
+    store.release(); // let the detached writer finish and exit
+}

@@ -62,6 +62,7 @@ pub struct WriteBehind {
     pub(crate) retry_max: Duration,
     pub(crate) max_attempts: u32,
     pub(crate) manual: bool,
+    pub(crate) close_timeout: Duration,
 }
 
 impl Default for WriteBehind {
@@ -75,6 +76,7 @@ impl Default for WriteBehind {
             retry_max: Duration::from_secs(5),
             max_attempts: 8,
             manual: false,
+            close_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -122,6 +124,15 @@ impl WriteBehind {
     /// to the dead-letter hook (default 8).
     pub fn max_attempts(mut self, n: u32) -> Self {
         self.max_attempts = n.max(1);
+        self
+    }
+
+    /// How long `close` (and dropping the last handle) waits for the store to take what is
+    /// still dirty (default 30 s). After that, whatever is not confirmed goes to the dead-letter
+    /// hook and the close returns `Error::Unflushed`: a hung store never hangs the closing
+    /// thread. (Manual mode writes on the closing thread itself and has no timeout.)
+    pub fn close_timeout(mut self, d: Duration) -> Self {
+        self.close_timeout = d;
         self
     }
 

@@ -84,7 +84,8 @@ struct Shared<K, V> {
     writes: AtomicU64,
     write_errors: AtomicU64,
     dead_letters: AtomicU64,
-    thread: Mutex<Option<sync::thread::JoinHandle<()>>>,
+    /// A std handle: the writer thread exists only outside loom (models use manual mode).
+    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
     closed: std::sync::atomic::AtomicBool,
 }
 
@@ -315,6 +316,12 @@ where
 {
     /// Every write acknowledged before this call is in the store when it returns `Ok`.
     fn flush(&self) -> Result<FlushReport, Error> {
+        self.flush_within(None)
+    }
+
+    /// `flush`, giving up at `deadline` (threaded mode only: in manual mode the caller's own
+    /// thread does the writing and cannot be interrupted).
+    fn flush_within(&self, deadline: Option<Instant>) -> Result<FlushReport, Error> {
         let sh = self;
         let target = sh.seq.load(Ordering::Acquire);
         let flushed = sh.pending_upto(target);
@@ -352,7 +359,25 @@ where
                     cause: e,
                 });
             }
-            sig = wait(&sh.cv, sig);
+            match deadline {
+                None => sig = wait(&sh.cv, sig),
+                Some(d) => {
+                    let left = d.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        let e = StoreError::unknown(
+                            "the store did not finish writing before the close timeout",
+                        );
+                        break Err(Error::Unflushed {
+                            pending: sh.pending_upto(target),
+                            cause: StdArc::new(e),
+                        });
+                    }
+                    sig = sh
+                        .cv
+                        .wait_timeout(sig, left)
+                        .map_or_else(|p| p.into_inner().0, |(g, _)| g);
+                }
+            }
         };
         sig.flushers -= 1;
         r
@@ -362,16 +387,25 @@ where
         if self.closed.swap(true, Ordering::AcqRel) {
             return Ok(FlushReport::default());
         }
-        let r = self.flush();
+        let deadline = Instant::now().checked_add(self.cfg.close_timeout);
+        let r = self.flush_within(deadline);
         let sh = self;
         {
             let mut sig = sync::lock(&sh.sig);
             sig.closing = true;
             sh.cv.notify_all();
         }
+        let timed_out = deadline.is_some_and(|d| Instant::now() >= d);
         if let Some(t) = sync::lock(&self.thread).take() {
-            // The writer holds no cache lock and never calls into the cache: joining is safe.
-            let _ = t.join();
+            if timed_out && !t.is_finished() {
+                // The writer is stuck inside the store (it hangs): waiting for it would hang the
+                // closing thread too. It is detached; when the store answers, it sees `closing`
+                // and exits. What it was writing is reported below as not confirmed.
+                drop(t);
+            } else {
+                // The writer holds no cache lock and never calls into the cache: joining is safe.
+                let _ = t.join();
+            }
         }
         if r.is_err() {
             sh.dead_letter_all();
