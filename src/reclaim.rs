@@ -86,10 +86,10 @@ impl Reclaimer {
     pub(crate) fn pin(&self) -> Guard {
         let (id, handle) = LAST.with(Cell::get);
         if id == self.id {
-            // SAFETY: by `LAST`'s invariant the pointer is the boxed handle of an entry still in
-            // this thread's `HANDLES`; entries leave it only on this thread, and only after
-            // `LAST` is reset, so the box is alive for this call. `LocalHandle::pin` borrows it
-            // only for the call (the guard points to the collector's `Local`, not the box).
+            // `LocalHandle::pin` borrows the box only for the call (the guard points to the
+            // collector's `Local`, not to the box).
+            // SAFETY: by `LAST`'s invariant this is the boxed handle of an entry still in this
+            // thread's `HANDLES`, which entries leave only on this thread after `LAST` is reset.
             return unsafe { &*handle }.pin();
         }
         self.pin_slow()

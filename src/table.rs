@@ -161,10 +161,10 @@ impl<K, V> Table<K, V> {
                 let i = (m.trailing_zeros() / 8) as usize;
                 m &= m - 1;
                 let p = group.slots[i].load(Ordering::Acquire, guard);
-                // SAFETY: the pointer was loaded under `guard` from a table reachable through
-                // the guard. Entries are retired only after being unlinked from every table
-                // and through `defer_destroy`, so it stays valid while `guard` lives; null
+                // Entries are retired only after being unlinked, through `defer_destroy`; null
                 // (a concurrent removal) is handled by `as_ref`.
+                // SAFETY: loaded under `guard` from a table reachable through it: valid while
+                // `guard` lives.
                 if let Some(e) = unsafe { p.as_ref() }
                     && e.hash == hash
                     && eq(&e.key)

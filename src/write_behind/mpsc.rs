@@ -313,10 +313,10 @@ impl<T: Linked> MpscQueue<T> {
     /// way `node.next` is null and no other thread accesses it until `node` is linked.
     unsafe fn link(&self, node: *mut T) {
         let prev = self.head.swap(node, AcqRel);
-        // SAFETY: `prev` was `head`, so it is the stub or a queued node whose `next` is still
-        // null. The consumer releases a node only after it has seen that node's `next` set, and
-        // the only thread that sets `prev.next` is this one (the one that swapped `prev` out of
-        // `head`), so `prev` is alive until the store below. It is not touched afterwards.
+        // Only this thread (which swapped `prev` out of `head`) sets `prev.next`, and the
+        // consumer frees a node only after it has seen that node's `next` set.
+        // SAFETY: `prev` was `head` (the stub or a queued node whose `next` is still null), so
+        // it is alive until the store below; it is not touched afterwards.
         unsafe { self.links_of(prev) }.next.store(node, Release);
     }
 
