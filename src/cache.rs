@@ -219,29 +219,25 @@ where
         let inner = &*self.inner;
         let hash = self.hash(key);
         let guard = inner.reclaim.pin();
-        let found = match self.shard(hash).lookup(hash, |k| k.borrow() == key, &guard) {
-            Some(hit) => {
+        let found = self
+            .shard(hash)
+            .lookup(hash, |k| k.borrow() == key, &guard)
+            .and_then(|hit| {
                 let e = hit.entry;
                 let d = e.deadline();
                 // Entries that cannot expire skip the clock entirely.
-                if d == time::NEVER {
-                    hit.touch();
-                    Some(e.value.clone())
-                } else {
+                if d != time::NEVER {
                     let now = inner.clock.now();
                     if d <= now {
-                        None
-                    } else {
-                        if let Some(tti) = inner.tti_nanos {
-                            e.extend_idle(now, tti, inner.tti_slack);
-                        }
-                        hit.touch();
-                        Some(e.value.clone())
+                        return None;
+                    }
+                    if let Some(tti) = inner.tti_nanos {
+                        e.extend_idle(now, tti, inner.tti_slack);
                     }
                 }
-            }
-            None => None,
-        };
+                hit.touch();
+                Some(e.value.clone())
+            });
         drop(guard);
         inner.counters.incr(if found.is_some() {
             Counter::Hits
