@@ -60,13 +60,6 @@ impl<K, V> Entry<K, V> {
     pub(crate) fn deadline(&self) -> u64 {
         self.deadline.load(Ordering::Relaxed)
     }
-
-    /// Whether the entry is expired at engine time `now` (a deadline is exclusive: at
-    /// `now == deadline` the entry is already gone).
-    #[inline]
-    pub(crate) fn is_expired(&self, now: u64) -> bool {
-        self.deadline() <= now
-    }
 }
 
 /// The two deadlines of a new entry.
@@ -76,4 +69,12 @@ pub(crate) struct Expiry {
     pub(crate) deadline: u64,
     /// The TTL deadline.
     pub(crate) expires_at: u64,
+}
+
+impl Expiry {
+    /// An entry that never expires.
+    pub(crate) const NEVER: Expiry = Expiry {
+        deadline: crate::time::NEVER,
+        expires_at: crate::time::NEVER,
+    };
 }

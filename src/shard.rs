@@ -16,7 +16,7 @@ use crate::policy::{Admit, EvictionPolicy, Policy, Residents, Token};
 use crate::reclaim::Guard;
 use crate::sync::{AtomicU64, AtomicUsize, Mutex, Ordering, lock, try_lock};
 use crate::table::{Hit, Probe, Table, TablePtr, new_entry};
-use crate::time;
+use crate::time::{self, LazyNow};
 use crossbeam_utils::CachePadded;
 
 /// An entry that left a shard, with the reason; readable while the caller's guard lives.
@@ -232,7 +232,7 @@ impl<K: Eq, V> Shard<K, V> {
         value: V,
         weight: u32,
         exp: Expiry,
-        now: u64,
+        now: &LazyNow<'_>,
         cond: Cond,
         pin: Pin<'_, K>,
         guard: &'g Guard,
@@ -248,7 +248,7 @@ impl<K: Eq, V> Shard<K, V> {
                 let Some(old) = table.entry_at(slot, guard) else {
                     unreachable!("a found slot holds an entry")
                 };
-                let live = !old.is_expired(now);
+                let live = !now.passed(old.deadline());
                 let allowed = match cond {
                     Cond::Always => true,
                     Cond::IfAbsent => !live,
@@ -282,7 +282,7 @@ impl<K: Eq, V> Shard<K, V> {
                     }
                 }
                 let fresh = Entry::new(key, value, hash, token, weight, exp);
-                let expired = old.is_expired(now);
+                let expired = !live;
                 // The slot keeps its reference bit across the replacement, unless the old
                 // entry had expired: then the newcomer starts unreferenced.
                 if expired {
@@ -345,7 +345,7 @@ impl<K: Eq, V> Shard<K, V> {
         // Amortized maintenance: a little expiry work on every write, so a cache with writes
         // never needs a maintenance thread to reclaim expired entries.
         if !w.wheel.is_empty() {
-            self.expire(w, table, now, WRITE_BUDGET, guard, out);
+            self.expire(w, table, now.get(), WRITE_BUDGET, guard, out);
         }
         self.publish_counts(w);
         outcome

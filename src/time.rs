@@ -146,6 +146,38 @@ impl From<ManualClock> for Clock {
     }
 }
 
+/// The current time, read from the clock at most once and only if someone asks: a write to a
+/// cache where nothing can expire never pays for a clock read.
+pub(crate) struct LazyNow<'a> {
+    clock: &'a Clock,
+    read: std::cell::Cell<Option<u64>>,
+}
+
+impl<'a> LazyNow<'a> {
+    pub(crate) fn new(clock: &'a Clock) -> Self {
+        LazyNow {
+            clock,
+            read: std::cell::Cell::new(None),
+        }
+    }
+
+    pub(crate) fn get(&self) -> u64 {
+        match self.read.get() {
+            Some(n) => n,
+            None => {
+                let n = self.clock.now();
+                self.read.set(Some(n));
+                n
+            }
+        }
+    }
+
+    /// Whether `deadline` has passed; reads the clock only for a real deadline.
+    pub(crate) fn passed(&self, deadline: u64) -> bool {
+        deadline != NEVER && deadline <= self.get()
+    }
+}
+
 /// A duration in nanoseconds, saturating at `u64::MAX` (≈ 584 years, i.e. "never").
 #[inline]
 pub(crate) fn duration_nanos(d: Duration) -> u64 {

@@ -2,11 +2,13 @@
 //! memory), and removal.
 
 use super::{Cache, Removals};
+use crate::entry::Expiry;
 use crate::error::Error;
 use crate::listener::RemovalCause;
 use crate::shard::{Cond, InsertOutcome, Pin};
 use crate::stats::Counter;
 use crate::store::{BackingStore, StoreErrorKind, WriteOp};
+use crate::time::LazyNow;
 use crate::write_behind::{Pending, WriteBehindState};
 use std::borrow::Borrow;
 use std::hash::{BuildHasher, Hash};
@@ -163,9 +165,13 @@ where
             return Ok(InsertOutcome::Unchanged);
         }
         let weight = inner.weigh(&key, &value);
-        let now = inner.clock.now();
-        let exp = inner.expiry_for(now, ttl);
-        if exp.deadline <= now {
+        let now = LazyNow::new(&inner.clock);
+        let exp = if ttl.is_none() && inner.tti_nanos.is_none() {
+            Expiry::NEVER
+        } else {
+            inner.expiry_for(now.get(), ttl)
+        };
+        if now.passed(exp.deadline) {
             // Expired on arrival (a zero TTL): not stored, and the superseded value goes.
             if cond == Cond::Always {
                 let guard = inner.reclaim.pin();
@@ -184,7 +190,7 @@ where
             None
         };
         let outcome = self.shard(hash).insert(
-            hash, key, value, weight, exp, now, cond, pin, &guard, &mut out,
+            hash, key, value, weight, exp, &now, cond, pin, &guard, &mut out,
         );
         self.report(&out);
         drop(guard);
