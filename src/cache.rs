@@ -268,7 +268,7 @@ where
             let guard = self.inner.reclaim.pin();
             let mut out = Removals::new();
             shard.clear(&guard, &mut out);
-            self.report(&out);
+            self.inner.report(&out);
         }
     }
 
@@ -288,7 +288,7 @@ where
             for e in doomed {
                 if shard.remove_exact(e, &guard) {
                     removed += 1;
-                    self.report_one(e, RemovalCause::Removed);
+                    self.inner.report_one(e, RemovalCause::Removed);
                 }
             }
         }
@@ -350,14 +350,6 @@ where
     /// The capacity the cache was built with (entries, or weight).
     pub fn capacity(&self) -> u64 {
         self.inner.capacity
-    }
-
-    fn report(&self, removed: &Removals<'_, K, V>) {
-        self.inner.report(removed);
-    }
-
-    fn report_one(&self, e: &Entry<K, V>, cause: RemovalCause) {
-        self.inner.report_one(e, cause);
     }
 
     /// Testing aid: check every internal invariant (table ↔ policy bookkeeping, policy

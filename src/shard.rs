@@ -435,38 +435,41 @@ impl<K: Eq, V> Shard<K, V> {
         eq: impl FnMut(&K) -> bool,
         guard: &'g Guard,
     ) -> Option<&'g Entry<K, V>> {
+        self.remove_if(hash, eq, |_| true, guard)
+    }
+
+    /// Remove `entry` if it is still the key's current entry (not replaced meanwhile).
+    pub(crate) fn remove_exact<'g>(&self, entry: &'g Entry<K, V>, guard: &'g Guard) -> bool {
+        self.remove_if(
+            entry.hash,
+            |k| *k == entry.key,
+            |e| std::ptr::eq(e, entry),
+            guard,
+        )
+        .is_some()
+    }
+
+    /// Remove the key's entry if `accept` agrees, under the lock.
+    fn remove_if<'g>(
+        &self,
+        hash: u64,
+        eq: impl FnMut(&K) -> bool,
+        accept: impl FnOnce(&Entry<K, V>) -> bool,
+        guard: &'g Guard,
+    ) -> Option<&'g Entry<K, V>> {
         let mut w = lock(&self.writer);
         let w = &mut *w;
         let table = self.table.load(guard);
         let Some(Probe::Found(slot)) = table.probe(hash, hash::tag(hash), eq, guard) else {
             return None;
         };
-        let e = self.unlink(w, table, slot, guard);
-        w.policy.remove(e.token);
-        self.publish_counts(w);
-        Some(e)
-    }
-
-    /// Remove `entry` if it is still the key's current entry (not replaced meanwhile).
-    pub(crate) fn remove_exact<'g>(&self, entry: &'g Entry<K, V>, guard: &'g Guard) -> bool {
-        let mut w = lock(&self.writer);
-        let w = &mut *w;
-        let table = self.table.load(guard);
-        let Some(Probe::Found(slot)) = table.probe(
-            entry.hash,
-            hash::tag(entry.hash),
-            |k| *k == entry.key,
-            guard,
-        ) else {
-            return false;
-        };
-        if !std::ptr::eq(table.ptr_at(slot, guard).as_raw(), entry) {
-            return false;
+        if !table.entry_at(slot, guard).is_some_and(accept) {
+            return None;
         }
         let e = self.unlink(w, table, slot, guard);
         w.policy.remove(e.token);
         self.publish_counts(w);
-        true
+        Some(e)
     }
 
     /// Remove every entry.

@@ -176,7 +176,7 @@ where
             if cond == Cond::Always {
                 let guard = inner.reclaim.pin();
                 if let Some(e) = self.shard(hash).remove(hash, |k| *k == key, &guard) {
-                    self.report_one(e, RemovalCause::Replaced);
+                    self.inner.report_one(e, RemovalCause::Replaced);
                 }
             }
             return Ok(InsertOutcome::Unchanged);
@@ -192,7 +192,7 @@ where
         let outcome = self.shard(hash).insert(
             hash, key, value, weight, exp, &now, cond, pin, &guard, &mut out,
         );
-        self.report(&out);
+        self.inner.report(&out);
         drop(guard);
         match outcome {
             InsertOutcome::Inserted => inner.counters.incr(Counter::Inserts),
@@ -224,7 +224,7 @@ where
         } else {
             RemovalCause::Removed
         };
-        self.report_one(e, cause);
+        self.inner.report_one(e, cause);
         if expired { None } else { Some(e.value.clone()) }
     }
 
