@@ -43,7 +43,7 @@ struct Sizes {
 
 fn sizes() -> Sizes {
     let bench = std::env::args().any(|a| a == "--bench");
-    let quick = std::env::var_os("COGWHEEL_BENCH_QUICK").is_some_and(|v| v != "0");
+    let quick = common::quick();
     if !bench {
         Sizes {
             preload: 2_000,
