@@ -5,25 +5,37 @@ use redb::{BackendError, StorageBackend};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-/// A file backend whose writes, syncs and resizes fail while `fail` is set (a disk that
-/// went bad, then was fixed).
+/// A file backend whose mutating calls (writes, syncs, resizes) fail on a programmed fault.
 #[derive(Debug)]
-struct FlakyDisk {
+struct FaultyDisk {
     file: FileBackend,
-    fail: Arc<AtomicBool>,
+    fault: Fault,
 }
 
-impl FlakyDisk {
+#[derive(Debug)]
+enum Fault {
+    /// Fail while the flag is set: a disk that went bad, then was fixed.
+    While(Arc<AtomicBool>),
+    /// Fail after this many mutating calls: the file as a process killed at that point left it.
+    After(Arc<AtomicU64>),
+}
+
+impl FaultyDisk {
     fn check(&self) -> Result<(), io::Error> {
-        if self.fail.load(Ordering::SeqCst) {
-            Err(io::Error::other("injected I/O error"))
-        } else {
-            Ok(())
+        match &self.fault {
+            Fault::While(fail) if fail.load(Ordering::SeqCst) => {
+                Err(io::Error::other("injected I/O error"))
+            }
+            Fault::While(_) => Ok(()),
+            Fault::After(budget) => budget
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |b| b.checked_sub(1))
+                .map(|_| ())
+                .map_err(|_| io::Error::other("killed")),
         }
     }
 }
 
-impl StorageBackend for FlakyDisk {
+impl StorageBackend for FaultyDisk {
     fn len(&self) -> Result<u64, io::Error> {
         self.file.len()
     }
@@ -73,9 +85,9 @@ fn flaky_store(path: &Path, fail: Arc<AtomicBool>) -> RedbStore<u32, String> {
             .create(true)
             .truncate(false)
             .open(p)?;
-        let disk = FlakyDisk {
+        let disk = FaultyDisk {
             file: FileBackend::new(file)?,
-            fail: fail.clone(),
+            fault: Fault::While(fail.clone()),
         };
         Ok(Database::builder().create_with_backend(disk)?)
     });
@@ -148,65 +160,6 @@ fn reopens_after_an_io_error_and_keeps_committed_data() {
     assert_eq!(s.load(&4).unwrap().unwrap().value, v);
 }
 
-/// A disk that stops taking writes after `budget` mutating calls (writes, syncs,
-/// resizes): what the file looks like when the process is killed at that point.
-#[derive(Debug)]
-struct DiesAfter {
-    file: FileBackend,
-    budget: Arc<AtomicU64>,
-}
-
-impl DiesAfter {
-    fn spend(&self) -> Result<(), io::Error> {
-        self.budget
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |b| b.checked_sub(1))
-            .map(|_| ())
-            .map_err(|_| io::Error::other("killed"))
-    }
-}
-
-impl StorageBackend for DiesAfter {
-    fn len(&self) -> Result<u64, io::Error> {
-        self.file.len()
-    }
-    fn read(&self, offset: u64, out: &mut [u8]) -> Result<(), io::Error> {
-        self.file.read(offset, out)
-    }
-    fn set_len(&self, len: u64) -> Result<(), io::Error> {
-        self.spend()?;
-        self.file.set_len(len)
-    }
-    fn sync_data(&self) -> Result<(), io::Error> {
-        self.spend()?;
-        self.file.sync_data()
-    }
-    fn write(&self, offset: u64, data: &[u8]) -> Result<(), io::Error> {
-        self.spend()?;
-        self.file.write(offset, data)
-    }
-    fn close(&self) -> Result<(), io::Error> {
-        self.file.close()
-    }
-    fn try_lock_range(&self, s: Bound<u64>, e: Bound<u64>) -> Result<bool, BackendError> {
-        self.file.try_lock_range(s, e)
-    }
-    fn try_lock_shared_range(&self, s: Bound<u64>, e: Bound<u64>) -> Result<bool, BackendError> {
-        self.file.try_lock_shared_range(s, e)
-    }
-    fn lock_range(&self, s: Bound<u64>, e: Bound<u64>) -> Result<(), BackendError> {
-        self.file.lock_range(s, e)
-    }
-    fn lock_shared_range(&self, s: Bound<u64>, e: Bound<u64>) -> Result<(), BackendError> {
-        self.file.lock_shared_range(s, e)
-    }
-    fn unlock_range(&self, s: Bound<u64>, e: Bound<u64>) -> Result<(), BackendError> {
-        self.file.unlock_range(s, e)
-    }
-    fn query_lock_range(&self, s: Bound<u64>, e: Bound<u64>) -> Result<bool, BackendError> {
-        self.file.query_lock_range(s, e)
-    }
-}
-
 /// A process killed while it creates a new store (found by `tests/crash.rs`) must not
 /// leave a file that no later open accepts: every crash point of the creation is tried.
 #[test]
@@ -223,9 +176,9 @@ fn a_creation_cut_short_at_any_write_leaves_a_path_that_opens() {
                 .create(true)
                 .truncate(false)
                 .open(p)?;
-            let disk = DiesAfter {
+            let disk = FaultyDisk {
                 file: FileBackend::new(file)?,
-                budget: l.clone(),
+                fault: Fault::After(l.clone()),
             };
             Ok(Database::builder().create_with_backend(disk)?)
         });
