@@ -32,6 +32,26 @@ fn threaded(store: &MemoryStore<u64, u64>, wb: WriteBehind) -> Cache<u64, u64> {
         .unwrap()
 }
 
+/// Dead letters as `(key, what)`, sorted by key.
+type Dead = Arc<Mutex<Vec<(u64, DeadLetter<u64>)>>>;
+
+/// A write-behind cache over `store` whose dead letters are recorded.
+fn with_dead_letters(
+    store: impl BackingStore<u64, u64>,
+    wb: WriteBehind,
+) -> (Cache<u64, u64>, Dead) {
+    let dead: Dead = Arc::default();
+    let d2 = dead.clone();
+    let c = Cache::builder()
+        .max_capacity(1000)
+        .store(store)
+        .write_policy(WritePolicy::WriteBehind(wb))
+        .dead_letter(move |k, op, _| d2.lock().unwrap().push((*k, op)))
+        .build()
+        .unwrap();
+    (c, dead)
+}
+
 fn store_value(store: &MemoryStore<u64, u64>, k: u64) -> Option<u64> {
     store.snapshot().get(&k).map(|s| s.value)
 }
@@ -289,20 +309,13 @@ impl BackingStore<u64, u64> for Poison {
 #[test]
 fn a_poison_entry_goes_to_the_dead_letter_hook() {
     let store = MemoryStore::new();
-    let dead = Arc::new(Mutex::new(Vec::new()));
-    let d2 = dead.clone();
-    let c: Cache<u64, u64> = Cache::builder()
-        .max_capacity(1000)
-        .store(Poison {
+    let (c, dead) = with_dead_letters(
+        Poison {
             inner: store.clone(),
             poison: 13,
-        })
-        .write_policy(WritePolicy::WriteBehind(
-            WriteBehind::default().manual(true).max_attempts(3),
-        ))
-        .dead_letter(move |k, op, _e| d2.lock().unwrap().push((*k, op)))
-        .build()
-        .unwrap();
+        },
+        WriteBehind::default().manual(true).max_attempts(3),
+    );
     for i in 0..20 {
         c.insert(i, i * 10).unwrap();
     }
@@ -395,15 +408,7 @@ fn dirty_entries_are_pinned_and_reads_see_pending_writes() {
 #[test]
 fn close_reports_what_could_not_be_written() {
     let store = MemoryStore::new();
-    let dead = Arc::new(Mutex::new(Vec::new()));
-    let d2 = dead.clone();
-    let c: Cache<u64, u64> = Cache::builder()
-        .max_capacity(1000)
-        .store(store.clone())
-        .write_policy(WritePolicy::WriteBehind(WriteBehind::default()))
-        .dead_letter(move |k, op, _| d2.lock().unwrap().push((*k, op)))
-        .build()
-        .unwrap();
+    let (c, dead) = with_dead_letters(store.clone(), WriteBehind::default());
     store.set_down(true);
     c.insert(1, 1).unwrap();
     c.remove(&2).unwrap();
@@ -486,19 +491,12 @@ fn the_default_dirty_budget_is_half_the_capacity() {
 #[test]
 fn a_hung_store_cannot_hang_close() {
     let store = MemoryStore::new();
-    let dead = Arc::new(Mutex::new(Vec::new()));
-    let d2 = dead.clone();
-    let c: Cache<u64, u64> = Cache::builder()
-        .max_capacity(1000)
-        .store(store.clone())
-        .write_policy(WritePolicy::WriteBehind(
-            WriteBehind::default()
-                .max_delay(Duration::ZERO)
-                .close_timeout(Duration::from_millis(50)),
-        ))
-        .dead_letter(move |k, op, _| d2.lock().unwrap().push((*k, op)))
-        .build()
-        .unwrap();
+    let (c, dead) = with_dead_letters(
+        store.clone(),
+        WriteBehind::default()
+            .max_delay(Duration::ZERO)
+            .close_timeout(Duration::from_millis(50)),
+    );
     store.hang();
     c.insert(1, 1).unwrap();
     store.wait_for_hung_calls(1); // the writer is now stuck inside write_batch
