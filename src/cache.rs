@@ -432,8 +432,7 @@ impl<K, V, S> Inner<K, V, S> {
     /// Whether `e` is past its deadline (entries that never expire skip the clock).
     #[inline]
     fn is_expired(&self, e: &Entry<K, V>) -> bool {
-        let d = e.deadline();
-        d != time::NEVER && d <= self.clock.now()
+        time::LazyNow::new(&self.clock).passed(e.deadline())
     }
 
     /// The deadlines of an entry written at `now` with `ttl` (or the default).
