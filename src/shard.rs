@@ -216,10 +216,7 @@ impl<K: Eq, V> Shard<K, V> {
         eq: impl FnMut(&K) -> bool,
         guard: &'g Guard,
     ) -> Option<&'g Entry<K, V>> {
-        self.table
-            .load(guard)
-            .find(hash, hash::tag(hash), eq, guard)
-            .map(|hit| hit.entry)
+        self.lookup(hash, eq, guard).map(|hit| hit.entry)
     }
 
     /// Insert or replace. `now` decides whether a replaced entry had already expired (it is
