@@ -271,8 +271,8 @@ impl<K: Eq, V> Shard<K, V> {
                     if !w.policy.reweigh(token, weight, &mut res, &mut w.evicted) {
                         // The caller meant to replace the value: keeping the old one would
                         // serve a value the caller has superseded. It leaves as `Replaced`.
-                        let e = self.unlink(w, table, slot, guard);
-                        w.policy.remove(e.token);
+                        let e = self.unlink(w, table, slot, token, guard);
+                        w.policy.remove(token);
                         out.push((e, RemovalCause::Replaced));
                         self.publish_counts(w);
                         return InsertOutcome::TooHeavy;
@@ -414,7 +414,7 @@ impl<K: Eq, V> Shard<K, V> {
             let deadline = e.deadline();
             if deadline <= now {
                 let slot = w.slot_of[token as usize];
-                let e = self.unlink(w, table, slot, guard);
+                let e = self.unlink(w, table, slot, token, guard);
                 w.policy.remove(token);
                 out.push((e, RemovalCause::Expired));
             } else {
@@ -463,8 +463,11 @@ impl<K: Eq, V> Shard<K, V> {
         if !table.entry_at(slot, guard).is_some_and(accept) {
             return None;
         }
-        let e = self.unlink(w, table, slot, guard);
-        w.policy.remove(e.token);
+        let Some(token) = table.entry_at(slot, guard).map(|e| e.token) else {
+            unreachable!("a found slot holds an entry")
+        };
+        let e = self.unlink(w, table, slot, token, guard);
+        w.policy.remove(token);
         self.publish_counts(w);
         Some(e)
     }
@@ -498,11 +501,15 @@ impl<K: Eq, V> Shard<K, V> {
         self.table.load(guard).entries(guard).map(|(_, e)| e)
     }
 
+    /// Take the entry at `slot` (resident `token`) out of the table. The caller passes the
+    /// token it already knows, so an eviction never loads the victim entry itself: its cache
+    /// line is a miss the hand would otherwise pay on every eviction.
     fn unlink<'g>(
         &self,
         w: &mut Writer,
         table: &Table<K, V>,
         slot: u32,
+        token: Token,
         guard: &'g Guard,
     ) -> &'g Entry<K, V> {
         let Some(e) = table.entry_at(slot, guard) else {
@@ -513,7 +520,9 @@ impl<K: Eq, V> Shard<K, V> {
             w.tombstones += 1;
         }
         w.live -= 1;
-        w.wheel.cancel(e.token);
+        if !w.wheel.is_empty() {
+            w.wheel.cancel(token);
+        }
         self.table.retire(ptr, guard);
         e
     }
@@ -528,7 +537,7 @@ impl<K: Eq, V> Shard<K, V> {
         let mut victims = std::mem::take(&mut w.evicted);
         for token in victims.drain(..) {
             let slot = w.slot_of[token as usize];
-            let e = self.unlink(w, table, slot, guard);
+            let e = self.unlink(w, table, slot, token, guard);
             out.push((e, RemovalCause::Evicted));
         }
         w.evicted = victims;
