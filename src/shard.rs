@@ -15,7 +15,7 @@ use crate::listener::RemovalCause;
 use crate::policy::{Admit, EvictionPolicy, Policy, Residents, Token};
 use crate::reclaim::Guard;
 use crate::sync::{AtomicU64, AtomicUsize, Mutex, Ordering, lock, try_lock};
-use crate::table::{Hit, Probe, Table, TablePtr, new_entry};
+use crate::table::{Hit, Probe, Retired, Table, TablePtr, new_entry};
 use crate::time::{self, LazyNow};
 use crossbeam_utils::CachePadded;
 
@@ -86,14 +86,14 @@ pub(crate) fn entry_id<K, V>(e: Option<&Entry<K, V>>) -> usize {
 
 pub(crate) struct Shard<K, V> {
     table: CachePadded<TablePtr<K, V>>,
-    writer: Mutex<Writer>,
+    writer: Mutex<Writer<K, V>>,
     /// Mirrors of the writer's counts, for `len()` without the lock.
     len: AtomicUsize,
     weight: AtomicU64,
     capacity: u64,
 }
 
-struct Writer {
+struct Writer<K, V> {
     policy: Policy,
     /// Table slot of each resident token.
     slot_of: Vec<u32>,
@@ -106,9 +106,11 @@ struct Writer {
     wheel: TimerWheel,
     /// Scratch for the wheel's due tokens.
     due: Vec<Token>,
+    /// Unlinked entries waiting to be handed to the epoch.
+    retired: Retired<K, V>,
 }
 
-impl Writer {
+impl<K, V> Writer<K, V> {
     /// (Re)schedule a resident's expiry; `NEVER` takes it off the wheel.
     fn schedule(&mut self, token: Token, deadline: u64) {
         if deadline != time::NEVER || self.wheel.contains(token) {
@@ -187,6 +189,7 @@ impl<K: Eq, V> Shard<K, V> {
                 evicted: Vec::new(),
                 wheel: TimerWheel::new(),
                 due: Vec::new(),
+                retired: Retired::for_entries(expected),
             }),
             len: AtomicUsize::new(0),
             weight: AtomicU64::new(0),
@@ -286,7 +289,7 @@ impl<K: Eq, V> Shard<K, V> {
                     table.take_referenced(slot);
                 }
                 let old_ptr = table.replace(slot, new_entry(fresh, guard), guard);
-                self.table.retire(old_ptr, guard);
+                self.table.retire(old_ptr, &mut w.retired, guard);
                 w.schedule(token, exp.deadline);
                 out.push((
                     old,
@@ -378,7 +381,7 @@ impl<K: Eq, V> Shard<K, V> {
 
     fn expire_locked<'g>(
         &self,
-        w: &mut Writer,
+        w: &mut Writer<K, V>,
         now: u64,
         budget: usize,
         guard: &'g Guard,
@@ -395,7 +398,7 @@ impl<K: Eq, V> Shard<K, V> {
 
     fn expire<'g>(
         &self,
-        w: &mut Writer,
+        w: &mut Writer<K, V>,
         table: &Table<K, V>,
         now: u64,
         budget: usize,
@@ -478,7 +481,8 @@ impl<K: Eq, V> Shard<K, V> {
         let w = &mut *w;
         let table = self.table.load(guard);
         for (slot, e) in table.entries(guard) {
-            self.table.retire(table.ptr_at(slot, guard), guard);
+            self.table
+                .retire(table.ptr_at(slot, guard), &mut w.retired, guard);
             out.push((e, RemovalCause::Removed));
         }
         // A fresh table instead of clearing slot by slot: readers on the old one still see a
@@ -506,7 +510,7 @@ impl<K: Eq, V> Shard<K, V> {
     /// line is a miss the hand would otherwise pay on every eviction.
     fn unlink<'g>(
         &self,
-        w: &mut Writer,
+        w: &mut Writer<K, V>,
         table: &Table<K, V>,
         slot: u32,
         token: Token,
@@ -523,13 +527,13 @@ impl<K: Eq, V> Shard<K, V> {
         if !w.wheel.is_empty() {
             w.wheel.cancel(token);
         }
-        self.table.retire(ptr, guard);
+        self.table.retire(ptr, &mut w.retired, guard);
         e
     }
 
     fn remove_victims<'g>(
         &self,
-        w: &mut Writer,
+        w: &mut Writer<K, V>,
         table: &Table<K, V>,
         guard: &'g Guard,
         out: &mut Removals<'g, K, V>,
@@ -544,7 +548,7 @@ impl<K: Eq, V> Shard<K, V> {
     }
 
     /// Rebuild the table if one more entry could leave a probe path without a free slot.
-    fn ensure_room(&self, w: &mut Writer, guard: &Guard) {
+    fn ensure_room(&self, w: &mut Writer<K, V>, guard: &Guard) {
         if w.live + w.tombstones < max_load(w.slots) {
             return;
         }
@@ -557,7 +561,7 @@ impl<K: Eq, V> Shard<K, V> {
     }
 
     /// Copy the live entries into a fresh table of `slots` slots, publish it, retire the old.
-    fn rebuild(&self, w: &mut Writer, slots: usize, guard: &Guard) {
+    fn rebuild(&self, w: &mut Writer<K, V>, slots: usize, guard: &Guard) {
         let old = self.table.load(guard);
         let fresh = Table::with_slots(slots);
         for (slot, e) in old.entries(guard) {
@@ -580,7 +584,7 @@ impl<K: Eq, V> Shard<K, V> {
         self.rebuild(&mut w, slots, guard);
     }
 
-    fn publish_counts(&self, w: &Writer) {
+    fn publish_counts(&self, w: &Writer<K, V>) {
         self.len.store(w.live, Ordering::Relaxed);
         self.weight.store(w.policy.weight(), Ordering::Relaxed);
     }

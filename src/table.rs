@@ -431,15 +431,86 @@ impl<K, V> TablePtr<K, V> {
         unsafe { reclaim::defer_destroy(guard, old) };
     }
 
-    /// Writer only: retire an entry that was unlinked from the current table.
+    /// Writer only: retire an entry that was unlinked from the current table, through the
+    /// shard's batch (see [`Retired`]).
     ///
     /// Kept here so every `unsafe` about entry lifetimes lives in this file.
-    pub(crate) fn retire(&self, entry: Shared<'_, Entry<K, V>>, guard: &Guard) {
-        if !entry.is_null() {
-            // SAFETY: the caller (the lock holder) just unlinked `entry` from the only table
-            // that can be modified (older tables are unreachable for new readers), it came
-            // from an `Owned`, and each unlink happens once, so it is retired once.
-            unsafe { reclaim::defer_destroy(guard, entry) };
+    pub(crate) fn retire(
+        &self,
+        entry: Shared<'_, Entry<K, V>>,
+        batch: &mut Retired<K, V>,
+        guard: &Guard,
+    ) {
+        if entry.is_null() {
+            return;
+        }
+        batch.ptrs.push(entry.as_raw().cast_mut());
+        if batch.ptrs.len() >= batch.limit {
+            let ptrs = std::mem::replace(&mut batch.ptrs, Vec::with_capacity(batch.limit));
+            let free = RetiredBatch(ptrs);
+            // SAFETY: every pointer in the batch was unlinked by the lock holder from the only
+            // table that can be modified (older tables are unreachable for new readers)
+            // before it was pushed, came from an `Owned`, and is pushed once (each unlink
+            // happens once). Deferring now is no earlier than deferring at the unlink: the
+            // readers that could have loaded an entry were pinned then, and are either still
+            // pinned now (so the epoch waits for them) or gone.
+            unsafe { guard.defer_unchecked(move || drop(free)) };
+        }
+    }
+}
+
+/// Entries a shard has unlinked, handed to the epoch a batch at a time.
+///
+/// Deferring each entry on its own fills crossbeam's thread-local bag every 64 retirements,
+/// and each full bag is copied into a fresh heap node and queued globally; with one entry
+/// retired per evicting insert, that bag traffic (and the allocator work it causes) cost more
+/// data-cache misses than the frees themselves. A batch is one deferred call. It holds at most
+/// `limit` entries (a shard's capacity / 16, at most 64, so a small cache keeps little garbage
+/// back), and what is left when the shard drops is freed then, when no reader exists.
+pub(crate) struct Retired<K, V> {
+    ptrs: Vec<*mut Entry<K, V>>,
+    limit: usize,
+}
+
+/// Batches of one entry under loom: every retirement goes through the epoch at once, as the
+/// models' premature-free checks expect.
+#[cfg(loom)]
+const MAX_RETIRE_BATCH: usize = 1;
+#[cfg(not(loom))]
+const MAX_RETIRE_BATCH: usize = 64;
+
+impl<K, V> Retired<K, V> {
+    /// A batch sized for a shard expected to hold `entries` entries.
+    pub(crate) fn for_entries(entries: usize) -> Self {
+        let limit = (entries / 16).clamp(1, MAX_RETIRE_BATCH);
+        Retired {
+            ptrs: Vec::with_capacity(limit),
+            limit,
+        }
+    }
+}
+
+// SAFETY: the batch owns the entries it points to (they are unlinked and no longer reachable
+// through the table), so sending it sends owned `Entry<K, V>` values.
+unsafe impl<K: Send, V: Send> Send for Retired<K, V> {}
+
+impl<K, V> Drop for Retired<K, V> {
+    fn drop(&mut self) {
+        drop(RetiredBatch(std::mem::take(&mut self.ptrs)));
+    }
+}
+
+/// Owned, unlinked entries freed together when dropped.
+struct RetiredBatch<K, V>(Vec<*mut Entry<K, V>>);
+
+impl<K, V> Drop for RetiredBatch<K, V> {
+    fn drop(&mut self) {
+        for p in self.0.drain(..) {
+            // SAFETY: each pointer came from an `Owned` and was unlinked before being pushed
+            // (see `TablePtr::retire`); it is freed only here, once, either by the epoch after
+            // every reader pinned at its unlink has unpinned, or when the shard is dropped and
+            // no reader exists.
+            drop(unsafe { Owned::from_raw(p) });
         }
     }
 }

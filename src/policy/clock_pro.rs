@@ -408,8 +408,12 @@ impl ClockPro {
     fn drop_ghost(&mut self, t: u32) {
         debug_assert_eq!(self.state(t), State::Ghost, "drop_ghost on a ghost");
         let hash = self.nodes[t as usize].hash;
-        if self.ghosts.get(&hash) == Some(&t) {
-            self.ghosts.remove(&hash);
+        // One probe of the map: remove, and put back in the rare case the hash now names a
+        // newer ghost (two keys with one hash keep the newer history only).
+        if let Some(other) = self.ghosts.remove(&hash)
+            && other != t
+        {
+            self.ghosts.insert(hash, other);
         }
         self.unlink(t);
         self.ghost_count -= 1;
@@ -709,15 +713,15 @@ impl ClockPro {
         self.hand_cold = self.newer(hc);
         if in_test {
             let hash = self.nodes[hc as usize].hash;
-            if let Some(&old) = self.ghosts.get(&hash) {
-                // Two keys with one hash: keep the newer history only.
-                self.drop_ghost(old);
-            }
             let node = &mut self.nodes[hc as usize];
             node.state = State::Ghost;
             node.referenced = false;
-            self.ghosts.insert(hash, hc);
             self.ghost_count += 1;
+            if let Some(old) = self.ghosts.insert(hash, hc) {
+                // Two keys with one hash: keep the newer history only. The map already names
+                // `hc`, so `drop_ghost` leaves it alone.
+                self.drop_ghost(old);
+            }
         } else {
             self.unlink(hc);
             self.release(hc);
