@@ -119,10 +119,12 @@ where
                 } else {
                     cap
                 };
+                let hasher = b.hasher.clone();
                 Shard::new(
                     b.policy,
                     cap,
                     usize::try_from(expected).unwrap_or(usize::MAX / 2),
+                    Box::new(move |k: &K| hash::hash_one(&hasher, k)),
                 )
             })
             .collect();
@@ -286,7 +288,7 @@ where
                 .filter(|e| predicate(&e.key, &e.value))
                 .collect();
             for e in doomed {
-                if shard.remove_exact(e, &guard) {
+                if shard.remove_exact(self.hash(&e.key), e, &guard) {
                     removed += 1;
                     self.inner.report_one(e, RemovalCause::Removed);
                 }

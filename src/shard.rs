@@ -91,7 +91,12 @@ pub(crate) struct Shard<K, V> {
     len: AtomicUsize,
     weight: AtomicU64,
     capacity: u64,
+    /// The cache's key hash, for rebuilds (entries do not store their hash).
+    rehash: Rehash<K>,
 }
+
+/// Hashes a key as the cache does.
+pub(crate) type Rehash<K> = Box<dyn Fn(&K) -> u64 + Send + Sync>;
 
 struct Writer<K, V> {
     policy: Policy,
@@ -131,7 +136,7 @@ struct Res<'a, K, V> {
 }
 
 /// Asks whether a resident (by key and hash) is pinned: dirty in write-behind mode.
-pub(crate) type Pin<'a, K> = Option<&'a (dyn Fn(&K, u64) -> bool + 'a)>;
+pub(crate) type Pin<'a, K> = Option<&'a (dyn Fn(&K) -> bool + 'a)>;
 
 impl<K, V> Residents for Res<'_, K, V> {
     /// The reference bit lives in the slot's group, so the hand never loads the entry.
@@ -143,7 +148,7 @@ impl<K, V> Residents for Res<'_, K, V> {
         let Some(pin) = self.pin else { return false };
         self.table
             .entry_at(self.slot_of[token as usize], self.guard)
-            .is_some_and(|e| pin(&e.key, e.hash))
+            .is_some_and(|e| pin(&e.key))
     }
 }
 
@@ -175,7 +180,12 @@ impl<K, V> Shard<K, V> {
 
 impl<K: Eq, V> Shard<K, V> {
     /// A shard holding up to `capacity` weight, with a table sized for `expected` entries.
-    pub(crate) fn new(kind: EvictionPolicy, capacity: u64, expected: usize) -> Self {
+    pub(crate) fn new(
+        kind: EvictionPolicy,
+        capacity: u64,
+        expected: usize,
+        rehash: Rehash<K>,
+    ) -> Self {
         let table = Table::with_slots(expected.saturating_mul(8) / 5 + 1);
         let slots = table.slots();
         Shard {
@@ -194,6 +204,7 @@ impl<K: Eq, V> Shard<K, V> {
             len: AtomicUsize::new(0),
             weight: AtomicU64::new(0),
             capacity,
+            rehash,
         }
     }
 
@@ -281,7 +292,7 @@ impl<K: Eq, V> Shard<K, V> {
                         return InsertOutcome::TooHeavy;
                     }
                 }
-                let fresh = Entry::new(key, value, hash, token, weight, exp);
+                let fresh = Entry::new(key, value, token, weight, exp);
                 let expired = !live;
                 // The slot keeps its reference bit across the replacement, unless the old
                 // entry had expired: then the newcomer starts unreferenced.
@@ -325,7 +336,7 @@ impl<K: Eq, V> Shard<K, V> {
                     Admit::Resident(token) => {
                         // Victims first: the newcomer may reuse a victim's token.
                         self.remove_victims(w, table, guard, out);
-                        let e = new_entry(Entry::new(key, value, hash, token, weight, exp), guard);
+                        let e = new_entry(Entry::new(key, value, token, weight, exp), guard);
                         if table.publish(slot, tag, e) {
                             w.tombstones -= 1;
                         }
@@ -439,14 +450,14 @@ impl<K: Eq, V> Shard<K, V> {
     }
 
     /// Remove `entry` if it is still the key's current entry (not replaced meanwhile).
-    pub(crate) fn remove_exact<'g>(&self, entry: &'g Entry<K, V>, guard: &'g Guard) -> bool {
-        self.remove_if(
-            entry.hash,
-            |k| *k == entry.key,
-            |e| std::ptr::eq(e, entry),
-            guard,
-        )
-        .is_some()
+    pub(crate) fn remove_exact<'g>(
+        &self,
+        hash: u64,
+        entry: &'g Entry<K, V>,
+        guard: &'g Guard,
+    ) -> bool {
+        self.remove_if(hash, |k| *k == entry.key, |e| std::ptr::eq(e, entry), guard)
+            .is_some()
     }
 
     /// Remove the key's entry if `accept` agrees, under the lock.
@@ -565,7 +576,8 @@ impl<K: Eq, V> Shard<K, V> {
         let old = self.table.load(guard);
         let fresh = Table::with_slots(slots);
         for (slot, e) in old.entries(guard) {
-            let new_slot = fresh.place(e.hash, hash::tag(e.hash), old.ptr_at(slot, guard), guard);
+            let h = (self.rehash)(&e.key);
+            let new_slot = fresh.place(h, hash::tag(h), old.ptr_at(slot, guard), guard);
             if old.is_referenced(slot) {
                 fresh.touch(new_slot);
             }

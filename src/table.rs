@@ -166,7 +166,6 @@ impl<K, V> Table<K, V> {
                 // SAFETY: loaded under `guard` from a table reachable through it: valid while
                 // `guard` lives.
                 if let Some(e) = unsafe { p.as_ref() }
-                    && e.hash == hash
                     && eq(&e.key)
                 {
                     return Some(Hit {
@@ -215,7 +214,6 @@ impl<K, V> Table<K, V> {
                 let p = group.slots[i].load(Ordering::Relaxed, guard);
                 // SAFETY: as in `find`; besides, only the lock holder retires entries.
                 if let Some(e) = unsafe { p.as_ref() }
-                    && e.hash == hash
                     && eq(&e.key)
                 {
                     return Some(Probe::Found(slot_index(g, i)));

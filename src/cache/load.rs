@@ -249,7 +249,7 @@ where
                         )?;
                     }
                     inner.loader.invalidate(hash, &key);
-                    if self.shard(hash).remove_exact(e, &guard) {
+                    if self.shard(hash).remove_exact(hash, e, &guard) {
                         inner.report_one(e, crate::listener::RemovalCause::Removed);
                         return Ok(None);
                     }

@@ -183,7 +183,13 @@ where
         }
         let guard = inner.reclaim.pin();
         let mut out = Removals::new();
-        let pin_fn = |k: &K, h: u64| inner.wb.as_ref().is_some_and(|wb| wb.is_dirty(h, k));
+        // Entries do not store their hash: a victim's key is rehashed, only in write-behind.
+        let pin_fn = |k: &K| {
+            inner
+                .wb
+                .as_ref()
+                .is_some_and(|wb| wb.is_dirty(self.hash(k), k))
+        };
         let pin: Pin<'_, K> = if inner.wb.is_some() {
             Some(&pin_fn)
         } else {
