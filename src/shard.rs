@@ -48,7 +48,9 @@ impl<'g, K, V> Removals<'g, K, V> {
     }
 
     pub(crate) fn iter(&self) -> impl Iterator<Item = Removed<'g, K, V>> + '_ {
-        self.inline
+        // Only the filled prefix: an insert that removed nothing iterates nothing.
+        let filled = self.len.min(self.inline.len());
+        self.inline[..filled]
             .iter()
             .flatten()
             .copied()
