@@ -636,3 +636,31 @@ fn a_small_budget_starts_the_writer_early() {
     assert!((1..=50).contains(&first), "{first}");
     c.flush().unwrap();
 }
+
+#[test]
+fn the_age_of_dirty_keys_follows_the_cache_clock() {
+    let clock = cogwheel::ManualClock::new();
+    let store = MemoryStore::new();
+    let c: Cache<u64, u64> = Cache::builder()
+        .max_capacity(100)
+        .clock(clock.clone())
+        .store(store.clone())
+        .write_policy(WritePolicy::WriteBehind(
+            WriteBehind::default().manual(true),
+        ))
+        .build()
+        .unwrap();
+    c.insert(1, 1).unwrap();
+    clock.advance(Duration::from_secs(5));
+    c.insert(2, 2).unwrap();
+    assert_eq!(c.stats().oldest_dirty_nanos, 5_000_000_000);
+    assert_eq!(c.flush_older_than(Duration::from_secs(6)).unwrap(), None);
+    clock.advance(Duration::from_secs(1));
+    assert_eq!(
+        c.flush_older_than(Duration::from_secs(6))
+            .unwrap()
+            .map(|r| r.flushed),
+        Some(2)
+    );
+    assert_eq!(store.len(), 2);
+}

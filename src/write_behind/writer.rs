@@ -7,6 +7,7 @@ use crate::store::{BackingStore, StoreError, WriteOp};
 use crate::sync::{
     self, Arc, AtomicBool, AtomicU64, AtomicUsize, Condvar, Mutex, MutexGuard, Ordering,
 };
+use crate::time::Clock;
 use crossbeam_utils::CachePadded;
 use std::borrow::Borrow;
 use std::collections::HashMap;
@@ -82,7 +83,10 @@ struct Record<V> {
     /// barrier waits on. Coalescing replaces `seq`, never this, so a newer write cannot hide
     /// an older acknowledged one from `flush`.
     oldest: u64,
-    since: Instant,
+    /// When the key became dirty, on the cache's clock (nanoseconds): quanta reads the TSC
+    /// where `Instant::now()` is a slower vDSO call, and this runs on every clean→dirty
+    /// transition.
+    since: u64,
 }
 
 /// What the writer and flushers tell each other.
@@ -107,6 +111,8 @@ struct Shared<K, V> {
     cfg: WriteBehind,
     /// The dirty budget: `cfg.max_dirty`, or half the cache's capacity.
     max_dirty: usize,
+    /// The cache's clock, for the age of dirty keys.
+    clock: Clock,
     /// Dirty keys at which the writer starts a round without waiting for `max_delay`:
     /// `START_BATCH`, capped by `max_batch` and by half the dirty budget (so the writer is
     /// already busy before writers hit the budget).
@@ -166,12 +172,14 @@ where
         capacity: u64,
         store: StdArc<dyn BackingStore<K, V>>,
         dead_letter: Option<DeadLetterHook<K, V>>,
+        clock: Clock,
     ) -> Result<Self, std::io::Error> {
         let manual = cfg.manual;
         let half = usize::try_from(capacity / 2).unwrap_or(usize::MAX).max(1);
         let max_dirty = cfg.max_dirty.unwrap_or(half);
         let shared = Arc::new(Shared {
             max_dirty,
+            clock,
             start_batch: START_BATCH.min(cfg.max_batch).min(max_dirty / 2).max(1),
             free_cap: cfg.max_batch.min(max_dirty).div_ceil(STRIPES),
             cfg,
@@ -307,7 +315,7 @@ where
                         op,
                         seq,
                         oldest: seq,
-                        since: Instant::now(),
+                        since: sh.clock.now(),
                     },
                 );
                 let node = match map.free.pop() {
@@ -357,12 +365,13 @@ where
 
     /// Age of the oldest dirty key (since it became dirty).
     pub(crate) fn oldest_dirty(&self) -> Option<Duration> {
-        self.shared
+        let sh = &*self.shared;
+        let oldest = sh
             .stripes
             .iter()
             .filter_map(|s| sync::lock(s).values().map(|r| r.since).min())
-            .min()
-            .map(|t| t.elapsed())
+            .min()?;
+        Some(Duration::from_nanos(sh.clock.now().saturating_sub(oldest)))
     }
 
     /// (writes, write errors, dead letters) for the stats.
