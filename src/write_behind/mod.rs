@@ -19,6 +19,18 @@
 //! eviction pressure. Read-through consults the pending records before the store, so a stale
 //! stored value never shadows a pending write or delete.
 //!
+//! # Batches
+//! Batches are adaptive. The writer starts a round once 512 keys are dirty (fewer if
+//! `max_batch` or half the dirty budget is smaller), or when `max_delay` has passed, or when a
+//! flush or a parked writer asks; the round takes every queued key up to `max_batch` (default
+//! 16 384). Under light load batches stay small and prompt; while the writer is behind, each
+//! batch is the whole backlog, so a store that costs per batch (a transaction, a pipeline)
+//! drains as fast as the cache dirties keys instead of capping the rate at `max_batch` per
+//! store round trip. `max_batch` bounds a round's memory (a copy of each value) and the size of
+//! one store request. A round locks each record stripe once per run of keys (the keys are
+//! grouped by stripe), and keeps the queue nodes of keys that became clean for the next keys
+//! of that stripe to become dirty.
+//!
 //! # Failures
 //! A failed batch is retried with capped exponential back-off and never dropped. After
 //! repeated failures a batch is split into single writes; a key that keeps failing while
