@@ -4,8 +4,9 @@
 //! `MemoryStore`. Parts:
 //! * criterion group `write_behind/insert_zipf`: `insert` of keys drawn Zipf(0.99) over 1M
 //!   keys into a 100k cache, with no store vs write-behind over the 1 ms store (the cache and
-//!   its dirty set persist across samples: this is the steady acknowledged rate);
-//! * an interleaved report of the same two variants (median of per-round ratios), also with
+//!   its dirty set persist across samples: this is the steady acknowledged rate), plus
+//!   write-behind with `max_batch(512)` (the default before adaptive batching) for comparison;
+//! * an interleaved report of the same variants (median of per-round ratios), also with
 //!   the time to `flush()` included (end to end: every write in the store);
 //! * the coalescing ratio on a 95/5 workload (95 % get / 5 % insert, Zipf 0.99 over 1M keys,
 //!   capacity 100k, write-behind over the 1 ms store): acknowledged inserts / store operations
@@ -13,7 +14,9 @@
 //!   workload on a cache without a store.
 //!
 //! `COGWHEEL_BENCH_QUICK=1` shortens everything; without `--bench` (under `cargo test`) it
-//! runs as a smoke test on tiny sizes.
+//! runs as a smoke test on tiny sizes. `write_behind-* profile (wb|none) SECS [MAX_BATCH]`
+//! runs one variant's insert loop alone, for `perf record` or callgrind (`PASSES=n` for an
+//! exact number of passes).
 
 mod common;
 
