@@ -4,8 +4,9 @@
 //! `MemoryStore`. Parts:
 //! * criterion group `write_behind/insert_zipf`: `insert` of keys drawn Zipf(0.99) over 1M
 //!   keys into a 100k cache, with no store vs write-behind over the 1 ms store (the cache and
-//!   its dirty set persist across samples: this is the steady acknowledged rate);
-//! * an interleaved report of the same two variants (median of per-round ratios), also with
+//!   its dirty set persist across samples: this is the steady acknowledged rate), plus
+//!   write-behind with `max_batch(512)` (the default before adaptive batching) for comparison;
+//! * an interleaved report of the same variants (median of per-round ratios), also with
 //!   the time to `flush()` included (end to end: every write in the store);
 //! * the coalescing ratio on a 95/5 workload (95 % get / 5 % insert, Zipf 0.99 over 1M keys,
 //!   capacity 100k, write-behind over the 1 ms store): acknowledged inserts / store operations
@@ -13,7 +14,9 @@
 //!   workload on a cache without a store.
 //!
 //! `COGWHEEL_BENCH_QUICK=1` shortens everything; without `--bench` (under `cargo test`) it
-//! runs as a smoke test on tiny sizes.
+//! runs as a smoke test on tiny sizes. `write_behind-* profile (wb|none) SECS [MAX_BATCH]`
+//! runs one variant's insert loop alone, for `perf record` or callgrind (`PASSES=n` for an
+//! exact number of passes).
 
 mod common;
 
@@ -130,19 +133,22 @@ fn plain() -> C {
         .expect("build")
 }
 
+/// Write-behind with the default settings.
 fn behind(store: SlowStore) -> C {
-    behind_batch(store, 512)
+    behind_with(store, WriteBehind::default())
 }
 
-/// Write-behind with `max_batch` (512 is the default: one 1 ms batch then drains at most
-/// ~0.5M ops/s; 4096 raises that ceiling eightfold).
+/// Write-behind with `max_batch` 512 (the default until adaptive batching: one 1 ms batch
+/// then drains at most ~0.5M ops/s), for comparison.
 fn behind_batch(store: SlowStore, max_batch: usize) -> C {
+    behind_with(store, WriteBehind::default().max_batch(max_batch))
+}
+
+fn behind_with(store: SlowStore, wb: WriteBehind) -> C {
     Cache::builder()
         .max_capacity(CAPACITY)
         .store(store)
-        .write_policy(WritePolicy::WriteBehind(
-            WriteBehind::default().max_batch(max_batch),
-        ))
+        .write_policy(WritePolicy::WriteBehind(wb))
         .build()
         .expect("build")
 }
@@ -159,7 +165,71 @@ fn median(v: &mut [f64]) -> f64 {
     v[v.len() / 2]
 }
 
+/// `write_behind profile (wb|none) SECS [MAX_BATCH]`: a plain insert loop over one variant, for `perf
+/// record` / callgrind (no criterion, no report). `PASSES=n` runs exactly n passes instead.
+fn profile(args: &[String]) {
+    let what = args.first().map_or("wb", String::as_str);
+    let secs: u64 = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(5);
+    let zipf = Zipf::new(KEYS, 0.99);
+    let keys = zipf_keys(&zipf, 1 << 20, 23);
+    let store = SlowStore::new(STORE_LATENCY);
+    let cache = match what {
+        "none" => plain(),
+        "wb" => match args.get(2).and_then(|s| s.parse().ok()) {
+            Some(b) => behind_batch(store.clone(), b),
+            None => behind(store.clone()),
+        },
+        other => panic!("unknown variant {other:?}: use wb or none"),
+    };
+    let passes: Option<u64> = std::env::var("PASSES").ok().and_then(|p| p.parse().ok());
+    let until = Instant::now() + Duration::from_secs(secs);
+    let start = Instant::now();
+    let cpu0 = thread_cpu_ticks();
+    let mut n = 0u64;
+    let mut pass = 0u64;
+    while passes.map_or(Instant::now() < until, |p| pass < p) {
+        pass += 1;
+        insert_pass(&cache, &keys, pass);
+        n += keys.len() as u64;
+    }
+    let dt = start.elapsed().as_secs_f64();
+    // Clock ticks are 1/100 s on Linux.
+    let cpu = thread_cpu_ticks()
+        .zip(cpu0)
+        .map(|(b, a)| (b - a) as f64 / 100.0);
+    let (batches, ops) = (
+        store.batches.load(Ordering::Relaxed),
+        store.ops.load(Ordering::Relaxed),
+    );
+    println!(
+        "{what}: {:.3} Mops/s, caller on CPU {:.0}% of the time ({batches} batches, {:.0} \
+         ops/batch, {} dirty at the end)",
+        n as f64 / dt / 1e6,
+        cpu.map_or(f64::NAN, |c| c / dt * 100.0),
+        ops as f64 / batches.max(1) as f64,
+        cache.dirty_count()
+    );
+    cache.flush().expect("flush");
+}
+
+/// User + system clock ticks of the calling thread (Linux `/proc`), if readable.
+fn thread_cpu_ticks() -> Option<u64> {
+    let stat = std::fs::read_to_string("/proc/thread-self/stat").ok()?;
+    // Fields after the parenthesized command name; utime and stime are fields 14 and 15.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
+}
+
 fn main() {
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| a != "--bench")
+        .collect();
+    if args.first().map(String::as_str) == Some("profile") {
+        profile(&args[1..]);
+        return;
+    }
     let sz = sizes();
     let zipf = Zipf::new(KEYS, 0.99);
 
@@ -177,7 +247,7 @@ fn main() {
         let variants: [(&str, C); 3] = [
             ("no_store", plain()),
             ("wb_1ms_store", behind(store.clone())),
-            ("wb_1ms_store_batch4096", behind_batch(store, 4096)),
+            ("wb_1ms_store_batch512", behind_batch(store, 512)),
         ];
         for (name, cache) in &variants {
             let mut salt = 0;
@@ -204,11 +274,11 @@ fn main() {
     );
     let keys = zipf_keys(&zipf, sz.pass, 23);
     let store = SlowStore::new(STORE_LATENCY);
-    let store_big = SlowStore::new(STORE_LATENCY);
+    let store_small = SlowStore::new(STORE_LATENCY);
     let caches: [C; 3] = [
         plain(),
         behind(store.clone()),
-        behind_batch(store_big.clone(), 4096),
+        behind_batch(store_small.clone(), 512),
     ];
     // Warm the caches (and the write-behind dirty sets) first.
     for c in &caches {
@@ -241,7 +311,7 @@ fn main() {
     }
     println!(
         "{:<24} {:>14} {:>14} {:>10} {:>14} {:>10}",
-        "measure", "no store op/s", "wb 1ms op/s", "wb/none", "wb b4096 op/s", "b4096/none"
+        "measure", "no store op/s", "wb 1ms op/s", "wb/none", "wb b512 op/s", "b512/none"
     );
     for (name, v, r) in [
         ("acknowledged (no flush)", &mut ack, &mut ack_ratio),
@@ -258,10 +328,7 @@ fn main() {
         );
     }
     let inserted = (sz.pass * (sz.rounds + 1)) as f64;
-    for (name, st) in [
-        ("wb max_batch 512", &store),
-        ("wb max_batch 4096", &store_big),
-    ] {
+    for (name, st) in [("wb default", &store), ("wb max_batch 512", &store_small)] {
         let batches = st.batches.load(Ordering::Relaxed);
         let ops = st.ops.load(Ordering::Relaxed);
         println!(

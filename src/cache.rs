@@ -141,6 +141,7 @@ where
                     capacity,
                     std::sync::Arc::clone(store),
                     b.dead_letter.clone(),
+                    b.clock.clone(),
                 )
                 .map_err(|e| {
                     BuildError::Invalid(format!("cannot start the write-behind writer: {e}"))

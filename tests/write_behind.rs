@@ -517,3 +517,150 @@ fn a_hung_store_cannot_hang_close() {
     );
     store.release(); // let the detached writer finish and exit
 }
+
+/// A store that records the size of every batch, and signals each one on a channel.
+struct BatchSizes {
+    inner: MemoryStore<u64, u64>,
+    sizes: Arc<Mutex<Vec<usize>>>,
+    tx: Mutex<std::sync::mpsc::Sender<usize>>,
+}
+
+impl BatchSizes {
+    fn new() -> (
+        Self,
+        Arc<Mutex<Vec<usize>>>,
+        std::sync::mpsc::Receiver<usize>,
+    ) {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let sizes = Arc::new(Mutex::new(Vec::new()));
+        let s = BatchSizes {
+            inner: MemoryStore::new(),
+            sizes: sizes.clone(),
+            tx: Mutex::new(tx),
+        };
+        (s, sizes, rx)
+    }
+}
+
+impl BackingStore<u64, u64> for BatchSizes {
+    fn load(&self, key: &u64) -> Result<Option<Stored<u64>>, StoreError> {
+        self.inner.load(key)
+    }
+
+    fn write_batch(&self, ops: &[WriteOp<'_, u64, u64>]) -> Result<(), StoreError> {
+        self.sizes.lock().unwrap().push(ops.len());
+        let _ = self.tx.lock().unwrap().send(ops.len());
+        self.inner.write_batch(ops)
+    }
+}
+
+fn over(store: BatchSizes, wb: WriteBehind) -> Cache<u64, u64> {
+    Cache::builder()
+        .max_capacity(100_000)
+        .store(store)
+        .write_policy(WritePolicy::WriteBehind(wb))
+        .build()
+        .unwrap()
+}
+
+#[test]
+fn a_round_takes_everything_pending_up_to_max_batch() {
+    // Manual mode: each round the flush runs takes all the pending keys it can, in batches
+    // of at most `max_batch`.
+    let (store, sizes, _rx) = BatchSizes::new();
+    let c = over(store, WriteBehind::default().manual(true).max_batch(16));
+    for i in 0..40u64 {
+        c.insert(i, i).unwrap();
+    }
+    assert_eq!(c.flush().unwrap().flushed, 40);
+    assert_eq!(*sizes.lock().unwrap(), vec![16, 16, 8]);
+
+    // The default cap is large: a backlog goes out as one batch.
+    let (store, sizes, _rx) = BatchSizes::new();
+    let c = over(store, WriteBehind::default().manual(true));
+    for i in 0..5000u64 {
+        c.insert(i, i).unwrap();
+    }
+    assert_eq!(c.flush().unwrap().flushed, 5000);
+    assert_eq!(*sizes.lock().unwrap(), vec![5000]);
+}
+
+#[test]
+fn the_writer_starts_before_a_full_batch_and_caps_each_batch() {
+    // `max_delay` is an hour: only the start threshold (512 dirty keys) can start the writer,
+    // long before 4096 (a full batch) are dirty. Every batch respects `max_batch`, and a
+    // flush is still a barrier.
+    let (store, sizes, rx) = BatchSizes::new();
+    let c = over(
+        store,
+        WriteBehind::default()
+            .max_batch(4096)
+            .max_delay(Duration::from_secs(3600)),
+    );
+    for i in 0..512u64 {
+        c.insert(i, i).unwrap();
+    }
+    // Blocks until the writer writes on its own (a generous guard, not a timing threshold:
+    // without the start threshold it would not write for an hour).
+    let first = rx
+        .recv_timeout(Duration::from_secs(120))
+        .expect("the writer started at 512 dirty keys");
+    assert!((1..=512).contains(&first), "{first}");
+    for i in 0..20_000u64 {
+        c.insert(i % 10_000, i).unwrap();
+    }
+    c.flush().unwrap();
+    assert_eq!(c.dirty_count(), 0);
+    let sizes = sizes.lock().unwrap().clone();
+    assert!(sizes.iter().all(|&n| (1..=4096).contains(&n)), "{sizes:?}");
+    drop(c);
+}
+
+#[test]
+fn a_small_budget_starts_the_writer_early() {
+    // A dirty budget below the start threshold: the writer starts at half the budget, so
+    // writers are not parked at the budget while the writer still waits for `max_delay`.
+    let (store, _sizes, rx) = BatchSizes::new();
+    let c = over(
+        store,
+        WriteBehind::default()
+            .max_dirty(100)
+            .max_delay(Duration::from_secs(3600)),
+    );
+    for i in 0..50u64 {
+        c.insert(i, i).unwrap();
+    }
+    let first = rx
+        .recv_timeout(Duration::from_secs(120))
+        .expect("the writer started at half the budget");
+    assert!((1..=50).contains(&first), "{first}");
+    c.flush().unwrap();
+}
+
+#[test]
+fn the_age_of_dirty_keys_follows_the_cache_clock() {
+    let clock = cogwheel::ManualClock::new();
+    let store = MemoryStore::new();
+    let c: Cache<u64, u64> = Cache::builder()
+        .max_capacity(100)
+        .clock(clock.clone())
+        .store(store.clone())
+        .write_policy(WritePolicy::WriteBehind(
+            WriteBehind::default().manual(true),
+        ))
+        .build()
+        .unwrap();
+    c.insert(1, 1).unwrap();
+    clock.advance(Duration::from_secs(5));
+    c.insert(2, 2).unwrap();
+    assert_eq!(c.stats().oldest_dirty_nanos, 5_000_000_000);
+    assert_eq!(c.flush_older_than(Duration::from_secs(6)).unwrap(), None);
+    clock.advance(Duration::from_secs(1));
+    assert_eq!(
+        c.flush_older_than(Duration::from_secs(6))
+            .unwrap()
+            .map(|r| r.flushed),
+        Some(2)
+    );
+    assert_eq!(store.len(), 2);
+}

@@ -89,7 +89,7 @@
 
 use std::fmt;
 use std::marker::PhantomData;
-use std::ops::Deref;
+use std::ops::{Deref, DerefMut};
 use std::ptr;
 
 use crossbeam_utils::CachePadded;
@@ -161,6 +161,14 @@ impl<V> Deref for Node<V> {
 
     fn deref(&self) -> &V {
         &self.value
+    }
+}
+
+/// Changing the value needs `&mut Node`, which a queued node never gives out (the queue holds
+/// a strong count of it, so `Arc::get_mut` fails): only a node in no queue can be reused.
+impl<V> DerefMut for Node<V> {
+    fn deref_mut(&mut self) -> &mut V {
+        &mut self.value
     }
 }
 

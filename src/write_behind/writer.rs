@@ -1,10 +1,14 @@
 //! The write-behind state shared by the cache and its writer thread, and the writer's loop.
 
 use super::mpsc::{MpscQueue, Node};
-use super::{DeadLetter, FlushReport, WriteBehind};
+use super::{DeadLetter, FlushReport, START_BATCH, WriteBehind};
 use crate::error::Error;
 use crate::store::{BackingStore, StoreError, WriteOp};
-use crate::sync::{self, Arc, AtomicU64, AtomicUsize, Condvar, Mutex, MutexGuard, Ordering};
+use crate::sync::{
+    self, Arc, AtomicBool, AtomicU64, AtomicUsize, Condvar, Mutex, MutexGuard, Ordering,
+};
+use crate::time::Clock;
+use crossbeam_utils::CachePadded;
 use std::borrow::Borrow;
 use std::collections::HashMap;
 use std::hash::Hash;
@@ -18,10 +22,47 @@ pub(crate) type DeadLetterHook<K, V> = StdArc<dyn Fn(&K, DeadLetter<V>, &StoreEr
 const STRIPES: usize = 64;
 
 /// A queued key (with its hash), the sequence number of the write being stored, and the write.
-type Item<K, V> = (Arc<Node<(K, u64)>>, u64, Pending<V>);
+type Item<K, V> = (Arc<KeyNode<K>>, u64, Pending<V>);
 
 /// One stripe of the pending records.
-type Stripe<K, V> = Mutex<Map<K, Record<V>>>;
+type Stripe<K, V> = Mutex<StripeData<K, V>>;
+
+/// A queue node: a dirty key and its hash.
+type KeyNode<K> = Node<(K, u64)>;
+
+/// The pending records of one stripe (it derefs to them), and queue nodes to reuse.
+struct StripeData<K, V> {
+    map: Map<K, Record<V>>,
+    /// Nodes of keys that became clean, kept for the next keys of this stripe that become
+    /// dirty. A node is allocated by the thread that dirties a key and would otherwise be
+    /// freed by the writer thread; with the default allocator, freeing thousands of another
+    /// thread's blocks per round contends with that thread's own allocations (profiled: the
+    /// caller then sleeps on the allocator's arena lock). Bounded by `Shared::free_cap`; a
+    /// kept node still holds its last key until it is reused.
+    free: Vec<Arc<KeyNode<K>>>,
+}
+
+impl<K, V> Default for StripeData<K, V> {
+    fn default() -> Self {
+        StripeData {
+            map: Map::default(),
+            free: Vec::new(),
+        }
+    }
+}
+
+impl<K, V> std::ops::Deref for StripeData<K, V> {
+    type Target = Map<K, Record<V>>;
+    fn deref(&self) -> &Self::Target {
+        &self.map
+    }
+}
+
+impl<K, V> std::ops::DerefMut for StripeData<K, V> {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.map
+    }
+}
 
 /// The maps of pending records and poison counts: ahash (as the cache's own tables), not
 /// std's SipHash, since every write-behind insert looks its key up here two or three times.
@@ -42,7 +83,10 @@ struct Record<V> {
     /// barrier waits on. Coalescing replaces `seq`, never this, so a newer write cannot hide
     /// an older acknowledged one from `flush`.
     oldest: u64,
-    since: Instant,
+    /// When the key became dirty, on the cache's clock (nanoseconds): quanta reads the TSC
+    /// where `Instant::now()` is a slower vDSO call, and this runs on every clean→dirty
+    /// transition.
+    since: u64,
 }
 
 /// What the writer and flushers tell each other.
@@ -67,9 +111,19 @@ struct Shared<K, V> {
     cfg: WriteBehind,
     /// The dirty budget: `cfg.max_dirty`, or half the cache's capacity.
     max_dirty: usize,
+    /// The cache's clock, for the age of dirty keys.
+    clock: Clock,
+    /// Dirty keys at which the writer starts a round without waiting for `max_delay`:
+    /// `START_BATCH`, capped by `max_batch` and by half the dirty budget (so the writer is
+    /// already busy before writers hit the budget).
+    start_batch: usize,
+    /// The most reusable nodes a stripe keeps (a batch's share of a stripe).
+    free_cap: usize,
     store: StdArc<dyn BackingStore<K, V>>,
-    stripes: Box<[Stripe<K, V>]>,
-    queue: MpscQueue<Node<(K, u64)>>,
+    /// Padded: the caller and the writer thread lock stripes all the time, and neighbours
+    /// must not share a cache line.
+    stripes: Box<[CachePadded<Stripe<K, V>>]>,
+    queue: MpscQueue<KeyNode<K>>,
     seq: AtomicU64,
     dirty: AtomicUsize,
     sig: Mutex<Signal>,
@@ -80,6 +134,9 @@ struct Shared<K, V> {
     failed_rounds: AtomicU64,
     /// Per-key failures counted while other writes succeed (poison detection).
     poison: Mutex<Map<K, u32>>,
+    /// Whether `poison` may hold keys (set under its lock when a key is added), so that
+    /// settling a written key skips that lock while no key is suspect (the common case).
+    suspects: AtomicBool,
     dead_letter: Option<DeadLetterHook<K, V>>,
     writes: AtomicU64,
     write_errors: AtomicU64,
@@ -115,14 +172,21 @@ where
         capacity: u64,
         store: StdArc<dyn BackingStore<K, V>>,
         dead_letter: Option<DeadLetterHook<K, V>>,
+        clock: Clock,
     ) -> Result<Self, std::io::Error> {
         let manual = cfg.manual;
         let half = usize::try_from(capacity / 2).unwrap_or(usize::MAX).max(1);
+        let max_dirty = cfg.max_dirty.unwrap_or(half);
         let shared = Arc::new(Shared {
-            max_dirty: cfg.max_dirty.unwrap_or(half),
+            max_dirty,
+            clock,
+            start_batch: START_BATCH.min(cfg.max_batch).min(max_dirty / 2).max(1),
+            free_cap: cfg.max_batch.min(max_dirty).div_ceil(STRIPES),
             cfg,
             store,
-            stripes: (0..STRIPES).map(|_| Mutex::new(Map::default())).collect(),
+            stripes: (0..STRIPES)
+                .map(|_| CachePadded::new(Mutex::new(StripeData::default())))
+                .collect(),
             queue: MpscQueue::new(),
             seq: AtomicU64::new(0),
             dirty: AtomicUsize::new(0),
@@ -131,6 +195,7 @@ where
             drain: Mutex::new(()),
             failed_rounds: AtomicU64::new(0),
             poison: Mutex::new(Map::default()),
+            suspects: AtomicBool::new(false),
             dead_letter,
             writes: AtomicU64::new(0),
             write_errors: AtomicU64::new(0),
@@ -250,12 +315,22 @@ where
                         op,
                         seq,
                         oldest: seq,
-                        since: Instant::now(),
+                        since: sh.clock.now(),
                     },
                 );
+                let node = match map.free.pop() {
+                    Some(mut n) => match Arc::get_mut(&mut n) {
+                        Some(v) => {
+                            **v = (key.clone(), hash);
+                            n
+                        }
+                        None => Arc::new(Node::new((key.clone(), hash))),
+                    },
+                    None => Arc::new(Node::new((key.clone(), hash))),
+                };
                 let dirty = sh.dirty.fetch_add(1, Ordering::AcqRel) + 1;
                 drop(map);
-                sh.queue.push(Arc::new(Node::new((key.clone(), hash))));
+                sh.queue.push(node);
                 if !sh.cfg.manual {
                     // Wake the writer only when it waits for this: for work at all, or for a
                     // full batch. (A notify is a syscall, and waking the writer for every new
@@ -263,7 +338,7 @@ where
                     // writer sets its flags and checks the queue and `dirty` under `sig`, and
                     // the push and the increment above come before this lock: no lost wake-up.
                     let sig = sync::lock(&sh.sig);
-                    if sig.idle || (sig.filling && dirty >= sh.cfg.max_batch) {
+                    if sig.idle || (sig.filling && dirty >= sh.start_batch) {
                         sh.cv.notify_all();
                     }
                 }
@@ -290,12 +365,13 @@ where
 
     /// Age of the oldest dirty key (since it became dirty).
     pub(crate) fn oldest_dirty(&self) -> Option<Duration> {
-        self.shared
+        let sh = &*self.shared;
+        let oldest = sh
             .stripes
             .iter()
             .filter_map(|s| sync::lock(s).values().map(|r| r.since).min())
-            .min()
-            .map(|t| t.elapsed())
+            .min()?;
+        Some(Duration::from_nanos(sh.clock.now().saturating_sub(oldest)))
     }
 
     /// (writes, write errors, dead letters) for the stats.
@@ -414,7 +490,7 @@ where
     }
 
     fn stripe(&self, hash: u64) -> &Stripe<K, V> {
-        &self.stripes[(hash >> 40) as usize % STRIPES]
+        &self.stripes[stripe_index(hash)]
     }
 
     /// How many dirty keys hold a write with sequence number ≤ `target`.
@@ -455,12 +531,14 @@ where
                 if sig.closing {
                     return;
                 }
-                // Let a batch fill for up to `max_delay`, unless a flush is waiting.
+                // Let a batch fill for up to `max_delay`, unless a flush is waiting. A round
+                // starts at `start_batch` dirty keys and takes all pending up to `max_batch`:
+                // while the writer is behind, batches grow with the backlog.
                 let start = Instant::now();
                 while !sig.kick
                     && sig.flushers == 0
                     && !sig.closing
-                    && self.dirty.load(Ordering::Acquire) < self.cfg.max_batch
+                    && self.dirty.load(Ordering::Acquire) < self.start_batch
                     && start.elapsed() < self.cfg.max_delay
                 {
                     let left = self.cfg.max_delay.saturating_sub(start.elapsed());
@@ -529,17 +607,34 @@ where
     }
 
     /// The current record of each popped key (keys dead-lettered meanwhile are dropped).
-    fn snapshot(&self, nodes: Vec<Arc<Node<(K, u64)>>>) -> Vec<Item<K, V>> {
-        nodes
-            .into_iter()
-            .filter_map(|n| {
-                let (k, h) = &**n;
-                let rec = sync::lock(self.stripe(*h))
-                    .get(k)
-                    .map(|r| (r.seq, r.op.clone()));
-                rec.map(|(seq, op)| (n, seq, op))
-            })
-            .collect()
+    ///
+    /// The keys are sorted by stripe and each stripe is locked once per run of up to `RUN`
+    /// keys, not once per key: the caller locks the same stripes on every write, and a lock
+    /// per key would bounce each stripe's cache line between the two threads thousands of
+    /// times per round. (The order of different keys in a batch carries no meaning; each key
+    /// appears in a batch at most once.)
+    fn snapshot(&self, nodes: Vec<Arc<KeyNode<K>>>) -> Vec<Item<K, V>> {
+        let mut out = Vec::with_capacity(nodes.len());
+        let mut nodes = by_stripe(nodes).into_iter().peekable();
+        while let Some(first) = nodes.next() {
+            let s = stripe_index(first.1);
+            let map = sync::lock(&self.stripes[s]);
+            let mut next = Some(first);
+            let mut run = 0;
+            while let Some(n) = next {
+                if let Some(r) = map.get(&n.0) {
+                    let (seq, op) = (r.seq, r.op.clone());
+                    out.push((n, seq, op));
+                }
+                run += 1;
+                next = if run < RUN {
+                    nodes.next_if(|n| stripe_index(n.1) == s)
+                } else {
+                    None
+                };
+            }
+        }
+        out
     }
 
     fn write(&self, batch: &[Item<K, V>]) -> Result<(), StdArc<StoreError>> {
@@ -583,9 +678,7 @@ where
         match self.write(&batch) {
             Ok(()) => {
                 let n = batch.len();
-                for (node, seq, _) in batch {
-                    self.settle(node, seq);
-                }
+                self.settle_all(batch);
                 Ok(n)
             }
             Err(e) => {
@@ -639,6 +732,7 @@ where
                 }
                 None if others_ok => {
                     p.insert(node.0.clone(), 1);
+                    self.suspects.store(true, Ordering::Relaxed);
                     self.cfg.max_attempts <= 1
                 }
                 None => false,
@@ -647,6 +741,53 @@ where
         if give_up {
             self.dead_letter_one(&node, seq, op, e);
         } else {
+            self.queue.push(node);
+        }
+    }
+
+    /// `settle` for a whole written batch (sorted by stripe, as `snapshot` left it): one
+    /// stripe lock per run of keys, and one update of `dirty` for the batch.
+    fn settle_all(&self, batch: Vec<Item<K, V>>) {
+        let mut cleaned = 0;
+        let mut again = Vec::new();
+        let mut batch = batch.into_iter().peekable();
+        while let Some(first) = batch.next() {
+            let s = stripe_index(first.0.1);
+            let mut map = sync::lock(&self.stripes[s]);
+            let mut next = Some(first);
+            let mut run = 0;
+            while let Some((node, seq, _)) = next {
+                let (k, _) = &**node;
+                match map.get_mut(k) {
+                    Some(r) if r.seq == seq => {
+                        map.remove(k);
+                        cleaned += 1;
+                        // Lock order: a stripe, then `poison` (nothing locks them the other
+                        // way round).
+                        self.forgive(k);
+                        if map.free.len() < self.free_cap {
+                            map.free.push(node);
+                        }
+                    }
+                    Some(r) => {
+                        // Everything up to `seq` is stored; the newer writes are not yet.
+                        r.oldest = seq + 1;
+                        again.push(node);
+                    }
+                    None => {}
+                }
+                run += 1;
+                next = if run < RUN {
+                    batch.next_if(|(n, _, _)| stripe_index(n.1) == s)
+                } else {
+                    None
+                };
+            }
+        }
+        // Decremented only after the records are gone: `dirty` never undercounts them (its
+        // zero is a fast path for "no record at all").
+        self.dirty.fetch_sub(cleaned, Ordering::AcqRel);
+        for node in again {
             self.queue.push(node);
         }
     }
@@ -661,7 +802,7 @@ where
                 map.remove(k);
                 drop(map);
                 self.dirty.fetch_sub(1, Ordering::AcqRel);
-                sync::lock(&self.poison).remove(k);
+                self.forgive(k);
             }
             Some(r) => {
                 // Everything up to `seq` is stored; the newer writes are not yet.
@@ -673,6 +814,19 @@ where
         }
     }
 
+    /// A key is no longer suspect (written, or given up on).
+    fn forgive(&self, k: &K) {
+        // `suspects` and `poison` change only inside drain rounds, which the drain lock
+        // serializes (this runs in one), so a relaxed load sees the latest value.
+        if self.suspects.load(Ordering::Relaxed) {
+            let mut p = sync::lock(&self.poison);
+            p.remove(k);
+            if p.is_empty() {
+                self.suspects.store(false, Ordering::Relaxed);
+            }
+        }
+    }
+
     fn dead_letter_one(&self, node: &Node<(K, u64)>, seq: u64, op: Pending<V>, e: &StoreError) {
         let (k, h) = &**node;
         let mut map = sync::lock(self.stripe(*h));
@@ -681,7 +835,7 @@ where
             drop(map);
             self.dirty.fetch_sub(1, Ordering::AcqRel);
             self.dead_letters.fetch_add(1, Ordering::Relaxed);
-            sync::lock(&self.poison).remove(k);
+            self.forgive(k);
             if let Some(hook) = &self.dead_letter {
                 hook(k, to_dead(op), e);
             }
@@ -710,6 +864,34 @@ where
         }
     }
 }
+
+fn stripe_index(hash: u64) -> usize {
+    (hash >> 40) as usize % STRIPES
+}
+
+/// The nodes grouped by stripe (a counting sort: one pass to count, one to place; the
+/// writer does this for every round, and a comparison sort cost it more than the grouping
+/// saved).
+fn by_stripe<K>(nodes: Vec<Arc<KeyNode<K>>>) -> Vec<Arc<KeyNode<K>>> {
+    let mut start = [0usize; STRIPES + 1];
+    for n in &nodes {
+        start[stripe_index(n.1) + 1] += 1;
+    }
+    for i in 1..=STRIPES {
+        start[i] += start[i - 1];
+    }
+    let mut placed: Vec<Option<Arc<KeyNode<K>>>> = Vec::with_capacity(nodes.len());
+    placed.resize_with(nodes.len(), || None);
+    for n in nodes {
+        let s = stripe_index(n.1);
+        placed[start[s]] = Some(n);
+        start[s] += 1;
+    }
+    placed.into_iter().flatten().collect()
+}
+
+/// The most keys the writer handles under one stripe lock before letting callers in.
+const RUN: usize = 64;
 
 fn to_dead<V>(op: Pending<V>) -> DeadLetter<V> {
     match op {
