@@ -111,9 +111,9 @@ impl Default for WriteBehind {
 impl WriteBehind {
     /// The most operations written in one `write_batch` call (default 16 384).
     ///
-    /// Batches are adaptive: the writer starts a round as soon as 512 keys (or `max_batch`,
-    /// if smaller) are dirty, or when `max_delay` has passed, and the round takes everything
-    /// pending up to `max_batch`. Under light load batches stay small and prompt; while the
+    /// Batches are adaptive: the writer starts a round as soon as 512 keys (or `max_batch`, or
+    /// half the dirty budget, if smaller) are dirty, or when `max_delay` has passed, and the
+    /// round takes everything pending up to `max_batch`. Under light load batches stay small and prompt; while the
     /// writer is behind, each batch takes the whole backlog, so a store that costs per batch
     /// rather than per operation keeps up. Lower it for stores that limit request sizes or
     /// when values are large (a round holds a copy of each value it writes).

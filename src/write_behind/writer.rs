@@ -124,8 +124,12 @@ struct Shared<K, V> {
     /// must not share a cache line.
     stripes: Box<[CachePadded<Stripe<K, V>>]>,
     queue: MpscQueue<KeyNode<K>>,
-    seq: AtomicU64,
-    dirty: AtomicUsize,
+    /// Written by every write-behind write (and `dirty` by the writer once per batch), read by
+    /// the writer thread per round. Each has a cache line of its own: next to fields the
+    /// writer reads for every key it settles, each caller write would first have to take
+    /// the line back from the writer's core.
+    seq: CachePadded<AtomicU64>,
+    dirty: CachePadded<AtomicUsize>,
     sig: Mutex<Signal>,
     cv: Condvar,
     /// Serializes drain rounds in manual mode (several threads may call `flush`).
@@ -188,8 +192,8 @@ where
                 .map(|_| CachePadded::new(Mutex::new(StripeData::default())))
                 .collect(),
             queue: MpscQueue::new(),
-            seq: AtomicU64::new(0),
-            dirty: AtomicUsize::new(0),
+            seq: CachePadded::new(AtomicU64::new(0)),
+            dirty: CachePadded::new(AtomicUsize::new(0)),
             sig: Mutex::new(Signal::default()),
             cv: Condvar::new(),
             drain: Mutex::new(()),
