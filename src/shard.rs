@@ -137,7 +137,7 @@ struct Res<'a, K, V> {
     pin: Pin<'a, K>,
 }
 
-/// Asks whether a resident (by key and hash) is pinned: dirty in write-behind mode.
+/// Asks whether a resident (by key) is pinned: dirty in write-behind mode.
 pub(crate) type Pin<'a, K> = Option<&'a (dyn Fn(&K) -> bool + 'a)>;
 
 impl<K, V> Residents for Res<'_, K, V> {
@@ -476,12 +476,7 @@ impl<K: Eq, V> Shard<K, V> {
         let Some(Probe::Found(slot)) = table.probe(hash, hash::tag(hash), eq, guard) else {
             return None;
         };
-        if !table.entry_at(slot, guard).is_some_and(accept) {
-            return None;
-        }
-        let Some(token) = table.entry_at(slot, guard).map(|e| e.token) else {
-            unreachable!("a found slot holds an entry")
-        };
+        let token = table.entry_at(slot, guard).filter(|e| accept(e))?.token;
         let e = self.unlink(w, table, slot, token, guard);
         w.policy.remove(token);
         self.publish_counts(w);
@@ -537,9 +532,7 @@ impl<K: Eq, V> Shard<K, V> {
             w.tombstones += 1;
         }
         w.live -= 1;
-        if !w.wheel.is_empty() {
-            w.wheel.cancel(token);
-        }
+        w.wheel.cancel(token);
         self.table.retire(ptr, &mut w.retired, guard);
         e
     }

@@ -446,12 +446,11 @@ impl<K, V> TablePtr<K, V> {
         if batch.ptrs.len() >= batch.limit {
             let ptrs = std::mem::replace(&mut batch.ptrs, Vec::with_capacity(batch.limit));
             let free = RetiredBatch(ptrs);
-            // SAFETY: every pointer in the batch was unlinked by the lock holder from the only
-            // table that can be modified (older tables are unreachable for new readers)
-            // before it was pushed, came from an `Owned`, and is pushed once (each unlink
-            // happens once). Deferring now is no earlier than deferring at the unlink: the
-            // readers that could have loaded an entry were pinned then, and are either still
-            // pinned now (so the epoch waits for them) or gone.
+            // Deferring later than the unlink is as safe as deferring at it: the readers that
+            // could have loaded an entry were pinned then, and are still pinned now (so the
+            // epoch waits for them) or gone.
+            // SAFETY: each pointer was unlinked by the lock holder before it was pushed, came
+            // from an `Owned`, and is pushed once; readers that saw it are pinned (above).
             unsafe { guard.defer_unchecked(move || drop(free)) };
         }
     }
@@ -503,11 +502,11 @@ struct RetiredBatch<K, V>(Vec<*mut Entry<K, V>>);
 
 impl<K, V> Drop for RetiredBatch<K, V> {
     fn drop(&mut self) {
+        // A batch is dropped either by the epoch, after every reader pinned at the unlinks
+        // has unpinned, or with its shard, when no reader exists.
         for p in self.0.drain(..) {
-            // SAFETY: each pointer came from an `Owned` and was unlinked before being pushed
-            // (see `TablePtr::retire`); it is freed only here, once, either by the epoch after
-            // every reader pinned at its unlink has unpinned, or when the shard is dropped and
-            // no reader exists.
+            // SAFETY: unlinked and from an `Owned` (see `TablePtr::retire`); freed once, here,
+            // when no reader can still hold it (above).
             drop(unsafe { Owned::from_raw(p) });
         }
     }

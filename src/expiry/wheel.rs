@@ -221,7 +221,12 @@ impl TimerWheel {
     }
 
     /// Unschedule `token`; returns whether it was scheduled.
+    #[inline]
     pub(crate) fn cancel(&mut self, token: u32) -> bool {
+        // Caches without expiry never schedule anything: every removal passes through here.
+        if self.is_empty() {
+            return false;
+        }
         let idx = index(token);
         idx < self.nodes.len() && self.cancel_index(idx)
     }

@@ -619,26 +619,39 @@ where
     /// appears in a batch at most once.)
     fn snapshot(&self, nodes: Vec<Arc<KeyNode<K>>>) -> Vec<Item<K, V>> {
         let mut out = Vec::with_capacity(nodes.len());
-        let mut nodes = by_stripe(nodes).into_iter().peekable();
-        while let Some(first) = nodes.next() {
-            let s = stripe_index(first.1);
-            let map = sync::lock(&self.stripes[s]);
-            let mut next = Some(first);
-            let mut run = 0;
-            while let Some(n) = next {
+        self.in_stripe_runs(
+            by_stripe(nodes),
+            |n| n.1,
+            |map, n| {
                 if let Some(r) = map.get(&n.0) {
                     let (seq, op) = (r.seq, r.op.clone());
                     out.push((n, seq, op));
                 }
-                run += 1;
-                next = if run < RUN {
-                    nodes.next_if(|n| stripe_index(n.1) == s)
-                } else {
-                    None
-                };
+            },
+        );
+        out
+    }
+
+    /// Visit `items` (grouped by stripe) holding each stripe's lock once per run of up to
+    /// `RUN` consecutive items of that stripe, then letting callers in.
+    fn in_stripe_runs<T>(
+        &self,
+        items: Vec<T>,
+        hash_of: impl Fn(&T) -> u64,
+        mut visit: impl FnMut(&mut StripeData<K, V>, T),
+    ) {
+        let mut items = items.into_iter().peekable();
+        while let Some(first) = items.next() {
+            let s = stripe_index(hash_of(&first));
+            let mut map = sync::lock(&self.stripes[s]);
+            visit(&mut map, first);
+            for _ in 1..RUN {
+                match items.next_if(|n| stripe_index(hash_of(n)) == s) {
+                    Some(n) => visit(&mut map, n),
+                    None => break,
+                }
             }
         }
-        out
     }
 
     fn write(&self, batch: &[Item<K, V>]) -> Result<(), StdArc<StoreError>> {
@@ -754,20 +767,17 @@ where
     fn settle_all(&self, batch: Vec<Item<K, V>>) {
         let mut cleaned = 0;
         let mut again = Vec::new();
-        let mut batch = batch.into_iter().peekable();
-        while let Some(first) = batch.next() {
-            let s = stripe_index(first.0.1);
-            let mut map = sync::lock(&self.stripes[s]);
-            let mut next = Some(first);
-            let mut run = 0;
-            while let Some((node, seq, _)) = next {
+        self.in_stripe_runs(
+            batch,
+            |(n, _, _)| n.1,
+            |map, (node, seq, _)| {
                 let (k, _) = &**node;
                 match map.get_mut(k) {
                     Some(r) if r.seq == seq => {
                         map.remove(k);
                         cleaned += 1;
-                        // Lock order: a stripe, then `poison` (nothing locks them the other
-                        // way round).
+                        // Lock order: a stripe, then `poison` (nothing locks them the other way
+                        // round).
                         self.forgive(k);
                         if map.free.len() < self.free_cap {
                             map.free.push(node);
@@ -780,14 +790,8 @@ where
                     }
                     None => {}
                 }
-                run += 1;
-                next = if run < RUN {
-                    batch.next_if(|(n, _, _)| stripe_index(n.1) == s)
-                } else {
-                    None
-                };
-            }
-        }
+            },
+        );
         // Decremented only after the records are gone: `dirty` never undercounts them (its
         // zero is a fast path for "no record at all").
         self.dirty.fetch_sub(cleaned, Ordering::AcqRel);
