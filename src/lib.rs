@@ -106,4 +106,5 @@ pub mod __loom {
     pub use crate::loader::{LoadError, Loaded, Loader, Origin};
     pub use crate::reclaim::release_thread_handles;
     pub use crate::write_behind::mpsc::{MpscQueue, Node, TryPopError};
+    pub use crate::write_behind::wake::{FILLING, IDLE, Wake};
 }

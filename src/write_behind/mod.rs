@@ -43,6 +43,7 @@
 //! writer thread to make room (or, with `fail_fast`, gets [`Error::Full`](crate::Error::Full)).
 
 pub(crate) mod mpsc;
+pub(crate) mod wake;
 mod writer;
 
 pub(crate) use writer::{Pending, WriteBehindState};

@@ -1,6 +1,7 @@
 //! The write-behind state shared by the cache and its writer thread, and the writer's loop.
 
 use super::mpsc::{MpscQueue, Node};
+use super::wake::Wake;
 use super::{DeadLetter, FlushReport, START_BATCH, WriteBehind};
 use crate::error::Error;
 use crate::store::{BackingStore, StoreError, WriteOp};
@@ -33,6 +34,11 @@ type KeyNode<K> = Node<(K, u64)>;
 /// The pending records of one stripe (it derefs to them), and queue nodes to reuse.
 struct StripeData<K, V> {
     map: Map<K, Record<V>>,
+    /// The sequence number of this stripe's latest write. Per stripe, under its lock, rather
+    /// than one shared counter: sequence numbers only ever compare writes of one key (and a
+    /// flush takes a target per stripe), so a global atomic would cost every write a locked
+    /// increment for nothing.
+    seq: u64,
     /// Nodes of keys that became clean, kept for the next keys of this stripe that become
     /// dirty. A node is allocated by the thread that dirties a key and would otherwise be
     /// freed by the writer thread; with the default allocator, freeing thousands of another
@@ -46,6 +52,7 @@ impl<K, V> Default for StripeData<K, V> {
     fn default() -> Self {
         StripeData {
             map: Map::default(),
+            seq: 0,
             free: Vec::new(),
         }
     }
@@ -97,10 +104,6 @@ struct Signal {
     /// Flushes waiting for the writer: while there are any, no round waits for its batch to
     /// fill (`kick` covers one round only; a flush may need several).
     flushers: usize,
-    /// The writer is waiting for work (the queue was empty): a new dirty key must wake it.
-    idle: bool,
-    /// The writer is waiting for its batch to fill: only a full batch needs to wake it early.
-    filling: bool,
     closing: bool,
     /// Bumped on every failed write attempt, so a flush can tell "failed since I began".
     error_epoch: u64,
@@ -124,12 +127,14 @@ struct Shared<K, V> {
     /// must not share a cache line.
     stripes: Box<[CachePadded<Stripe<K, V>>]>,
     queue: MpscQueue<KeyNode<K>>,
-    /// Written by every write-behind write (and `dirty` by the writer once per batch), read by
-    /// the writer thread per round. Each has a cache line of its own: next to fields the
-    /// writer reads for every key it settles, each caller write would first have to take
-    /// the line back from the writer's core.
-    seq: CachePadded<AtomicU64>,
+    /// Written on every clean→dirty transition (and by the writer once per batch), read by
+    /// the writer thread per round. A cache line of its own: next to fields the writer reads
+    /// for every key it settles, each caller write would first have to take the line back
+    /// from the writer's core.
     dirty: CachePadded<AtomicUsize>,
+    /// What the writer thread waits for, announced under `sig` and read by callers without
+    /// it: a new dirty key costs the caller a load, not a lock, unless the writer waits for it.
+    wake: Wake,
     sig: Mutex<Signal>,
     cv: Condvar,
     /// Serializes drain rounds in manual mode (several threads may call `flush`).
@@ -192,8 +197,8 @@ where
                 .map(|_| CachePadded::new(Mutex::new(StripeData::default())))
                 .collect(),
             queue: MpscQueue::new(),
-            seq: CachePadded::new(AtomicU64::new(0)),
             dirty: CachePadded::new(AtomicUsize::new(0)),
+            wake: Wake::new(),
             sig: Mutex::new(Signal::default()),
             cv: Condvar::new(),
             drain: Mutex::new(()),
@@ -305,8 +310,9 @@ where
     /// clean→dirty transition enqueues the key.
     pub(crate) fn record(&self, hash: u64, key: &K, op: Pending<V>) {
         let sh = &*self.shared;
-        let seq = sh.seq.fetch_add(1, Ordering::AcqRel) + 1;
         let mut map = sync::lock(sh.stripe(hash));
+        map.seq += 1;
+        let seq = map.seq;
         match map.get_mut(key) {
             Some(r) => {
                 r.op = op;
@@ -332,17 +338,19 @@ where
                     },
                     None => Arc::new(Node::new((key.clone(), hash))),
                 };
+                // The push comes before the increment, and both before the stripe unlocks: the
+                // writer cannot settle the record (it needs the stripe) before `dirty` counts
+                // it, so `dirty` never undercounts the records.
+                sh.queue.push(node);
                 let dirty = sh.dirty.fetch_add(1, Ordering::AcqRel) + 1;
                 drop(map);
-                sh.queue.push(node);
                 if !sh.cfg.manual {
                     // Wake the writer only when it waits for this: for work at all, or for a
                     // full batch. (A notify is a syscall, and waking the writer for every new
-                    // dirty key costs the writer and this thread a context switch each.) The
-                    // writer sets its flags and checks the queue and `dirty` under `sig`, and
-                    // the push and the increment above come before this lock: no lost wake-up.
-                    let sig = sync::lock(&sh.sig);
-                    if sig.idle || (sig.filling && dirty >= sh.start_batch) {
+                    // dirty key costs the writer and this thread a context switch each.)
+                    // The increment above, then `wanted`: this side of the `wake` hand-shake.
+                    if sh.wake.wanted(dirty, sh.start_batch) {
+                        let _sig = sync::lock(&sh.sig);
                         sh.cv.notify_all();
                     }
                 }
@@ -403,12 +411,12 @@ where
     /// thread does the writing and cannot be interrupted).
     fn flush_within(&self, deadline: Option<Instant>) -> Result<FlushReport, Error> {
         let sh = self;
-        let target = sh.seq.load(Ordering::Acquire);
-        let flushed = sh.pending_upto(target);
+        let target = sh.seq_targets();
+        let flushed = sh.pending_upto(&target);
         if sh.cfg.manual {
             let mut step = 0;
             loop {
-                if sh.pending_upto(target) == 0 {
+                if sh.pending_upto(&target) == 0 {
                     return Ok(FlushReport { flushed });
                 }
                 match sh.round_locked() {
@@ -426,7 +434,7 @@ where
         sig.flushers += 1;
         sh.cv.notify_all();
         let r = loop {
-            if sh.pending_upto(target) == 0 {
+            if sh.pending_upto(&target) == 0 {
                 break Ok(FlushReport { flushed });
             }
             if sig.error_epoch != epoch || sig.closing {
@@ -435,7 +443,7 @@ where
                     .clone()
                     .unwrap_or_else(|| StdArc::new(StoreError::fail("the writer stopped")));
                 break Err(Error::Unflushed {
-                    pending: sh.pending_upto(target),
+                    pending: sh.pending_upto(&target),
                     cause: e,
                 });
             }
@@ -448,7 +456,7 @@ where
                             "the store did not finish writing before the close timeout",
                         );
                         break Err(Error::Unflushed {
-                            pending: sh.pending_upto(target),
+                            pending: sh.pending_upto(&target),
                             cause: StdArc::new(e),
                         });
                     }
@@ -497,19 +505,20 @@ where
         &self.stripes[stripe_index(hash)]
     }
 
-    /// How many dirty keys hold a write with sequence number ≤ `target`.
-    fn pending_upto(&self, target: u64) -> usize {
+    /// Each stripe's latest sequence number: what a flush waits for.
+    fn seq_targets(&self) -> [u64; STRIPES] {
+        std::array::from_fn(|i| sync::lock(&self.stripes[i]).seq)
+    }
+
+    /// How many dirty keys hold a write with a sequence number up to their stripe's target.
+    fn pending_upto(&self, target: &[u64; STRIPES]) -> usize {
         if self.dirty.load(Ordering::Acquire) == 0 {
             return 0;
         }
         self.stripes
             .iter()
-            .map(|s| {
-                sync::lock(s)
-                    .values()
-                    .filter(|r| r.oldest <= target)
-                    .count()
-            })
+            .zip(target)
+            .map(|(s, &t)| sync::lock(s).values().filter(|r| r.oldest <= t).count())
             .sum()
     }
 
@@ -527,11 +536,15 @@ where
         loop {
             {
                 let mut sig = sync::lock(&self.sig);
-                while !sig.closing && self.queue.is_empty() {
-                    sig.idle = true;
+                loop {
+                    // Announce, then look (the `wake` hand-shake with `record`).
+                    self.wake.announce(super::wake::IDLE, &self.dirty);
+                    if sig.closing || !self.queue.is_empty() {
+                        break;
+                    }
                     sig = wait(&self.cv, sig);
                 }
-                sig.idle = false;
+                self.wake.done();
                 if sig.closing {
                     return;
                 }
@@ -542,17 +555,18 @@ where
                 while !sig.kick
                     && sig.flushers == 0
                     && !sig.closing
-                    && self.dirty.load(Ordering::Acquire) < self.start_batch
                     && start.elapsed() < self.cfg.max_delay
                 {
+                    if self.wake.announce(super::wake::FILLING, &self.dirty) >= self.start_batch {
+                        break;
+                    }
                     let left = self.cfg.max_delay.saturating_sub(start.elapsed());
-                    sig.filling = true;
                     sig = self
                         .cv
                         .wait_timeout(sig, left)
                         .map_or_else(|p| p.into_inner().0, |(g, _)| g);
                 }
-                sig.filling = false;
+                self.wake.done();
                 sig.kick = false;
             }
             match self.round_locked() {
