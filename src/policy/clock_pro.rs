@@ -155,10 +155,12 @@ impl Node {
         }
     }
 
+    #[inline]
     fn hash(&self) -> u64 {
         self.meta & HASH_MASK
     }
 
+    #[inline]
     fn state(&self) -> State {
         match (self.meta & STATE_BITS) >> STATE_SHIFT {
             0 => State::Free,
@@ -169,32 +171,35 @@ impl Node {
         }
     }
 
+    #[inline]
     fn set_state(&mut self, state: State) {
         self.meta = (self.meta & !STATE_BITS) | (state as u64) << STATE_SHIFT;
     }
 
+    #[inline]
     fn in_test(&self) -> bool {
         self.meta & IN_TEST != 0
     }
 
+    #[inline]
     fn set_in_test(&mut self, on: bool) {
         self.set_flag(IN_TEST, on);
     }
 
+    #[inline]
     fn referenced(&self) -> bool {
         self.meta & REFERENCED != 0
     }
 
+    #[inline]
     fn set_referenced(&mut self, on: bool) {
         self.set_flag(REFERENCED, on);
     }
 
+    #[inline]
     fn set_flag(&mut self, flag: u64, on: bool) {
-        if on {
-            self.meta |= flag;
-        } else {
-            self.meta &= !flag;
-        }
+        // Branch-free: the hands set and clear these on every step.
+        self.meta = (self.meta & !flag) | (flag * u64::from(on));
     }
 }
 
@@ -414,14 +419,20 @@ impl ClockPro {
     }
 
     /// Set the weight of `t`; the first weight other than 1 materializes `weights`.
+    #[inline]
     fn set_weight(&mut self, t: u32, w: u32) {
         if self.weights.is_empty() {
             if w == 1 {
                 return;
             }
-            self.weights = vec![1; self.nodes.len()];
+            self.materialize_weights();
         }
         self.weights[t as usize] = w;
+    }
+
+    #[cold]
+    fn materialize_weights(&mut self) {
+        self.weights = vec![1; self.nodes.len()];
     }
 
     fn release(&mut self, t: u32) {
