@@ -188,7 +188,9 @@ impl<K: Eq, V> Shard<K, V> {
         expected: usize,
         rehash: Rehash<K>,
     ) -> Self {
-        let table = Table::with_slots(expected.saturating_mul(8) / 5 + 1);
+        // 1.6 slots per expected entry, and enough that a full shard never counts as one to
+        // grow (`grow_at` of the slots is at least `expected + 1`).
+        let table = Table::with_slots(expected.saturating_add(1).saturating_mul(8).div_ceil(5));
         let slots = table.slots();
         Shard {
             table: CachePadded::new(TablePtr::new(table)),

@@ -7,8 +7,11 @@
 //! at a time (SWAR, with the eighth byte masked out), so most misses touch one cache line and
 //! no entry at all. A hit sets its slot's reference bit in the word it already loaded, and a
 //! CLOCK hand reads the bit from the group, not from the entry: one cache line per resident
-//! the hand passes instead of two. Groups are probed triangularly (`g, g+1, g+3, g+6, ...`),
-//! which visits every group of a power-of-two table.
+//! the hand passes instead of two. The table has exactly as many groups as its slot count needs
+//! (no rounding up to a power of two, which cost up to twice the memory): a key's home group is
+//! its hash's low 32 bits, mixed by a multiplication, scaled onto the group count
+//! (multiply-shift, no division), and groups are probed linearly from there (`g, g+1, g+2, ...`,
+//! wrapping), which visits every group.
 //!
 //! Tag bytes: `EMPTY` (never used since the last rebuild), `DELETED` (a tombstone), or
 //! `0x80 | 7 hash bits` (full). A lookup stops at the first group that contains an `EMPTY`
@@ -124,17 +127,33 @@ pub(crate) enum Probe {
 
 pub(crate) struct Table<K, V> {
     groups: Box<[Group<K, V>]>,
-    mask: usize,
 }
 
 impl<K, V> Table<K, V> {
-    /// A table with at least `slots` slots (rounded up to a power-of-two number of groups).
+    /// A table with at least `slots` slots (rounded up to whole groups).
     pub(crate) fn with_slots(slots: usize) -> Self {
-        let groups = slots.div_ceil(GROUP_WIDTH).max(1).next_power_of_two();
+        // Slot indices are `u32`.
+        let groups = slots
+            .div_ceil(GROUP_WIDTH)
+            .clamp(1, u32::MAX as usize / GROUP_WIDTH);
         Table {
             groups: (0..groups).map(|_| Group::new()).collect(),
-            mask: groups - 1,
         }
+    }
+
+    /// The group a probe for `hash` starts at. The low 32 bits (the shard index uses the top
+    /// bits, the tag bits 32..39) are mixed by a Fibonacci multiplication, so even a weak
+    /// user hasher (consecutive integers) spreads, then scaled onto `0..groups`.
+    #[inline]
+    fn home(&self, hash: u64) -> usize {
+        let mixed = (hash as u32).wrapping_mul(0x9e37_79b1);
+        ((u64::from(mixed) * self.groups.len() as u64) >> 32) as usize
+    }
+
+    /// The group after `g`, wrapping.
+    #[inline]
+    fn next(&self, g: usize) -> usize {
+        if g + 1 == self.groups.len() { 0 } else { g + 1 }
     }
 
     pub(crate) fn slots(&self) -> usize {
@@ -151,8 +170,8 @@ impl<K, V> Table<K, V> {
         mut eq: impl FnMut(&K) -> bool,
         guard: &'g Guard,
     ) -> Option<Hit<'g, K, V>> {
-        let mut g = hash as usize & self.mask;
-        let mut step = 0;
+        let mut g = self.home(hash);
+        let mut left = self.groups.len();
         loop {
             let group = &self.groups[g];
             let tags = group.tags.load(Ordering::Acquire);
@@ -179,11 +198,11 @@ impl<K, V> Table<K, V> {
             if has_empty(tags) {
                 return None;
             }
-            step += 1;
-            if step > self.mask {
+            left -= 1;
+            if left == 0 {
                 return None;
             }
-            g = (g + step) & self.mask;
+            g = self.next(g);
         }
     }
 
@@ -196,8 +215,8 @@ impl<K, V> Table<K, V> {
         mut eq: impl FnMut(&K) -> bool,
         guard: &Guard,
     ) -> Option<Probe> {
-        let mut g = hash as usize & self.mask;
-        let mut step = 0;
+        let mut g = self.home(hash);
+        let mut left = self.groups.len();
         let mut vacant = None;
         loop {
             let group = &self.groups[g];
@@ -231,11 +250,11 @@ impl<K, V> Table<K, V> {
             if has_empty(tags) {
                 return vacant.map(Probe::Vacant);
             }
-            step += 1;
-            if step > self.mask {
+            left -= 1;
+            if left == 0 {
                 return vacant.map(Probe::Vacant);
             }
-            g = (g + step) & self.mask;
+            g = self.next(g);
         }
     }
 
@@ -565,9 +584,61 @@ mod tests {
     }
 
     #[test]
+    fn home_groups_cover_any_count_and_spread_weak_hashes() {
+        for groups in [1usize, 3, 5, 15, 1000] {
+            let t: Table<u64, u64> = Table::with_slots(groups * GROUP_WIDTH);
+            assert_eq!(t.groups.len(), groups);
+            let mut hit = vec![0usize; groups];
+            // Consecutive integers, as an identity hasher would give them.
+            for h in 0..(64 * groups) as u64 {
+                hit[t.home(h)] += 1;
+            }
+            assert!(hit.iter().all(|&c| c > 0), "every group is someone's home");
+            assert!(
+                hit.iter().all(|&c| c <= 2 * 64),
+                "consecutive hashes spread: {hit:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn probes_visit_every_group() {
+        let reclaimer = crate::reclaim::Reclaimer::new();
+        let guard = reclaimer.pin();
+        let t: Table<u64, u64> = Table::with_slots(3 * GROUP_WIDTH);
+        let mut owned = Vec::new();
+        // One hash for every key: each insert lands further along the same probe path.
+        for k in 0..(3 * GROUP_WIDTH - 1) as u64 {
+            let e = new_entry(Entry::new(k, k, 0, 1, crate::entry::Expiry::NEVER), &guard);
+            t.place(7, hash_tag(7), e, &guard);
+            owned.push(e);
+        }
+        assert!(matches!(
+            t.probe(7, hash_tag(7), |_| false, &guard),
+            Some(Probe::Vacant(_))
+        ));
+        for k in 0..(3 * GROUP_WIDTH - 1) as u64 {
+            assert!(t.find(7, hash_tag(7), |x| *x == k, &guard).is_some());
+        }
+        for e in owned {
+            // SAFETY: test-only: the entries were never shared beyond this thread, and the
+            // table (which does not free entries) is not used after this loop.
+            drop(unsafe { e.into_owned() });
+        }
+    }
+
+    fn hash_tag(h: u64) -> u8 {
+        crate::hash::tag(h)
+    }
+
+    #[test]
     fn sizes() {
         let t: Table<u64, u64> = Table::with_slots(100);
-        assert_eq!(t.slots(), 16 * GROUP_WIDTH);
+        assert_eq!(
+            t.slots(),
+            15 * GROUP_WIDTH,
+            "whole groups, not a power of two"
+        );
         assert_eq!(std::mem::size_of::<Group<u64, u64>>(), 64);
     }
 }

@@ -102,41 +102,118 @@ pub(crate) enum ColdTarget {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
     /// On the free list.
-    Free,
+    Free = 0,
     /// Resident hot page on the ring.
-    Hot,
+    Hot = 1,
     /// Resident cold page on the ring.
-    Cold,
+    Cold = 2,
     /// Non-resident cold page on the ring, in its test period (hash only).
-    Ghost,
+    Ghost = 3,
     /// Resident of weight zero, not on the ring.
-    Light,
+    Light = 4,
 }
 
-#[derive(Debug, Clone, Copy)]
+/// The hash bits a node keeps (and the ghost set compares): the low 59. The dropped top bits
+/// are the ones that pick the shard, so within a shard at most a few informative bits are
+/// lost; two keys that agree on the kept bits share one history (as two keys with one full
+/// hash always did).
+const HASH_MASK: u64 = (1 << STATE_SHIFT) - 1;
+const STATE_SHIFT: u32 = 59;
+const STATE_BITS: u64 = 0b111 << STATE_SHIFT;
+/// In its test period.
+const IN_TEST: u64 = 1 << 62;
+/// Policy-side reference bit (see the module docs).
+const REFERENCED: u64 = 1 << 63;
+
+/// One slab node, 16 bytes: the key hash and the flags packed in one word, and the ring
+/// links. Weights live apart (see [`ClockPro::weights`]), and so does the table slot (the
+/// shard's `slot_of`).
+#[derive(Clone, Copy)]
 struct Node {
-    hash: u64,
-    weight: u32,
+    /// `hash & HASH_MASK`, the state in bits 59..62, `IN_TEST` and `REFERENCED`.
+    meta: u64,
     /// The neighbour the hands move to (the simulator's `prev`).
     newer: u32,
     /// The other neighbour (the simulator's `next`).
     older: u32,
-    state: State,
-    in_test: bool,
-    /// Policy-side reference bit (see the module docs).
-    referenced: bool,
 }
 
 impl Node {
     const FREE: Node = Node {
-        hash: 0,
-        weight: 0,
+        meta: 0,
         newer: NIL,
         older: NIL,
-        state: State::Free,
-        in_test: false,
-        referenced: false,
     };
+
+    /// A node off the ring with `hash` (already masked) in `state`.
+    fn new(hash: u64, state: State, in_test: bool) -> Node {
+        debug_assert_eq!(hash & !HASH_MASK, 0, "hash is masked");
+        Node {
+            meta: hash | (state as u64) << STATE_SHIFT | if in_test { IN_TEST } else { 0 },
+            newer: NIL,
+            older: NIL,
+        }
+    }
+
+    #[inline]
+    fn hash(&self) -> u64 {
+        self.meta & HASH_MASK
+    }
+
+    #[inline]
+    fn state(&self) -> State {
+        match (self.meta & STATE_BITS) >> STATE_SHIFT {
+            0 => State::Free,
+            1 => State::Hot,
+            2 => State::Cold,
+            3 => State::Ghost,
+            _ => State::Light,
+        }
+    }
+
+    #[inline]
+    fn set_state(&mut self, state: State) {
+        self.meta = (self.meta & !STATE_BITS) | (state as u64) << STATE_SHIFT;
+    }
+
+    #[inline]
+    fn in_test(&self) -> bool {
+        self.meta & IN_TEST != 0
+    }
+
+    #[inline]
+    fn set_in_test(&mut self, on: bool) {
+        self.set_flag(IN_TEST, on);
+    }
+
+    #[inline]
+    fn referenced(&self) -> bool {
+        self.meta & REFERENCED != 0
+    }
+
+    #[inline]
+    fn set_referenced(&mut self, on: bool) {
+        self.set_flag(REFERENCED, on);
+    }
+
+    #[inline]
+    fn set_flag(&mut self, flag: u64, on: bool) {
+        // Branch-free: the hands set and clear these on every step.
+        self.meta = (self.meta & !flag) | (flag * u64::from(on));
+    }
+}
+
+impl std::fmt::Debug for Node {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Node")
+            .field("hash", &self.hash())
+            .field("state", &self.state())
+            .field("in_test", &self.in_test())
+            .field("referenced", &self.referenced())
+            .field("newer", &self.newer)
+            .field("older", &self.older)
+            .finish()
+    }
 }
 
 /// What one run of HAND_hot did (the simulator's return codes 0, 1 and 2).
@@ -175,6 +252,9 @@ type GhostMap = HashMap<u64, u32, BuildHasherDefault<MixHasher>>;
 #[derive(Debug)]
 pub(crate) struct ClockPro {
     nodes: Vec<Node>,
+    /// Weight of each token, parallel to `nodes`; empty while every resident so far weighs 1
+    /// (an entry-count cache never fills it), so nodes stay at 16 bytes.
+    weights: Vec<u32>,
     free_slots: Vec<u32>,
     ghosts: GhostMap,
     head: u32,
@@ -239,6 +319,7 @@ impl ClockPro {
         let (min_cold, max_cold, adaptive) = cold_bounds(capacity, target);
         ClockPro {
             nodes: Vec::new(),
+            weights: Vec::new(),
             free_slots: Vec::new(),
             ghosts: GhostMap::default(),
             head: NIL,
@@ -319,9 +400,39 @@ impl ClockPro {
             None => {
                 assert!(self.nodes.len() < NIL as usize, "token space exhausted");
                 self.nodes.push(node);
+                if !self.weights.is_empty() {
+                    self.weights.push(1);
+                }
                 (self.nodes.len() - 1) as u32
             }
         }
+    }
+
+    /// The weight of resident `t` (meaningless for ghosts and free slots).
+    #[inline]
+    fn weight_of(&self, t: u32) -> u32 {
+        if self.weights.is_empty() {
+            1
+        } else {
+            self.weights[t as usize]
+        }
+    }
+
+    /// Set the weight of `t`; the first weight other than 1 materializes `weights`.
+    #[inline]
+    fn set_weight(&mut self, t: u32, w: u32) {
+        if self.weights.is_empty() {
+            if w == 1 {
+                return;
+            }
+            self.materialize_weights();
+        }
+        self.weights[t as usize] = w;
+    }
+
+    #[cold]
+    fn materialize_weights(&mut self) {
+        self.weights = vec![1; self.nodes.len()];
     }
 
     fn release(&mut self, t: u32) {
@@ -338,7 +449,7 @@ impl ClockPro {
     }
 
     fn state(&self, t: u32) -> State {
-        self.nodes[t as usize].state
+        self.nodes[t as usize].state()
     }
 
     /// Link `t` at the head (newest position). Sets the hands of an empty ring, and HAND_cold
@@ -395,8 +506,8 @@ impl ClockPro {
         let node = &mut self.nodes[t as usize];
         node.newer = NIL;
         node.older = NIL;
-        node.in_test = false;
-        node.referenced = false;
+        node.set_in_test(false);
+        node.set_referenced(false);
     }
 
     fn move_to_head(&mut self, t: u32) {
@@ -407,7 +518,7 @@ impl ClockPro {
     /// Remove a ghost from the ring and the hash set, freeing its slot.
     fn drop_ghost(&mut self, t: u32) {
         debug_assert_eq!(self.state(t), State::Ghost, "drop_ghost on a ghost");
-        let hash = self.nodes[t as usize].hash;
+        let hash = self.nodes[t as usize].hash();
         // One probe of the map: remove, and put back in the rare case the hash now names a
         // newer ghost (two keys with one hash keep the newer history only).
         if let Some(other) = self.ghosts.remove(&hash)
@@ -421,21 +532,21 @@ impl ClockPro {
     }
 
     fn set_hot(&mut self, t: u32) {
-        let w = u64::from(self.nodes[t as usize].weight);
+        let w = u64::from(self.weight_of(t));
         match self.state(t) {
             State::Cold => self.cold_count -= 1,
             State::Hot => return,
             _ => {}
         }
-        self.nodes[t as usize].state = State::Hot;
+        self.nodes[t as usize].set_state(State::Hot);
         self.hot_count += 1;
         self.hot_weight += w;
     }
 
     fn set_cold(&mut self, t: u32) {
         debug_assert_eq!(self.state(t), State::Hot, "only hot pages are demoted");
-        let w = u64::from(self.nodes[t as usize].weight);
-        self.nodes[t as usize].state = State::Cold;
+        let w = u64::from(self.weight_of(t));
+        self.nodes[t as usize].set_state(State::Cold);
         self.hot_count -= 1;
         self.hot_weight -= w;
         self.cold_count += 1;
@@ -450,15 +561,15 @@ impl ClockPro {
     /// The effective reference bit, folding the entry's bit into the policy-side bit.
     fn peek_ref<R: Residents>(&mut self, t: u32, res: &mut R) -> bool {
         if self.is_resident(t) && res.take_referenced(t) {
-            self.nodes[t as usize].referenced = true;
+            self.nodes[t as usize].set_referenced(true);
         }
-        self.nodes[t as usize].referenced
+        self.nodes[t as usize].referenced()
     }
 
     /// Test and clear the effective reference bit.
     fn take_ref<R: Residents>(&mut self, t: u32, res: &mut R) -> bool {
         let r = self.peek_ref(t, res);
-        self.nodes[t as usize].referenced = false;
+        self.nodes[t as usize].set_referenced(false);
         r
     }
 
@@ -505,7 +616,7 @@ impl ClockPro {
                 self.drop_ghost(t);
             }
             State::Cold => {
-                self.nodes[t as usize].in_test = false;
+                self.nodes[t as usize].set_in_test(false);
                 self.take_ref(t, res);
                 self.hand_test = self.newer(t);
             }
@@ -523,7 +634,7 @@ impl ClockPro {
                     break;
                 }
                 if self.state(t) == State::Cold {
-                    self.nodes[t as usize].in_test = false;
+                    self.nodes[t as usize].set_in_test(false);
                     self.take_ref(t, res);
                 }
                 t = self.newer(t);
@@ -554,7 +665,7 @@ impl ClockPro {
             if self.state(h) == State::Hot {
                 if !self.take_ref(h, res) {
                     self.set_cold(h);
-                    self.nodes[h as usize].in_test = false;
+                    self.nodes[h as usize].set_in_test(false);
                     done = true;
                     demoted = true;
                 }
@@ -608,7 +719,7 @@ impl ClockPro {
                     self.hand_hot = self.newer(t);
                 }
                 self.set_cold(t);
-                self.nodes[t as usize].in_test = false;
+                self.nodes[t as usize].set_in_test(false);
                 self.hand_cold = t;
                 return true;
             }
@@ -635,7 +746,7 @@ impl ClockPro {
                 }
                 continue;
             }
-            let in_test = self.nodes[hc as usize].in_test;
+            let in_test = self.nodes[hc as usize].in_test();
             let referenced = self.peek_ref(hc, res);
             if !referenced || !in_test {
                 if Some(hc) == skip || res.is_pinned(hc) {
@@ -675,15 +786,15 @@ impl ClockPro {
                         self.unlink(hc);
                         // The simulator's slip: the bit lands on the next page, not on `hc`.
                         if self.hand_cold != NIL {
-                            self.nodes[self.hand_cold as usize].referenced = true;
+                            self.nodes[self.hand_cold as usize].set_referenced(true);
                         }
-                        self.nodes[hc as usize].in_test = true;
+                        self.nodes[hc as usize].set_in_test(true);
                         self.insert_head(hc);
                         self.credits -= 1;
                     }
                     outcome => {
                         // HAND_hot ended this page's test period: it is now evictable.
-                        self.nodes[hc as usize].referenced = false;
+                        self.nodes[hc as usize].set_referenced(false);
                         if outcome == HotRun::MatchedDemoted {
                             self.credits -= 1;
                         }
@@ -705,17 +816,17 @@ impl ClockPro {
     /// Evict the resident cold page `hc` under HAND_cold: it stays as a ghost if it is in its
     /// test period, otherwise it leaves the ring.
     fn evict_at_cold_hand(&mut self, hc: u32, in_test: bool, evicted: &mut Vec<Token>) {
-        let w = u64::from(self.nodes[hc as usize].weight);
+        let w = u64::from(self.weight_of(hc));
         evicted.push(hc);
         self.weight -= w;
         self.len -= 1;
         self.cold_count -= 1;
         self.hand_cold = self.newer(hc);
         if in_test {
-            let hash = self.nodes[hc as usize].hash;
+            let hash = self.nodes[hc as usize].hash();
             let node = &mut self.nodes[hc as usize];
-            node.state = State::Ghost;
-            node.referenced = false;
+            node.set_state(State::Ghost);
+            node.set_referenced(false);
             self.ghost_count += 1;
             if let Some(old) = self.ghosts.insert(hash, hc) {
                 // Two keys with one hash: keep the newer history only. The map already names
@@ -758,15 +869,7 @@ impl ClockPro {
 
     /// Link a new resident page at the head, hot or cold (in its test period).
     fn link_new(&mut self, slot: Option<u32>, hash: u64, weight: u32, hot: bool) -> u32 {
-        let node = Node {
-            hash,
-            weight,
-            newer: NIL,
-            older: NIL,
-            state: if hot { State::Hot } else { State::Cold },
-            in_test: !hot,
-            referenced: false,
-        };
+        let node = Node::new(hash, if hot { State::Hot } else { State::Cold }, !hot);
         let t = match slot {
             Some(t) => {
                 self.nodes[t as usize] = node;
@@ -774,6 +877,7 @@ impl ClockPro {
             }
             None => self.alloc(node),
         };
+        self.set_weight(t, weight);
         if hot {
             self.hot_count += 1;
             self.hot_weight += u64::from(weight);
@@ -799,12 +903,10 @@ impl ClockPro {
         if w > self.capacity {
             return Admit::TooHeavy;
         }
+        let hash = hash & HASH_MASK;
         if weight == 0 {
-            let t = self.alloc(Node {
-                hash,
-                state: State::Light,
-                ..Node::FREE
-            });
+            let t = self.alloc(Node::new(hash, State::Light, false));
+            self.set_weight(t, 0);
             self.len += 1;
             return Admit::Resident(t);
         }
@@ -813,10 +915,10 @@ impl ClockPro {
             if !self.make_room(w, res, evicted, None) {
                 return Admit::AllPinned;
             }
-            if self.state(g) == State::Ghost && self.nodes[g as usize].hash == hash {
+            if self.state(g) == State::Ghost && self.nodes[g as usize].hash() == hash {
                 let outcome = self.run_hot(g, res);
                 let still_ghost =
-                    self.state(g) == State::Ghost && self.nodes[g as usize].hash == hash;
+                    self.state(g) == State::Ghost && self.nodes[g as usize].hash() == hash;
                 if outcome != HotRun::Matched {
                     if self.adaptive {
                         self.credits += 1;
@@ -866,30 +968,29 @@ impl ClockPro {
         }
         let node = self.nodes[token as usize];
         debug_assert!(
-            matches!(node.state, State::Hot | State::Cold | State::Light),
+            matches!(node.state(), State::Hot | State::Cold | State::Light),
             "reweigh of a token that is not resident"
         );
-        match node.state {
+        match node.state() {
             State::Light if weight == 0 => {}
             State::Light => {
                 self.make_room(w, res, evicted, Some(token));
                 self.len -= 1;
-                self.link_new(Some(token), node.hash, weight, false);
+                self.link_new(Some(token), node.hash(), weight, false);
             }
             State::Hot | State::Cold if weight == 0 => {
                 self.take_off_ring(token);
-                let n = &mut self.nodes[token as usize];
-                n.state = State::Light;
-                n.weight = 0;
+                self.nodes[token as usize].set_state(State::Light);
+                self.set_weight(token, 0);
                 self.len += 1;
             }
             State::Hot | State::Cold => {
-                let old = u64::from(node.weight);
+                let old = u64::from(self.weight_of(token));
                 self.weight = self.weight - old + w;
-                if node.state == State::Hot {
+                if node.state() == State::Hot {
                     self.hot_weight = self.hot_weight - old + w;
                 }
-                self.nodes[token as usize].weight = weight;
+                self.set_weight(token, weight);
                 while self.weight > self.capacity {
                     if !self.evict_one(res, evicted, Some(token)) {
                         break;
@@ -903,7 +1004,7 @@ impl ClockPro {
 
     /// Take a resident off the ring (counts, weights and hands), keeping its slot.
     fn take_off_ring(&mut self, t: u32) {
-        let w = u64::from(self.nodes[t as usize].weight);
+        let w = u64::from(self.weight_of(t));
         match self.state(t) {
             State::Hot => {
                 self.hot_count -= 1;
@@ -931,7 +1032,7 @@ impl ClockPro {
             }
             self.hand_hot = h;
         }
-        self.nodes[t as usize].state = State::Free;
+        self.nodes[t as usize].set_state(State::Free);
     }
 
     /// Forget a resident the shard removed (explicit removal or expiry). It leaves no ghost.
@@ -961,37 +1062,45 @@ impl ClockPro {
     pub(crate) fn validate(&self) {
         let (mut hot, mut cold, mut ghost, mut light, mut free) = (0, 0, 0, 0, 0);
         let (mut w, mut hw) = (0u64, 0u64);
+        assert!(
+            self.weights.is_empty() || self.weights.len() == self.nodes.len(),
+            "weights are absent or parallel to the nodes"
+        );
         for (i, n) in self.nodes.iter().enumerate() {
-            match n.state {
+            let nw = self.weight_of(i as u32);
+            match n.state() {
                 State::Hot => {
                     hot += 1;
-                    w += u64::from(n.weight);
-                    hw += u64::from(n.weight);
-                    assert!(!n.in_test, "hot pages are never in a test period");
+                    w += u64::from(nw);
+                    hw += u64::from(nw);
+                    assert!(!n.in_test(), "hot pages are never in a test period");
                 }
                 State::Cold => {
                     cold += 1;
-                    w += u64::from(n.weight);
+                    w += u64::from(nw);
                 }
                 State::Ghost => {
                     ghost += 1;
                     assert_eq!(
-                        self.ghosts.get(&n.hash),
+                        self.ghosts.get(&n.hash()),
                         Some(&(i as u32)),
                         "ghost is in the hash set"
                     );
-                    assert!(n.in_test, "ghosts are in their test period");
+                    assert!(n.in_test(), "ghosts are in their test period");
                 }
                 State::Light => {
                     light += 1;
-                    assert_eq!(n.weight, 0, "off-ring residents weigh zero");
+                    assert_eq!(nw, 0, "off-ring residents weigh zero");
                     assert_eq!(n.newer, NIL, "off-ring residents are not linked");
                 }
-                State::Free => free += 1,
+                State::Free => {
+                    free += 1;
+                    assert_eq!(n.meta, 0, "free slots are blank");
+                }
             }
-            if matches!(n.state, State::Hot | State::Cold | State::Ghost) {
+            if matches!(n.state(), State::Hot | State::Cold | State::Ghost) {
                 assert!(
-                    n.weight > 0 || n.state == State::Ghost,
+                    nw > 0 || n.state() == State::Ghost,
                     "ring residents weigh > 0"
                 );
             }
@@ -1015,7 +1124,7 @@ impl ClockPro {
         let mut seen = vec![false; self.nodes.len()];
         for &t in &self.free_slots {
             assert_eq!(
-                self.nodes[t as usize].state,
+                self.nodes[t as usize].state(),
                 State::Free,
                 "free list holds free slots"
             );
@@ -1051,7 +1160,7 @@ impl ClockPro {
         for _ in 0..self.ring_len {
             let n = &self.nodes[t as usize];
             assert!(
-                matches!(n.state, State::Hot | State::Cold | State::Ghost),
+                matches!(n.state(), State::Hot | State::Cold | State::Ghost),
                 "ring members"
             );
             assert!(

@@ -657,7 +657,7 @@ fn random_operations_with(seed: u64, policy: ClockPro, capacity: u64, steps: usi
             .bits
             .pinned
             .iter()
-            .map(|&t| u64::from(s.p.nodes[t as usize].weight))
+            .map(|&t| u64::from(s.p.weight_of(t)))
             .sum();
         assert!(
             s.p.weight() <= capacity || pinned_weight > 0,
@@ -816,4 +816,32 @@ fn sharded_hit_ratio_means_over_all_cells() {
             sums[2 * i + 1] / n as f64
         );
     }
+}
+
+#[test]
+fn node_is_16_bytes() {
+    assert_eq!(std::mem::size_of::<Node>(), 16);
+}
+
+#[test]
+fn node_flags_do_not_touch_the_hash() {
+    let mut n = Node::new(HASH_MASK, State::Ghost, true);
+    n.set_referenced(true);
+    assert_eq!(
+        (n.hash(), n.state(), n.in_test(), n.referenced()),
+        (HASH_MASK, State::Ghost, true, true)
+    );
+    for s in [
+        State::Free,
+        State::Hot,
+        State::Cold,
+        State::Ghost,
+        State::Light,
+    ] {
+        n.set_state(s);
+        n.set_in_test(false);
+        assert_eq!((n.hash(), n.state(), n.in_test()), (HASH_MASK, s, false));
+    }
+    n.set_referenced(false);
+    assert_eq!(n.meta, HASH_MASK | (State::Light as u64) << STATE_SHIFT);
 }
