@@ -22,9 +22,9 @@
 
 /// An empty slot: token `u32::MAX` (never a slab token).
 const EMPTY: u64 = u64::MAX;
-/// The load a rebuild aims to stay under: at most 5/8 of the slots are used.
-const MAX_LOAD_NUM: usize = 5;
-const MAX_LOAD_DEN: usize = 8;
+/// The load a rebuild aims to stay under: at most half of the slots are used.
+const MAX_LOAD_NUM: usize = 1;
+const MAX_LOAD_DEN: usize = 2;
 /// Slots of the first table.
 const MIN_SLOTS: usize = 16;
 
@@ -33,6 +33,8 @@ const MIN_SLOTS: usize = 16;
 pub(super) struct GhostIndex {
     slots: Vec<u64>,
     len: usize,
+    /// The table is full (at its maximum load) at this many entries: one more rebuilds it.
+    full_at: usize,
 }
 
 /// The fragment of `hash` (the high half of a multiplicative mix: dense test keys spread too).
@@ -108,6 +110,7 @@ impl GhostIndex {
     /// Index `token` under `hash`. If another ghost already has this hash, `token` takes its
     /// slot and the other token is returned (it is no longer indexed). `bound` is the most
     /// entries the caller will hold; it caps how far a growth rebuild goes.
+    #[inline]
     pub(super) fn insert(
         &mut self,
         hash: u64,
@@ -116,7 +119,7 @@ impl GhostIndex {
         bound: usize,
     ) -> Option<u32> {
         debug_assert_ne!(token, token_of(EMPTY), "not a slab token");
-        if slots_for(self.len + 1) > self.slots.len() {
+        if self.len >= self.full_at {
             self.grow(bound);
         }
         let frag = fragment(hash);
@@ -138,6 +141,7 @@ impl GhostIndex {
 
     /// Remove `token`, indexed under `hash`, if it is indexed (it is not when a newer ghost
     /// with the same hash replaced it). Never reads a node.
+    #[inline]
     pub(super) fn remove(&mut self, hash: u64, token: u32) -> bool {
         if self.len == 0 {
             return false;
@@ -188,6 +192,11 @@ impl GhostIndex {
         let cap = slots_for(bound).max(need);
         let n = (2 * self.slots.len()).max(MIN_SLOTS).clamp(need, cap);
         let old = std::mem::replace(&mut self.slots, vec![EMPTY; n]);
+        // The largest count whose `slots_for` still fits `n`.
+        self.full_at = n * MAX_LOAD_NUM / MAX_LOAD_DEN;
+        while slots_for(self.full_at) > n {
+            self.full_at -= 1;
+        }
         for s in old {
             if s == EMPTY {
                 continue;
@@ -216,6 +225,11 @@ impl GhostIndex {
         let n = self.slots.len();
         let used = self.slots.iter().filter(|&&s| s != EMPTY).count();
         assert_eq!(used, self.len, "ghost index count");
+        assert!(self.len <= self.full_at, "ghost index within its maximum load");
+        assert!(
+            self.full_at < n || n == 0,
+            "ghost index keeps an empty slot at its maximum load"
+        );
         if n == 0 {
             return;
         }
