@@ -225,7 +225,10 @@ impl GhostIndex {
         let n = self.slots.len();
         let used = self.slots.iter().filter(|&&s| s != EMPTY).count();
         assert_eq!(used, self.len, "ghost index count");
-        assert!(self.len <= self.full_at, "ghost index within its maximum load");
+        assert!(
+            self.len <= self.full_at,
+            "ghost index within its maximum load"
+        );
         assert!(
             self.full_at < n || n == 0,
             "ghost index keeps an empty slot at its maximum load"
@@ -303,7 +306,11 @@ mod tests {
             self.hash.push(h);
             let hs = &self.hash;
             let old = self.idx.insert(h, t, |t| hs[t as usize], self.bound);
-            assert_eq!(old, self.model.insert(h, t), "insert replaces the same-hash token");
+            assert_eq!(
+                old,
+                self.model.insert(h, t),
+                "insert replaces the same-hash token"
+            );
             self.check();
             t
         }
@@ -311,7 +318,11 @@ mod tests {
         fn remove(&mut self, t: u32) {
             let h = self.hash[t as usize];
             let indexed = self.model.get(&h) == Some(&t);
-            assert_eq!(self.idx.remove(h, t), indexed, "remove finds indexed tokens");
+            assert_eq!(
+                self.idx.remove(h, t),
+                indexed,
+                "remove finds indexed tokens"
+            );
             if indexed {
                 self.model.remove(&h);
             }
@@ -351,10 +362,18 @@ mod tests {
         for &h in same.iter().chain(&near) {
             tokens.push(c.insert(h));
         }
-        assert_eq!(c.idx.len(), 8, "one fragment, distinct hashes: distinct ghosts");
+        assert_eq!(
+            c.idx.len(),
+            8,
+            "one fragment, distinct hashes: distinct ghosts"
+        );
         // Not indexed: same fragment, another hash.
         let hs = &c.hash;
-        assert_eq!(c.idx.get(hash_with_fragment(0xdead_beef, 99), |t| hs[t as usize]), None);
+        assert_eq!(
+            c.idx
+                .get(hash_with_fragment(0xdead_beef, 99), |t| hs[t as usize]),
+            None
+        );
         // Replace one in the middle of the run, remove others around it.
         let newer = c.insert(same[3]);
         assert_eq!(c.idx.len(), 8);
@@ -393,7 +412,10 @@ mod tests {
             c.remove(tokens[i]);
         }
         assert_eq!(c.idx.len(), 0);
-        assert!(c.idx.slots.iter().all(|&s| s == EMPTY), "all slots empty again");
+        assert!(
+            c.idx.slots.iter().all(|&s| s == EMPTY),
+            "all slots empty again"
+        );
     }
 
     #[test]
