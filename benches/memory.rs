@@ -9,6 +9,9 @@
 //! Both are divided by the number of entries actually resident at the end (a sharded cache
 //! may evict a few even at capacity N, when its shards fill unevenly).
 //!
+//! A second table ("steady state") inserts 3N distinct keys into capacity N for cogwheel and
+//! quick_cache, so eviction history (CLOCK-Pro's ghosts) is at its bound.
+//!
 //! `COGWHEEL_BENCH_QUICK=1` uses N = 100k instead of 1M.
 
 mod common;
@@ -102,10 +105,17 @@ struct Row {
 }
 
 fn measure<C: Target>(name: &'static str, n: u64, build: impl FnOnce() -> C) -> Row {
+    measure_keys(name, n, build)
+}
+
+/// Like [`measure`], inserting `keys` distinct keys into the cache `build` makes: with 3×
+/// its capacity, every key past the first capacity's worth evicts, so a policy's history
+/// (CLOCK-Pro's ghosts) is at its steady-state size.
+fn measure_keys<C: Target>(name: &'static str, keys: u64, build: impl FnOnce() -> C) -> Row {
     let base = snap();
     let c = build();
     let empty = snap().bytes - base.bytes;
-    for rank in 0..n {
+    for rank in 0..keys {
         let k = key_of(rank);
         c.insert(k, k);
     }
@@ -159,11 +169,26 @@ fn main() {
         measure_map(n),
     ];
     println!("memory per entry: {n} u64 -> u64 inserts, capacity {n}");
+    print_rows(&rows);
+    // Steady state: 3n distinct keys into capacity n (every insert past the first n evicts).
+    let steady = [
+        measure_keys("cogwheel", 3 * n, || common::cogwheel(n)),
+        measure_keys("quick_cache", 3 * n, || common::quick_cache(n)),
+    ];
+    println!();
+    println!(
+        "steady state: {} distinct u64 -> u64 inserts, capacity {n} (bytes per resident entry)",
+        3 * n
+    );
+    print_rows(&steady);
+}
+
+fn print_rows(rows: &[Row]) {
     println!(
         "| cache | resident | empty cache (B) | live allocs | requested B/entry | malloc est. B/entry |"
     );
     println!("|---|---:|---:|---:|---:|---:|");
-    for r in &rows {
+    for r in rows {
         let per = |b: isize| b as f64 / r.resident.max(1) as f64;
         println!(
             "| {} | {} | {} | {} | {:.1} | {:.1} |",

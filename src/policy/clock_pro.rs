@@ -79,10 +79,11 @@
 //! demotes an unpinned hot page; when nothing at all can be evicted the admission returns
 //! [`Admit::AllPinned`] (after a bounded sweep).
 
-use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
-
 use super::{Admit, Residents, Token};
+
+mod ghost_index;
+
+use ghost_index::GhostIndex;
 
 /// No node.
 const NIL: u32 = u32::MAX;
@@ -227,27 +228,6 @@ enum HotRun {
     MatchedDemoted,
 }
 
-/// Multiplicative mixing for keys that are already 64-bit hashes (or dense integers in tests).
-#[derive(Debug, Default, Clone, Copy)]
-struct MixHasher(u64);
-
-impl Hasher for MixHasher {
-    fn finish(&self) -> u64 {
-        let x = self.0.wrapping_mul(0x9e37_79b9_7f4a_7c15);
-        x ^ (x >> 29)
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = (self.0 << 8 | u64::from(b)).rotate_left(5);
-        }
-    }
-    fn write_u64(&mut self, n: u64) {
-        self.0 = n;
-    }
-}
-
-type GhostMap = HashMap<u64, u32, BuildHasherDefault<MixHasher>>;
-
 /// CLOCK-Pro over one ring of slab tokens; see the module docs.
 #[derive(Debug)]
 pub(crate) struct ClockPro {
@@ -256,7 +236,8 @@ pub(crate) struct ClockPro {
     /// (an entry-count cache never fills it), so nodes stay at 16 bytes.
     weights: Vec<u32>,
     free_slots: Vec<u32>,
-    ghosts: GhostMap,
+    /// Hash → token of every ghost (see [`GhostIndex`]).
+    ghosts: GhostIndex,
     head: u32,
     hand_hot: u32,
     hand_cold: u32,
@@ -321,7 +302,7 @@ impl ClockPro {
             nodes: Vec::new(),
             weights: Vec::new(),
             free_slots: Vec::new(),
-            ghosts: GhostMap::default(),
+            ghosts: GhostIndex::default(),
             head: NIL,
             hand_hot: NIL,
             hand_cold: NIL,
@@ -515,17 +496,13 @@ impl ClockPro {
         self.insert_head(t);
     }
 
-    /// Remove a ghost from the ring and the hash set, freeing its slot.
+    /// Remove a ghost from the ring and the ghost index, freeing its slot.
     fn drop_ghost(&mut self, t: u32) {
         debug_assert_eq!(self.state(t), State::Ghost, "drop_ghost on a ghost");
         let hash = self.nodes[t as usize].hash();
-        // One probe of the map: remove, and put back in the rare case the hash now names a
-        // newer ghost (two keys with one hash keep the newer history only).
-        if let Some(other) = self.ghosts.remove(&hash)
-            && other != t
-        {
-            self.ghosts.insert(hash, other);
-        }
+        // Not indexed in the rare case the hash now names a newer ghost (two keys with one
+        // hash keep the newer history only); then this removes nothing.
+        self.ghosts.remove(hash, t);
         self.unlink(t);
         self.ghost_count -= 1;
         self.release(t);
@@ -828,9 +805,14 @@ impl ClockPro {
             node.set_state(State::Ghost);
             node.set_referenced(false);
             self.ghost_count += 1;
-            if let Some(old) = self.ghosts.insert(hash, hc) {
-                // Two keys with one hash: keep the newer history only. The map already names
-                // `hc`, so `drop_ghost` leaves it alone.
+            let bound = self.ghost_limit() + 1;
+            let nodes = &self.nodes;
+            if let Some(old) = self
+                .ghosts
+                .insert(hash, hc, |t| nodes[t as usize].hash(), bound)
+            {
+                // Two keys with one hash: keep the newer history only. The index already
+                // names `hc`, so `drop_ghost` leaves it alone.
                 self.drop_ghost(old);
             }
         } else {
@@ -910,7 +892,8 @@ impl ClockPro {
             self.len += 1;
             return Admit::Resident(t);
         }
-        if let Some(&g) = self.ghosts.get(&hash) {
+        let nodes = &self.nodes;
+        if let Some(g) = self.ghosts.get(hash, |t| nodes[t as usize].hash()) {
             // A re-reference in the test period.
             if !self.make_room(w, res, evicted, None) {
                 return Admit::AllPinned;
@@ -924,7 +907,7 @@ impl ClockPro {
                         self.credits += 1;
                     }
                     let slot = if still_ghost {
-                        self.ghosts.remove(&hash);
+                        self.ghosts.remove(hash, g);
                         self.ghost_count -= 1;
                         self.unlink(g);
                         Some(g)
@@ -1082,9 +1065,9 @@ impl ClockPro {
                 State::Ghost => {
                     ghost += 1;
                     assert_eq!(
-                        self.ghosts.get(&n.hash()),
-                        Some(&(i as u32)),
-                        "ghost is in the hash set"
+                        self.ghosts.get(n.hash(), |t| self.nodes[t as usize].hash()),
+                        Some(i as u32),
+                        "ghost is findable by its hash in the ghost index"
                     );
                     assert!(n.in_test(), "ghosts are in their test period");
                 }
@@ -1111,8 +1094,16 @@ impl ClockPro {
         assert_eq!(
             self.ghosts.len(),
             self.ghost_count,
-            "hash set size = ghost count"
+            "ghost index size = ghost count"
         );
+        self.ghosts.validate(|t| self.nodes[t as usize].hash());
+        for t in self.ghosts.tokens() {
+            assert_eq!(
+                self.nodes.get(t as usize).map(Node::state),
+                Some(State::Ghost),
+                "the ghost index names ghosts only"
+            );
+        }
         assert_eq!(hot + cold + light, self.len, "len counts residents");
         assert_eq!(w, self.weight, "weight sums the resident weights");
         assert_eq!(hw, self.hot_weight, "hot weight");

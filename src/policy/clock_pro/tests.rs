@@ -3,7 +3,7 @@
 
 use super::*;
 use crate::policy::{EvictionPolicy, Policy};
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
 /// The shard side of the seam for tests: reference bits and pins per token.
