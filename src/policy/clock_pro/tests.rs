@@ -34,6 +34,37 @@ impl Residents for Bits {
     }
 }
 
+/// One request for `key` against one shard's policy, as the cache drives it: a hit sets the
+/// reference bit; a miss admits the key and forgets the victims. Returns whether it missed.
+fn request(
+    policy: &mut Policy,
+    map: &mut HashMap<u64, Token>,
+    owner: &mut Vec<u64>,
+    bits: &mut Bits,
+    evicted: &mut Vec<Token>,
+    key: u64,
+) -> bool {
+    if let Some(&t) = map.get(&key) {
+        bits.set(t, true);
+        return false;
+    }
+    evicted.clear();
+    let Admit::Resident(t) = policy.admit(key, 1, bits, evicted) else {
+        panic!("unit-weight admission without pins must succeed");
+    };
+    for &v in evicted.iter() {
+        map.remove(&owner[v as usize]);
+        bits.set(v, false);
+    }
+    bits.set(t, false);
+    if owner.len() <= t as usize {
+        owner.resize(t as usize + 1, 0);
+    }
+    owner[t as usize] = key;
+    map.insert(key, t);
+    true
+}
+
 /// Replays `keys` the way a one-shard cache drives the policy (hit = set the reference bit;
 /// miss = admit and remove the victims), with the simulator's rule that a request for the
 /// same key as the previous request is a hit that does not run the algorithm. Returns misses.
@@ -50,25 +81,16 @@ fn replay(keys: &[u64], capacity: u64, kind: EvictionPolicy) -> u64 {
             continue;
         }
         last = Some(k);
-        if let Some(&t) = map.get(&k) {
-            bits.set(t, true);
-            continue;
+        if request(
+            &mut policy,
+            &mut map,
+            &mut owner,
+            &mut bits,
+            &mut evicted,
+            k,
+        ) {
+            misses += 1;
         }
-        misses += 1;
-        evicted.clear();
-        let Admit::Resident(t) = policy.admit(k, 1, &mut bits, &mut evicted) else {
-            panic!("unit-weight admission without pins must succeed");
-        };
-        for &v in &evicted {
-            map.remove(&owner[v as usize]);
-            bits.set(v, false);
-        }
-        bits.set(t, false);
-        if owner.len() <= t as usize {
-            owner.resize(t as usize + 1, 0);
-        }
-        owner[t as usize] = k;
-        map.insert(k, t);
         debug_assert!(policy.len() as u64 <= capacity);
     }
     if let Policy::ClockPro(p) = &policy {
@@ -752,25 +774,9 @@ fn replay_sharded(
     for &k in keys {
         let h = hash_one(&hasher, &k);
         let (policy, map, owner, bits) = &mut state[shard_index(h, bits_n)];
-        if let Some(&t) = map.get(&h) {
-            bits.set(t, true);
-            continue;
+        if request(policy, map, owner, bits, &mut evicted, h) {
+            misses += 1;
         }
-        misses += 1;
-        evicted.clear();
-        let Admit::Resident(t) = policy.admit(h, 1, bits, &mut evicted) else {
-            panic!("unit-weight admission without pins must succeed");
-        };
-        for &v in &evicted {
-            map.remove(&owner[v as usize]);
-            bits.set(v, false);
-        }
-        bits.set(t, false);
-        if owner.len() <= t as usize {
-            owner.resize(t as usize + 1, 0);
-        }
-        owner[t as usize] = h;
-        map.insert(h, t);
     }
     misses
 }
