@@ -104,14 +104,10 @@ struct Row {
     full: Snap,
 }
 
-fn measure<C: Target>(name: &'static str, n: u64, build: impl FnOnce() -> C) -> Row {
-    measure_keys(name, n, build)
-}
-
-/// Like [`measure`], inserting `keys` distinct keys into the cache `build` makes: with 3×
-/// its capacity, every key past the first capacity's worth evicts, so a policy's history
-/// (CLOCK-Pro's ghosts) is at its steady-state size.
-fn measure_keys<C: Target>(name: &'static str, keys: u64, build: impl FnOnce() -> C) -> Row {
+/// Insert `keys` distinct keys into the cache `build` makes. With as many keys as its
+/// capacity this is a fill; with 3× its capacity every key past the first capacity's worth
+/// evicts, so a policy's history (CLOCK-Pro's ghosts) is at its steady-state size.
+fn measure<C: Target>(name: &'static str, keys: u64, build: impl FnOnce() -> C) -> Row {
     let base = snap();
     let c = build();
     let empty = snap().bytes - base.bytes;
@@ -172,8 +168,8 @@ fn main() {
     print_rows(&rows);
     // Steady state: 3n distinct keys into capacity n (every insert past the first n evicts).
     let steady = [
-        measure_keys("cogwheel", 3 * n, || common::cogwheel(n)),
-        measure_keys("quick_cache", 3 * n, || common::quick_cache(n)),
+        measure("cogwheel", 3 * n, || common::cogwheel(n)),
+        measure("quick_cache", 3 * n, || common::quick_cache(n)),
     ];
     println!();
     println!(
