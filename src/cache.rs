@@ -10,7 +10,7 @@ pub use iter::Iter;
 pub use load::{Compute, Preload};
 
 use crate::builder::CacheBuilder;
-use crate::entry::{Entry, Expiry};
+use crate::entry::{EntryRef, Expiry};
 use crate::error::BuildError;
 use crate::hash::{self, DefaultHashBuilder};
 use crate::key_locks::KeyLocks;
@@ -284,7 +284,7 @@ where
         let mut removed = 0;
         for shard in self.inner.shards.iter() {
             let guard = self.inner.reclaim.pin();
-            let doomed: Vec<&Entry<K, V>> = shard
+            let doomed: Vec<EntryRef<'_, K, V>> = shard
                 .entries(&guard)
                 .filter(|e| predicate(&e.key, &e.value))
                 .collect();
@@ -418,7 +418,7 @@ impl<K: Eq, V, S> Inner<K, V, S> {
     }
 
     /// Count one removal and call the listener for it.
-    fn report_one(&self, e: &Entry<K, V>, cause: RemovalCause) {
+    fn report_one(&self, e: EntryRef<'_, K, V>, cause: RemovalCause) {
         match cause {
             RemovalCause::Evicted => self.counters.incr(Counter::EvictedSize),
             RemovalCause::Expired => self.counters.incr(Counter::EvictedExpired),
@@ -434,7 +434,7 @@ impl<K: Eq, V, S> Inner<K, V, S> {
 impl<K, V, S> Inner<K, V, S> {
     /// Whether `e` is past its deadline (entries that never expire skip the clock).
     #[inline]
-    fn is_expired(&self, e: &Entry<K, V>) -> bool {
+    fn is_expired(&self, e: EntryRef<'_, K, V>) -> bool {
         time::LazyNow::new(&self.clock).passed(e.deadline())
     }
 

@@ -8,7 +8,7 @@
 //! handed back to the caller, who reports them after unlocking while its guard keeps them
 //! readable.
 
-use crate::entry::{Entry, Expiry};
+use crate::entry::{Entry, EntryRef, Expiry};
 use crate::expiry::wheel::TimerWheel;
 use crate::hash;
 use crate::listener::RemovalCause;
@@ -20,7 +20,7 @@ use crate::time::{self, LazyNow};
 use crossbeam_utils::CachePadded;
 
 /// An entry that left a shard, with the reason; readable while the caller's guard lives.
-pub(crate) type Removed<'g, K, V> = (&'g Entry<K, V>, RemovalCause);
+pub(crate) type Removed<'g, K, V> = (EntryRef<'g, K, V>, RemovalCause);
 
 /// The entries one operation removed. Almost always 0–2 (a replaced value, a victim), so they
 /// are kept inline; more spill to the heap. An evicting insert thus allocates nothing for them.
@@ -82,8 +82,8 @@ pub(crate) enum Cond {
 }
 
 /// The address that identifies an entry for `Cond::IfCurrent` (0 for "no entry").
-pub(crate) fn entry_id<K, V>(e: Option<&Entry<K, V>>) -> usize {
-    e.map_or(0, |e| e as *const Entry<K, V> as usize)
+pub(crate) fn entry_id<K, V>(e: Option<EntryRef<'_, K, V>>) -> usize {
+    e.map_or(0, EntryRef::addr)
 }
 
 pub(crate) struct Shard<K, V> {
@@ -233,7 +233,7 @@ impl<K: Eq, V> Shard<K, V> {
         hash: u64,
         eq: impl FnMut(&K) -> bool,
         guard: &'g Guard,
-    ) -> Option<&'g Entry<K, V>> {
+    ) -> Option<EntryRef<'g, K, V>> {
         self.lookup(hash, eq, guard).map(|hit| hit.entry)
     }
 
@@ -278,7 +278,7 @@ impl<K: Eq, V> Shard<K, V> {
                 if !allowed {
                     return InsertOutcome::Unchanged;
                 }
-                let token = old.token;
+                let token = old.token();
                 if old.weight != weight {
                     let mut res = Res {
                         table,
@@ -296,7 +296,7 @@ impl<K: Eq, V> Shard<K, V> {
                         return InsertOutcome::TooHeavy;
                     }
                 }
-                let fresh = Entry::new(key, value, token, weight, exp);
+                let fresh = Entry::alloc(key, value, token, weight, exp);
                 let expired = !live;
                 // The slot keeps its reference bit across the replacement, unless the old
                 // entry had expired: then the newcomer starts unreferenced.
@@ -340,7 +340,7 @@ impl<K: Eq, V> Shard<K, V> {
                     Admit::Resident(token) => {
                         // Victims first: the newcomer may reuse a victim's token.
                         self.remove_victims(w, table, guard, out);
-                        let e = new_entry(Entry::new(key, value, token, weight, exp), guard);
+                        let e = new_entry(Entry::alloc(key, value, token, weight, exp), guard);
                         if table.publish(slot, tag, e) {
                             w.tombstones -= 1;
                         }
@@ -449,7 +449,7 @@ impl<K: Eq, V> Shard<K, V> {
         hash: u64,
         eq: impl FnMut(&K) -> bool,
         guard: &'g Guard,
-    ) -> Option<&'g Entry<K, V>> {
+    ) -> Option<EntryRef<'g, K, V>> {
         self.remove_if(hash, eq, |_| true, guard)
     }
 
@@ -457,10 +457,10 @@ impl<K: Eq, V> Shard<K, V> {
     pub(crate) fn remove_exact<'g>(
         &self,
         hash: u64,
-        entry: &'g Entry<K, V>,
+        entry: EntryRef<'g, K, V>,
         guard: &'g Guard,
     ) -> bool {
-        self.remove_if(hash, |k| *k == entry.key, |e| std::ptr::eq(e, entry), guard)
+        self.remove_if(hash, |k| *k == entry.key, |e| e.same(entry), guard)
             .is_some()
     }
 
@@ -469,16 +469,16 @@ impl<K: Eq, V> Shard<K, V> {
         &self,
         hash: u64,
         eq: impl FnMut(&K) -> bool,
-        accept: impl FnOnce(&Entry<K, V>) -> bool,
+        accept: impl FnOnce(EntryRef<'g, K, V>) -> bool,
         guard: &'g Guard,
-    ) -> Option<&'g Entry<K, V>> {
+    ) -> Option<EntryRef<'g, K, V>> {
         let mut w = lock(&self.writer);
         let w = &mut *w;
         let table = self.table.load(guard);
         let Some(Probe::Found(slot)) = table.probe(hash, hash::tag(hash), eq, guard) else {
             return None;
         };
-        let token = table.entry_at(slot, guard).filter(|e| accept(e))?.token;
+        let token = table.entry_at(slot, guard).filter(|e| accept(*e))?.token();
         let e = self.unlink(w, table, slot, token, guard);
         w.policy.remove(token);
         self.publish_counts(w);
@@ -507,7 +507,10 @@ impl<K: Eq, V> Shard<K, V> {
     }
 
     /// Weakly consistent snapshot of the shard's entries, read without the lock.
-    pub(crate) fn entries<'g>(&self, guard: &'g Guard) -> impl Iterator<Item = &'g Entry<K, V>> + 'g
+    pub(crate) fn entries<'g>(
+        &self,
+        guard: &'g Guard,
+    ) -> impl Iterator<Item = EntryRef<'g, K, V>> + 'g
     where
         K: 'g,
         V: 'g,
@@ -525,7 +528,7 @@ impl<K: Eq, V> Shard<K, V> {
         slot: u32,
         token: Token,
         guard: &'g Guard,
-    ) -> &'g Entry<K, V> {
+    ) -> EntryRef<'g, K, V> {
         let Some(e) = table.entry_at(slot, guard) else {
             unreachable!("unlink of an empty slot")
         };
@@ -578,7 +581,7 @@ impl<K: Eq, V> Shard<K, V> {
             if old.is_referenced(slot) {
                 fresh.touch(new_slot);
             }
-            w.slot_of[e.token as usize] = new_slot;
+            w.slot_of[e.token() as usize] = new_slot;
         }
         w.slots = fresh.slots();
         w.tombstones = 0;
@@ -606,12 +609,13 @@ impl<K: Eq, V> Shard<K, V> {
         for (slot, e) in table.entries(guard) {
             n += 1;
             assert_eq!(
-                w.slot_of[e.token as usize], slot,
+                w.slot_of[e.token() as usize],
+                slot,
                 "slot_of maps each token to its slot"
             );
             if e.deadline() != time::NEVER {
                 assert!(
-                    w.wheel.contains(e.token),
+                    w.wheel.contains(e.token()),
                     "an entry that can expire is on the wheel"
                 );
             }

@@ -43,9 +43,10 @@
 //! only go from empty to full to deleted, so such a group was never full, no probe ever
 //! passed it, and no key depends on it being non-empty.
 
-use crate::entry::Entry;
+use crate::entry::{Entry, EntryRef};
 use crate::reclaim::{self, Atomic, Guard, Owned, Shared};
 use crate::sync::{AtomicU64, Ordering};
+use std::ptr::NonNull;
 
 pub(crate) const GROUP_WIDTH: usize = 7;
 const EMPTY: u8 = 0x00;
@@ -184,7 +185,7 @@ impl<K, V> Table<K, V> {
                 // (a concurrent removal) is handled by `as_ref`.
                 // SAFETY: loaded under `guard` from a table reachable through it: valid while
                 // `guard` lives.
-                if let Some(e) = unsafe { p.as_ref() }
+                if let Some(e) = unsafe { entry_ref(p) }
                     && eq(&e.key)
                 {
                     return Some(Hit {
@@ -259,12 +260,12 @@ impl<K, V> Table<K, V> {
     }
 
     /// Writer only: the entry at `slot`, if any.
-    pub(crate) fn entry_at<'g>(&self, slot: u32, guard: &'g Guard) -> Option<&'g Entry<K, V>> {
+    pub(crate) fn entry_at<'g>(&self, slot: u32, guard: &'g Guard) -> Option<EntryRef<'g, K, V>> {
         let (g, i) = split(slot);
         let p = self.groups[g].slots[i].load(Ordering::Relaxed, guard);
         // SAFETY: only the lock holder retires entries, and it does so through the epoch, so
         // a pointer loaded from the table under `guard` is valid for the guard's lifetime.
-        unsafe { p.as_ref() }
+        unsafe { entry_ref(p) }
     }
 
     /// Writer only: the pointer at `slot` (for retiring it).
@@ -354,12 +355,12 @@ impl<K, V> Table<K, V> {
     pub(crate) fn entries<'g>(
         &'g self,
         guard: &'g Guard,
-    ) -> impl Iterator<Item = (u32, &'g Entry<K, V>)> + 'g {
+    ) -> impl Iterator<Item = (u32, EntryRef<'g, K, V>)> + 'g {
         self.groups.iter().enumerate().flat_map(move |(g, group)| {
             group.slots.iter().enumerate().filter_map(move |(i, s)| {
                 let p = s.load(Ordering::Acquire, guard);
                 // SAFETY: as in `find`: loaded under `guard`, retired only through the epoch.
-                unsafe { p.as_ref() }.map(|e| (slot_index(g, i), e))
+                unsafe { entry_ref(p) }.map(|e| (slot_index(g, i), e))
             })
         })
     }
@@ -384,7 +385,7 @@ impl<K, V> Table<K, V> {
 
 /// A successful lookup: the entry, and its slot's reference bit in the group's tag word.
 pub(crate) struct Hit<'g, K, V> {
-    pub(crate) entry: &'g Entry<K, V>,
+    pub(crate) entry: EntryRef<'g, K, V>,
     tags: &'g AtomicU64,
     /// The tag word as the lookup loaded it.
     seen: u64,
@@ -458,10 +459,10 @@ impl<K, V> TablePtr<K, V> {
         batch: &mut Retired<K, V>,
         guard: &Guard,
     ) {
-        if entry.is_null() {
+        let Some(p) = NonNull::new(entry.as_raw().cast_mut()) else {
             return;
-        }
-        batch.ptrs.push(entry.as_raw().cast_mut());
+        };
+        batch.ptrs.push(p);
         if batch.ptrs.len() >= batch.limit {
             let ptrs = std::mem::replace(&mut batch.ptrs, Vec::with_capacity(batch.limit));
             let free = RetiredBatch(ptrs);
@@ -484,7 +485,7 @@ impl<K, V> TablePtr<K, V> {
 /// `limit` entries (a shard's capacity / 16, at most 64, so a small cache keeps little garbage
 /// back), and what is left when the shard drops is freed then, when no reader exists.
 pub(crate) struct Retired<K, V> {
-    ptrs: Vec<*mut Entry<K, V>>,
+    ptrs: Vec<NonNull<Entry<K, V>>>,
     limit: usize,
 }
 
@@ -517,16 +518,16 @@ impl<K, V> Drop for Retired<K, V> {
 }
 
 /// Owned, unlinked entries freed together when dropped.
-struct RetiredBatch<K, V>(Vec<*mut Entry<K, V>>);
+struct RetiredBatch<K, V>(Vec<NonNull<Entry<K, V>>>);
 
 impl<K, V> Drop for RetiredBatch<K, V> {
     fn drop(&mut self) {
         // A batch is dropped either by the epoch, after every reader pinned at the unlinks
         // has unpinned, or with its shard, when no reader exists.
         for p in self.0.drain(..) {
-            // SAFETY: unlinked and from an `Owned` (see `TablePtr::retire`); freed once, here,
-            // when no reader can still hold it (above).
-            drop(unsafe { Owned::from_raw(p) });
+            // SAFETY: unlinked and made by `Entry::alloc` (see `TablePtr::retire`); freed once,
+            // here, when no reader can still hold it (above).
+            unsafe { Entry::free(p) };
         }
     }
 }
@@ -549,15 +550,41 @@ impl<K, V> Drop for TablePtr<K, V> {
                     // SAFETY: each live entry is referenced by exactly one slot of the current
                     // table (old tables were retired without their entries), so it is freed
                     // exactly once; no one else can reach it.
-                    drop(unsafe { e.into_owned() });
+                    unsafe { free_shared(e) };
                 }
             }
         }
     }
 }
 
-pub(crate) fn new_entry<K, V>(e: Entry<K, V>, guard: &Guard) -> Shared<'_, Entry<K, V>> {
-    Owned::new(e).into_shared(guard)
+/// An entry pointer loaded from a table, as an [`EntryRef`] (`None` for null).
+///
+/// # Safety
+/// `p` was loaded under an epoch guard living for `'g` from a table reachable through it;
+/// entries leave tables only through the epoch (`TablePtr::retire`), so it stays allocated
+/// for `'g`.
+#[inline]
+unsafe fn entry_ref<K, V>(p: Shared<'_, Entry<K, V>>) -> Option<EntryRef<'_, K, V>> {
+    let p = NonNull::new(p.as_raw().cast_mut())?;
+    // SAFETY: every non-null pointer a table holds came from `Entry::alloc` (`new_entry`),
+    // and stays allocated for `'g` (the caller's contract).
+    Some(unsafe { EntryRef::new(p) })
+}
+
+/// Free an entry a table held.
+///
+/// # Safety
+/// `e` is non-null, unreachable by anyone else, and made by [`new_entry`].
+unsafe fn free_shared<K, V>(e: Shared<'_, Entry<K, V>>) {
+    if let Some(p) = NonNull::new(e.as_raw().cast_mut()) {
+        // SAFETY: the caller's contract.
+        unsafe { Entry::free(p) };
+    }
+}
+
+/// A new entry, as a pointer a table can hold. It becomes the table's (see `Retired`).
+pub(crate) fn new_entry<K, V>(e: NonNull<Entry<K, V>>, _guard: &Guard) -> Shared<'_, Entry<K, V>> {
+    Shared::from(e.as_ptr().cast_const())
 }
 
 #[cfg(all(test, not(loom)))]
@@ -609,7 +636,10 @@ mod tests {
         let mut owned = Vec::new();
         // One hash for every key: each insert lands further along the same probe path.
         for k in 0..(3 * GROUP_WIDTH - 1) as u64 {
-            let e = new_entry(Entry::new(k, k, 0, 1, crate::entry::Expiry::NEVER), &guard);
+            let e = new_entry(
+                Entry::alloc(k, k, 0, 1, crate::entry::Expiry::NEVER),
+                &guard,
+            );
             t.place(7, hash_tag(7), e, &guard);
             owned.push(e);
         }
@@ -623,7 +653,7 @@ mod tests {
         for e in owned {
             // SAFETY: test-only: the entries were never shared beyond this thread, and the
             // table (which does not free entries) is not used after this loop.
-            drop(unsafe { e.into_owned() });
+            unsafe { free_shared(e) };
         }
     }
 

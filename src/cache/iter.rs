@@ -33,7 +33,7 @@ where
             let guard = self.cache.pin();
             let items: Vec<(K, V)> = shard
                 .entries(&guard)
-                .filter(|e| !inner.is_expired(e))
+                .filter(|e| !inner.is_expired(*e))
                 .map(|e| (e.key.clone(), e.value.clone()))
                 .collect();
             self.buf = items.into_iter();

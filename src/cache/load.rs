@@ -201,9 +201,9 @@ where
             let cur = self
                 .shard(hash)
                 .peek(hash, |k| *k == key, &guard)
-                .filter(|e| !inner.is_expired(e));
+                .filter(|e| !inner.is_expired(*e));
             let id = entry_id(cur);
-            match f(cur.map(|e| &e.value)) {
+            match f(cur.map(|e| &e.head().value)) {
                 Compute::Keep => return Ok(cur.map(|e| e.value.clone())),
                 Compute::Put(v) => {
                     let expires_at = inner
