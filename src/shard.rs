@@ -8,14 +8,14 @@
 //! handed back to the caller, who reports them after unlocking while its guard keeps them
 //! readable.
 
-use crate::entry::{Entry, EntryRef, Expiry};
+use crate::entry::{EntryRef, Expiry, Pool};
 use crate::expiry::wheel::TimerWheel;
 use crate::hash;
 use crate::listener::RemovalCause;
 use crate::policy::{Admit, EvictionPolicy, Policy, Residents, Token};
 use crate::reclaim::Guard;
 use crate::sync::{AtomicU64, AtomicUsize, Mutex, Ordering, lock, try_lock};
-use crate::table::{Hit, Probe, Retired, Table, TablePtr, new_entry};
+use crate::table::{Hit, Probe, Table, TablePtr, new_entry};
 use crate::time::{self, LazyNow};
 use crossbeam_utils::CachePadded;
 
@@ -113,8 +113,8 @@ struct Writer<K, V> {
     wheel: TimerWheel,
     /// Scratch for the wheel's due tokens.
     due: Vec<Token>,
-    /// Unlinked entries waiting to be handed to the epoch.
-    retired: Retired<K, V>,
+    /// Entry memory: unlinked entries waiting to be handed to the epoch, and memory to reuse.
+    pool: Pool<K, V>,
 }
 
 impl<K, V> Writer<K, V> {
@@ -203,7 +203,7 @@ impl<K: Eq, V> Shard<K, V> {
                 evicted: Vec::new(),
                 wheel: TimerWheel::new(),
                 due: Vec::new(),
-                retired: Retired::for_entries(expected),
+                pool: Pool::for_entries(expected),
             }),
             len: AtomicUsize::new(0),
             weight: AtomicU64::new(0),
@@ -278,7 +278,7 @@ impl<K: Eq, V> Shard<K, V> {
                 if !allowed {
                     return InsertOutcome::Unchanged;
                 }
-                let token = old.token();
+                let token = old.token;
                 if old.weight != weight {
                     let mut res = Res {
                         table,
@@ -296,7 +296,7 @@ impl<K: Eq, V> Shard<K, V> {
                         return InsertOutcome::TooHeavy;
                     }
                 }
-                let fresh = Entry::alloc(key, value, token, weight, exp);
+                let fresh = w.pool.alloc(key, value, token, weight, exp);
                 let expired = !live;
                 // The slot keeps its reference bit across the replacement, unless the old
                 // entry had expired: then the newcomer starts unreferenced.
@@ -304,7 +304,7 @@ impl<K: Eq, V> Shard<K, V> {
                     table.take_referenced(slot);
                 }
                 let old_ptr = table.replace(slot, new_entry(fresh, guard), guard);
-                self.table.retire(old_ptr, &mut w.retired, guard);
+                self.table.retire(old_ptr, &mut w.pool, guard);
                 w.schedule(token, exp.deadline);
                 out.push((
                     old,
@@ -340,7 +340,7 @@ impl<K: Eq, V> Shard<K, V> {
                     Admit::Resident(token) => {
                         // Victims first: the newcomer may reuse a victim's token.
                         self.remove_victims(w, table, guard, out);
-                        let e = new_entry(Entry::alloc(key, value, token, weight, exp), guard);
+                        let e = new_entry(w.pool.alloc(key, value, token, weight, exp), guard);
                         if table.publish(slot, tag, e) {
                             w.tombstones -= 1;
                         }
@@ -478,7 +478,7 @@ impl<K: Eq, V> Shard<K, V> {
         let Some(Probe::Found(slot)) = table.probe(hash, hash::tag(hash), eq, guard) else {
             return None;
         };
-        let token = table.entry_at(slot, guard).filter(|e| accept(*e))?.token();
+        let token = table.entry_at(slot, guard).filter(|e| accept(*e))?.token;
         let e = self.unlink(w, table, slot, token, guard);
         w.policy.remove(token);
         self.publish_counts(w);
@@ -492,7 +492,7 @@ impl<K: Eq, V> Shard<K, V> {
         let table = self.table.load(guard);
         for (slot, e) in table.entries(guard) {
             self.table
-                .retire(table.ptr_at(slot, guard), &mut w.retired, guard);
+                .retire(table.ptr_at(slot, guard), &mut w.pool, guard);
             out.push((e, RemovalCause::Removed));
         }
         // A fresh table instead of clearing slot by slot: readers on the old one still see a
@@ -538,7 +538,7 @@ impl<K: Eq, V> Shard<K, V> {
         }
         w.live -= 1;
         w.wheel.cancel(token);
-        self.table.retire(ptr, &mut w.retired, guard);
+        self.table.retire(ptr, &mut w.pool, guard);
         e
     }
 
@@ -581,7 +581,7 @@ impl<K: Eq, V> Shard<K, V> {
             if old.is_referenced(slot) {
                 fresh.touch(new_slot);
             }
-            w.slot_of[e.token() as usize] = new_slot;
+            w.slot_of[e.token as usize] = new_slot;
         }
         w.slots = fresh.slots();
         w.tombstones = 0;
@@ -609,13 +609,12 @@ impl<K: Eq, V> Shard<K, V> {
         for (slot, e) in table.entries(guard) {
             n += 1;
             assert_eq!(
-                w.slot_of[e.token() as usize],
-                slot,
+                w.slot_of[e.token as usize], slot,
                 "slot_of maps each token to its slot"
             );
             if e.deadline() != time::NEVER {
                 assert!(
-                    w.wheel.contains(e.token()),
+                    w.wheel.contains(e.token),
                     "an entry that can expire is on the wheel"
                 );
             }

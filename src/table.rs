@@ -43,10 +43,9 @@
 //! only go from empty to full to deleted, so such a group was never full, no probe ever
 //! passed it, and no key depends on it being non-empty.
 
-use crate::entry::{Entry, EntryRef};
+use crate::entry::{Entry, EntryPtr, EntryRef, Pool};
 use crate::reclaim::{self, Atomic, Guard, Owned, Shared};
 use crate::sync::{AtomicU64, Ordering};
-use std::ptr::NonNull;
 
 pub(crate) const GROUP_WIDTH: usize = 7;
 const EMPTY: u8 = 0x00;
@@ -450,84 +449,27 @@ impl<K, V> TablePtr<K, V> {
     }
 
     /// Writer only: retire an entry that was unlinked from the current table, through the
-    /// shard's batch (see [`Retired`]).
+    /// shard's pool, which hands the epoch a batch at a time (see [`Pool`]).
     ///
     /// Kept here so every `unsafe` about entry lifetimes lives in this file.
     pub(crate) fn retire(
         &self,
         entry: Shared<'_, Entry<K, V>>,
-        batch: &mut Retired<K, V>,
+        pool: &mut Pool<K, V>,
         guard: &Guard,
     ) {
-        let Some(p) = NonNull::new(entry.as_raw().cast_mut()) else {
+        // SAFETY: a table's pointers come from `new_entry`, which tags the layout.
+        let Some(e) = (unsafe { entry_ptr(entry) }) else {
             return;
         };
-        batch.ptrs.push(p);
-        if batch.ptrs.len() >= batch.limit {
-            let ptrs = std::mem::replace(&mut batch.ptrs, Vec::with_capacity(batch.limit));
-            let free = RetiredBatch(ptrs);
+        if let Some(batch) = pool.retire(e) {
             // Deferring later than the unlink is as safe as deferring at it: the readers that
             // could have loaded an entry were pinned then, and are still pinned now (so the
             // epoch waits for them) or gone.
-            // SAFETY: each pointer was unlinked by the lock holder before it was pushed, came
-            // from an `Owned`, and is pushed once; readers that saw it are pinned (above).
-            unsafe { guard.defer_unchecked(move || drop(free)) };
-        }
-    }
-}
-
-/// Entries a shard has unlinked, handed to the epoch a batch at a time.
-///
-/// Deferring each entry on its own fills crossbeam's thread-local bag every 64 retirements,
-/// and each full bag is copied into a fresh heap node and queued globally; with one entry
-/// retired per evicting insert, that bag traffic (and the allocator work it causes) cost more
-/// data-cache misses than the frees themselves. A batch is one deferred call. It holds at most
-/// `limit` entries (a shard's capacity / 16, at most 64, so a small cache keeps little garbage
-/// back), and what is left when the shard drops is freed then, when no reader exists.
-pub(crate) struct Retired<K, V> {
-    ptrs: Vec<NonNull<Entry<K, V>>>,
-    limit: usize,
-}
-
-/// Batches of one entry under loom: every retirement goes through the epoch at once, as the
-/// models' premature-free checks expect.
-#[cfg(loom)]
-const MAX_RETIRE_BATCH: usize = 1;
-#[cfg(not(loom))]
-const MAX_RETIRE_BATCH: usize = 64;
-
-impl<K, V> Retired<K, V> {
-    /// A batch sized for a shard expected to hold `entries` entries.
-    pub(crate) fn for_entries(entries: usize) -> Self {
-        let limit = (entries / 16).clamp(1, MAX_RETIRE_BATCH);
-        Retired {
-            ptrs: Vec::with_capacity(limit),
-            limit,
-        }
-    }
-}
-
-// SAFETY: the batch owns the entries it points to (they are unlinked and no longer reachable
-// through the table), so sending it sends owned `Entry<K, V>` values.
-unsafe impl<K: Send, V: Send> Send for Retired<K, V> {}
-
-impl<K, V> Drop for Retired<K, V> {
-    fn drop(&mut self) {
-        drop(RetiredBatch(std::mem::take(&mut self.ptrs)));
-    }
-}
-
-/// Owned, unlinked entries freed together when dropped.
-struct RetiredBatch<K, V>(Vec<NonNull<Entry<K, V>>>);
-
-impl<K, V> Drop for RetiredBatch<K, V> {
-    fn drop(&mut self) {
-        // A batch is dropped either by the epoch, after every reader pinned at the unlinks
-        // has unpinned, or with its shard, when no reader exists.
-        for p in self.0.drain(..) {
-            // SAFETY: unlinked and made by `Entry::alloc` (see `TablePtr::retire`); freed once,
-            // here, when no reader can still hold it (above).
-            unsafe { Entry::free(p) };
+            // SAFETY: each entry was unlinked by the lock holder before it was retired, and is
+            // retired once; readers that saw it are pinned (above). Dropping the batch drops
+            // the entries.
+            unsafe { guard.defer_unchecked(move || drop(batch)) };
         }
     }
 }
@@ -557,6 +499,19 @@ impl<K, V> Drop for TablePtr<K, V> {
     }
 }
 
+/// The tag bit of a slot's pointer: the entry has the timed layout (see `entry.rs`).
+const TIMED_TAG: usize = 1;
+
+/// A table pointer as an [`EntryPtr`] (`None` for null).
+///
+/// # Safety
+/// `p` is null or came from [`new_entry`] (possibly moved between tables, tag and all).
+#[inline]
+unsafe fn entry_ptr<K, V>(p: Shared<'_, Entry<K, V>>) -> Option<EntryPtr<K, V>> {
+    // SAFETY: `new_entry` stored the layout bit as the tag (the caller's contract).
+    unsafe { EntryPtr::from_raw(p.as_raw(), p.tag() & TIMED_TAG != 0) }
+}
+
 /// An entry pointer loaded from a table, as an [`EntryRef`] (`None` for null).
 ///
 /// # Safety
@@ -565,26 +520,29 @@ impl<K, V> Drop for TablePtr<K, V> {
 /// for `'g`.
 #[inline]
 unsafe fn entry_ref<K, V>(p: Shared<'_, Entry<K, V>>) -> Option<EntryRef<'_, K, V>> {
-    let p = NonNull::new(p.as_raw().cast_mut())?;
-    // SAFETY: every non-null pointer a table holds came from `Entry::alloc` (`new_entry`),
-    // and stays allocated for `'g` (the caller's contract).
-    Some(unsafe { EntryRef::new(p) })
+    // SAFETY: every pointer a table holds came from `new_entry`, and stays allocated for
+    // `'g` (the caller's contract).
+    unsafe { entry_ptr(p).map(|e| EntryRef::new(e)) }
 }
 
 /// Free an entry a table held.
 ///
 /// # Safety
-/// `e` is non-null, unreachable by anyone else, and made by [`new_entry`].
+/// `e` is unreachable by anyone else, and came from [`new_entry`].
 unsafe fn free_shared<K, V>(e: Shared<'_, Entry<K, V>>) {
-    if let Some(p) = NonNull::new(e.as_raw().cast_mut()) {
-        // SAFETY: the caller's contract.
-        unsafe { Entry::free(p) };
+    // SAFETY: the caller's contract.
+    if let Some(p) = unsafe { entry_ptr(e) } {
+        // SAFETY: the caller's contract: live, unreachable, freed once.
+        unsafe { p.free() };
     }
 }
 
-/// A new entry, as a pointer a table can hold. It becomes the table's (see `Retired`).
-pub(crate) fn new_entry<K, V>(e: NonNull<Entry<K, V>>, _guard: &Guard) -> Shared<'_, Entry<K, V>> {
-    Shared::from(e.as_ptr().cast_const())
+/// A new entry, as a pointer a table can hold, its layout in the tag. The table becomes its
+/// owner (it leaves through `TablePtr::retire`).
+pub(crate) fn new_entry<K, V>(e: EntryPtr<K, V>, _guard: &Guard) -> Shared<'_, Entry<K, V>> {
+    let (raw, timed) = e.into_raw();
+    // Entries are at least 4-aligned (the token is a `u32`), so bit 0 is free for the tag.
+    Shared::from(raw).with_tag(if timed { TIMED_TAG } else { 0 })
 }
 
 #[cfg(all(test, not(loom)))]
@@ -633,13 +591,11 @@ mod tests {
         let reclaimer = crate::reclaim::Reclaimer::new();
         let guard = reclaimer.pin();
         let t: Table<u64, u64> = Table::with_slots(3 * GROUP_WIDTH);
+        let mut pool = Pool::for_entries(3 * GROUP_WIDTH);
         let mut owned = Vec::new();
         // One hash for every key: each insert lands further along the same probe path.
         for k in 0..(3 * GROUP_WIDTH - 1) as u64 {
-            let e = new_entry(
-                Entry::alloc(k, k, 0, 1, crate::entry::Expiry::NEVER),
-                &guard,
-            );
+            let e = new_entry(pool.alloc(k, k, 0, 1, crate::entry::Expiry::NEVER), &guard);
             t.place(7, hash_tag(7), e, &guard);
             owned.push(e);
         }

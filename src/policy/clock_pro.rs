@@ -379,11 +379,7 @@ impl ClockPro {
                 t
             }
             None => {
-                // Below `NIL`, too: tokens leave the entry's top bit free.
-                assert!(
-                    self.nodes.len() < crate::entry::MAX_TOKENS,
-                    "token space exhausted"
-                );
+                assert!(self.nodes.len() < NIL as usize, "token space exhausted");
                 self.nodes.push(node);
                 if !self.weights.is_empty() {
                     self.weights.push(1);
