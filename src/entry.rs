@@ -335,6 +335,24 @@ impl<K, V> Pool<K, V> {
         EntryPtr { ptr, timed }
     }
 
+    /// Start fetching the memory the next [`alloc`](Self::alloc) of this layout will write,
+    /// for ownership. Reused memory is cold, and the insert publishes the entry with a locked
+    /// instruction, which waits for every earlier store to complete: without this, that
+    /// instruction waited out the miss on the new entry's line (profiled: 7 % of a 95/5 mix).
+    /// Called before the insert's own probes, so the fetch overlaps them.
+    #[inline]
+    pub(crate) fn prepare(&self, exp: Expiry) {
+        #[cfg(target_arch = "x86_64")]
+        if let Some(p) = self.vacant[usize::from(exp != Expiry::NEVER)].last() {
+            use std::arch::x86_64::{_MM_HINT_ET0, _mm_prefetch};
+            // SAFETY: a prefetch is only a hint: it reads nothing and cannot fault. SSE, the
+            // feature it needs, is part of the x86_64 baseline.
+            unsafe { _mm_prefetch::<_MM_HINT_ET0>(p.as_ptr().cast::<i8>()) };
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        let _ = exp;
+    }
+
     /// Take an entry the caller unlinked (readers may still hold it). Returns a full batch,
     /// which the caller must hand to the epoch (see `TablePtr::retire`).
     pub(crate) fn retire(&mut self, e: EntryPtr<K, V>) -> Option<Batch<K, V>> {

@@ -256,6 +256,7 @@ impl<K: Eq, V> Shard<K, V> {
         let tag = hash::tag(hash);
         let mut w = lock(&self.writer);
         let w = &mut *w;
+        w.pool.prepare(exp);
         self.ensure_room(w, guard);
         let table = self.table.load(guard);
         let outcome = match table.probe(hash, tag, |k| *k == key, guard) {
