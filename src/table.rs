@@ -22,8 +22,11 @@
 //! Readers hold an epoch guard and take no lock. All structural writes to a table happen under
 //! its shard's writer lock, so there is one writer of the tag bytes at a time. Readers do write
 //! the tag word, but only to set reference bits (`fetch_or`, and only when the bit is clear), so
-//! every writer change to the word is a single atomic RMW (`fetch_xor` of the one tag byte,
-//! `fetch_and` of one reference bit), never a load-then-store that could drop a reader's bit.
+//! every writer change to the word is a single atomic RMW (`fetch_xor` of a tag byte and
+//! maybe its slot's reference bit, `fetch_and` of one reference bit), never a load-then-store
+//! that could drop a reader's bit. Slot pointers have one writer, the lock holder, so it
+//! changes them with plain stores: a swap's lock prefix would make it wait for all its
+//! earlier stores (the new entry, the policy's nodes) to reach the cache.
 //! RMWs also keep the word's release sequence intact, so a reader's Acquire load of a word last
 //! changed by any RMW still synchronizes with the publishing Release. Publication order:
 //!
@@ -31,7 +34,7 @@
 //!   the new tag (Acquire) therefore sees the pointer and the entry's contents;
 //! * remove: null the pointer, then mark the tag `DELETED` (or `EMPTY`, see below); the old
 //!   entry is retired through the epoch, so a reader that loaded it before may still read it;
-//! * replace: swap the pointer (Release); the tag is unchanged.
+//! * replace: store the new pointer (Release); the tag is unchanged.
 //!
 //! Readers re-check the key after matching a tag (the tag is only a filter) and skip null
 //! pointers. Entries never move within a table (no Robin Hood, no backward shift), because a
@@ -69,10 +72,6 @@ fn ref_bit(i: usize) -> u64 {
 const PUBLISH: Ordering = Ordering::Release;
 #[cfg(cogwheel_planted_bug)]
 const PUBLISH: Ordering = Ordering::Relaxed;
-#[cfg(not(cogwheel_planted_bug))]
-const PUBLISH_SWAP: Ordering = Ordering::AcqRel;
-#[cfg(cogwheel_planted_bug)]
-const PUBLISH_SWAP: Ordering = Ordering::Relaxed;
 
 #[repr(C, align(64))]
 struct Group<K, V> {
@@ -284,13 +283,16 @@ impl<K, V> Table<K, V> {
             was == EMPTY || was == DELETED,
             "publish into an occupied slot"
         );
-        // A newcomer starts unreferenced (readers may set bits meanwhile: one RMW each).
-        group.tags.fetch_and(!ref_bit(i), Ordering::Relaxed);
         // Pointer first, then tag, both Release: a reader that matches the tag sees the entry.
         group.slots[i].store(entry, PUBLISH);
-        group
-            .tags
-            .fetch_xor(u64::from(was ^ tag) << (i * 8), PUBLISH);
+        // One RMW sets the tag and clears the slot's reference bit if it was set: a newcomer
+        // starts unreferenced. Readers only ever set bits, so a bit seen set is still set; one
+        // set after the load survives (a spurious second chance, harmless for a hint). One
+        // locked instruction, not two: each waits for all earlier stores to complete.
+        group.tags.fetch_xor(
+            (u64::from(was ^ tag) << (i * 8)) | (tags & ref_bit(i)),
+            PUBLISH,
+        );
         was == DELETED
     }
 
@@ -303,8 +305,13 @@ impl<K, V> Table<K, V> {
         guard: &'g Guard,
     ) -> Shared<'g, Entry<K, V>> {
         let (g, i) = split(slot);
-        // AcqRel in effect: Release publishes the new entry (see `PUBLISH`).
-        self.groups[g].slots[i].swap(entry, PUBLISH_SWAP, guard)
+        let s = &self.groups[g].slots[i];
+        // A load and a store, not a swap: the lock holder is the only writer of slot pointers,
+        // and a swap's lock prefix would wait for every earlier store to complete. Release
+        // publishes the new entry (see `PUBLISH`).
+        let old = s.load(Ordering::Relaxed, guard);
+        s.store(entry, PUBLISH);
+        old
     }
 
     /// Writer only, on a table not yet published: mark `slot` referenced (a rebuild carrying
@@ -338,7 +345,9 @@ impl<K, V> Table<K, V> {
     pub(crate) fn clear<'g>(&self, slot: u32, guard: &'g Guard) -> (Shared<'g, Entry<K, V>>, bool) {
         let (g, i) = split(slot);
         let group = &self.groups[g];
-        let old = group.slots[i].swap(Shared::null(), Ordering::AcqRel, guard);
+        // A load and a store, not a swap (see `replace`).
+        let old = group.slots[i].load(Ordering::Relaxed, guard);
+        group.slots[i].store(Shared::null(), Ordering::Release);
         // Relaxed: the lock holder is the only writer of tag bytes.
         let tags = group.tags.load(Ordering::Relaxed);
         let mark = if has_empty(tags) { EMPTY } else { DELETED };
