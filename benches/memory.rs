@@ -9,6 +9,9 @@
 //! Both are divided by the number of entries actually resident at the end (a sharded cache
 //! may evict a few even at capacity N, when its shards fill unevenly).
 //!
+//! cogwheel is measured twice: as built by the throughput benches (no expiry), and with a
+//! time-to-live, which gives every entry the layout with deadlines and a timer-wheel slot.
+//!
 //! A second table ("steady state") inserts 3N distinct keys into capacity N for cogwheel and
 //! quick_cache, so eviction history (CLOCK-Pro's ghosts) is at its bound.
 //!
@@ -160,6 +163,14 @@ fn main() {
     let n: u64 = if quick() { 100_000 } else { 1_000_000 };
     let rows = [
         measure("cogwheel", n, || common::cogwheel(n)),
+        measure("cogwheel, 1 h TTL", n, || {
+            cogwheel::Cache::builder()
+                .max_capacity(n)
+                .hasher(common::hasher())
+                .time_to_live(std::time::Duration::from_secs(3600))
+                .build()
+                .expect("valid cogwheel settings")
+        }),
         measure("moka", n, || common::moka(n)),
         measure("quick_cache", n, || common::quick_cache(n)),
         measure_map(n),
