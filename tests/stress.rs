@@ -81,6 +81,17 @@ fn read_your_own_writes_on_disjoint_keys() {
 /// holds, the final state is one of the values written, and bookkeeping stays consistent.
 #[test]
 fn shared_keys_with_eviction() {
+    shared_keys(false);
+}
+
+/// The same with a third of the keys written with a TTL: entries with and without a deadline
+/// have different layouts, and both kinds of memory are reused under churn.
+#[test]
+fn shared_keys_with_eviction_and_both_entry_layouts() {
+    shared_keys(true);
+}
+
+fn shared_keys(with_ttl: bool) {
     let cap = 500;
     let cache: Cache<u64, (u64, u64)> = Cache::builder().max_capacity(cap).build().unwrap();
     let barrier = Arc::new(Barrier::new(THREADS as usize));
@@ -102,6 +113,9 @@ fn shared_keys_with_eviction() {
                                 assert_eq!(key, k, "value belongs to another key");
                             }
                         }
+                        6..=8 if with_ttl && k % 3 == 0 => cache
+                            .insert_with_ttl(k, (k, t), std::time::Duration::from_secs(3600))
+                            .unwrap(),
                         6..=8 => cache.insert(k, (k, t)).unwrap(),
                         _ => {
                             if let Some((key, _)) = cache.remove(&k).unwrap() {
