@@ -250,8 +250,9 @@ type Vacant<K, V> = [Vec<NonNull<Entry<K, V>>>; 2];
 /// per refill; it guards plain vectors (no lock-free structure here).
 struct Shelf<K, V> {
     vacant: std::sync::Mutex<Vacant<K, V>>,
-    /// How many pointers `vacant` holds (a refill skips the lock while it is 0).
-    len: StdAtomicUsize,
+    /// How many pointers `vacant` holds, per layout (a refill skips the lock while its
+    /// layout has none).
+    len: [StdAtomicUsize; 2],
     /// The most pointers it keeps per layout; more are deallocated.
     cap: usize,
 }
@@ -284,7 +285,7 @@ impl<K, V> Pool<K, V> {
             vacant: [Vec::new(), Vec::new()],
             shelf: StdArc::new(Shelf {
                 vacant: std::sync::Mutex::new([Vec::new(), Vec::new()]),
-                len: StdAtomicUsize::new(0),
+                len: [StdAtomicUsize::new(0), StdAtomicUsize::new(0)],
                 // Batches come back in bursts: crossbeam defers them through a thread-local
                 // bag of 64 calls, so up to 64 batches are collected at once. A shelf that
                 // holds that much lets steady churn run without the allocator.
@@ -311,7 +312,7 @@ impl<K, V> Pool<K, V> {
         };
         let timed = exp != Expiry::NEVER;
         let spare = &mut self.vacant[usize::from(timed)];
-        if spare.is_empty() && self.shelf.len.load(StdOrdering::Relaxed) != 0 {
+        if spare.is_empty() && self.shelf.len[usize::from(timed)].load(StdOrdering::Relaxed) != 0 {
             self.shelf.refill(timed, spare);
         }
         let ptr = match (spare.pop(), timed) {
@@ -400,7 +401,7 @@ impl<K, V> Shelf<K, V> {
     fn refill(&self, timed: bool, into: &mut Vec<NonNull<Entry<K, V>>>) {
         let mut v = self.vacant.lock().unwrap_or_else(|e| e.into_inner());
         let mine = &mut v[usize::from(timed)];
-        self.len.fetch_sub(mine.len(), StdOrdering::Relaxed);
+        self.len[usize::from(timed)].fetch_sub(mine.len(), StdOrdering::Relaxed);
         std::mem::swap(mine, into);
     }
 }
@@ -416,18 +417,20 @@ impl<K, V> Drop for Batch<K, V> {
             unsafe { std::ptr::drop_in_place(e.ptr.as_ptr()) };
         }
         let mut v = self.shelf.vacant.lock().unwrap_or_else(|e| e.into_inner());
-        let mut shelved = 0;
+        let mut shelved = [0; 2];
         for e in self.entries.drain(..) {
             let list = &mut v[usize::from(e.timed)];
             if list.len() < self.shelf.cap {
                 list.push(e.ptr);
-                shelved += 1;
+                shelved[usize::from(e.timed)] += 1;
             } else {
                 // SAFETY: dropped above; owned by this batch; its layout is `e.timed`.
                 unsafe { dealloc(e.ptr, e.timed) };
             }
         }
-        self.shelf.len.fetch_add(shelved, StdOrdering::Relaxed);
+        for (len, n) in self.shelf.len.iter().zip(shelved) {
+            len.fetch_add(n, StdOrdering::Relaxed);
+        }
     }
 }
 
@@ -515,7 +518,8 @@ mod tests {
         assert_eq!(Arc::strong_count(&value), 9);
         drop(batches);
         assert_eq!(Arc::strong_count(&value), 1, "collecting drops the values");
-        assert_eq!(pool.shelf.len.load(StdOrdering::Relaxed), 8);
+        assert_eq!(pool.shelf.len[0].load(StdOrdering::Relaxed), 4);
+        assert_eq!(pool.shelf.len[1].load(StdOrdering::Relaxed), 4);
         // The next entries reuse that memory, each in its own layout.
         for i in 0..8u64 {
             let exp = if i % 2 == 0 { Expiry::NEVER } else { SOON };
@@ -544,6 +548,6 @@ mod tests {
         assert_eq!(batches.len(), 100);
         drop(batches);
         assert_eq!(pool.shelf.cap, 64);
-        assert_eq!(pool.shelf.len.load(StdOrdering::Relaxed), pool.shelf.cap);
+        assert_eq!(pool.shelf.len[0].load(StdOrdering::Relaxed), pool.shelf.cap);
     }
 }
