@@ -412,9 +412,14 @@ impl<K, V> Drop for Batch<K, V> {
         // has unpinned, or with its shard's pool, when no reader exists. Drop the entries
         // outside the lock (a value's destructor is user code), then shelve their memory.
         for e in &self.entries {
-            // SAFETY: unlinked, owned by this batch, and no reader can still hold it (above):
-            // drop the header's fields in place (a `Timed`'s other fields need no drop).
-            unsafe { std::ptr::drop_in_place(e.ptr.as_ptr()) };
+            if e.timed {
+                // SAFETY: unlinked, owned by this batch, and no reader can still hold it
+                // (above); the layout bit says the memory holds a whole `Timed`.
+                unsafe { std::ptr::drop_in_place(e.ptr.cast::<Timed<K, V>>().as_ptr()) };
+            } else {
+                // SAFETY: as above, a plain `Entry`.
+                unsafe { std::ptr::drop_in_place(e.ptr.as_ptr()) };
+            }
         }
         let mut v = self.shelf.vacant.lock().unwrap_or_else(|e| e.into_inner());
         let mut shelved = [0; 2];
