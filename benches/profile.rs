@@ -5,6 +5,7 @@
 //! cargo bench --bench profile --no-run
 //! perf record -g target/release/deps/profile-* get 5      # read path, 5 s
 //! perf record -g target/release/deps/profile-* insert 5   # insert path with eviction
+//! THREADS=2 target/release/deps/profile-* map-get 2       # the read-only std map, for ratios
 //! ```
 //!
 //! `get`: Zipf 1.0 hits over 1M resident keys. `insert`: uniform inserts of fresh keys over
@@ -112,7 +113,7 @@ fn main() {
     let until = || Instant::now() + Duration::from_secs(secs);
     let mut rng = Rng::new(42);
     match what {
-        "get" | "qc-get" => {
+        "get" | "qc-get" | "map-get" => {
             let n: usize = args
                 .get(2)
                 .and_then(|s| s.parse().ok())
@@ -136,6 +137,13 @@ fn main() {
                 } else {
                     run(&|k, u| get_loop(&c, k, u));
                 }
+            } else if what == "map-get" {
+                // The physical reference of the throughput bench: a read-only std map.
+                let mut map =
+                    std::collections::HashMap::with_capacity_and_hasher(n, common::hasher());
+                map.extend((0..n as u64).map(|r| (key_of(r), key_of(r))));
+                let c = common::RefMap(map);
+                run(&|k, u| par(threads, || get_loop(&c, k, u)));
             } else if threads > 1 {
                 let c = common::quick_cache(n as u64 * 5 / 4);
                 fill(&c, n);
@@ -193,7 +201,9 @@ fn main() {
                 run(&|k, u| mixed_loop(&c, k, u));
             }
         }
-        other => panic!("unknown path {other:?}: use get, insert, qc-get or qc-insert"),
+        other => {
+            panic!("unknown path {other:?}: use get, insert, mixed95, map-get or their qc- forms")
+        }
     }
     eprintln!("total ops in loops: {}", TOTAL.load(Ordering::Relaxed));
 }
