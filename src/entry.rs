@@ -97,18 +97,30 @@ impl<K, V> EntryPtr<K, V> {
         NonNull::new(raw.cast_mut()).map(|ptr| EntryPtr { ptr, timed })
     }
 
+    /// Drop a live entry in place, by its layout; the memory stays allocated (vacant).
+    ///
+    /// # Safety
+    /// The entry is live, nobody else can reach it, and it is dropped only once.
+    unsafe fn drop_in_place(self) {
+        if self.timed {
+            // SAFETY: the layout bit is true only for memory `Pool::alloc` filled with a whole
+            // `Timed`; the caller gives the entry up.
+            unsafe { std::ptr::drop_in_place(self.ptr.cast::<Timed<K, V>>().as_ptr()) };
+        } else {
+            // SAFETY: without the bit, the memory holds a plain `Entry`; as above.
+            unsafe { std::ptr::drop_in_place(self.ptr.as_ptr()) };
+        }
+    }
+
     /// Drop and deallocate a live entry.
     ///
     /// # Safety
     /// The entry is live, nobody else can reach it, and it is freed only once.
     pub(crate) unsafe fn free(self) {
-        if self.timed {
-            // SAFETY: the layout bit is true only for a pointer `Pool::alloc` made from a boxed
-            // (or boxed-then-reused) `Timed`; the caller gives the entry up.
-            drop(unsafe { Box::from_raw(self.ptr.cast::<Timed<K, V>>().as_ptr()) });
-        } else {
-            // SAFETY: without the bit, the memory is a boxed `Entry`; as above.
-            drop(unsafe { Box::from_raw(self.ptr.as_ptr()) });
+        // SAFETY: the caller's contract; after the drop the memory is vacant, of this layout.
+        unsafe {
+            self.drop_in_place();
+            dealloc(self.ptr, self.timed);
         }
     }
 }
@@ -412,14 +424,8 @@ impl<K, V> Drop for Batch<K, V> {
         // has unpinned, or with its shard's pool, when no reader exists. Drop the entries
         // outside the lock (a value's destructor is user code), then shelve their memory.
         for e in &self.entries {
-            if e.timed {
-                // SAFETY: unlinked, owned by this batch, and no reader can still hold it
-                // (above); the layout bit says the memory holds a whole `Timed`.
-                unsafe { std::ptr::drop_in_place(e.ptr.cast::<Timed<K, V>>().as_ptr()) };
-            } else {
-                // SAFETY: as above, a plain `Entry`.
-                unsafe { std::ptr::drop_in_place(e.ptr.as_ptr()) };
-            }
+            // SAFETY: unlinked, owned by this batch, and no reader can still hold it (above).
+            unsafe { e.drop_in_place() };
         }
         let mut v = self.shelf.vacant.lock().unwrap_or_else(|e| e.into_inner());
         let mut shelved = [0; 2];
@@ -446,24 +452,24 @@ impl<K, V> Drop for Pool<K, V> {
             entries: std::mem::take(&mut self.retired),
             shelf: StdArc::clone(&self.shelf),
         });
-        for (timed, list) in [(false, 0), (true, 1)] {
-            for p in self.vacant[list].drain(..) {
-                // SAFETY: vacant memory this pool owns, of this layout.
-                unsafe { dealloc(p, timed) };
-            }
-        }
+        dealloc_all(&mut self.vacant);
     }
 }
 
 impl<K, V> Drop for Shelf<K, V> {
     fn drop(&mut self) {
-        let v = self.vacant.get_mut().unwrap_or_else(|e| e.into_inner());
-        for (timed, list) in [(false, 0), (true, 1)] {
-            for p in v[list].drain(..) {
-                // SAFETY: vacant memory the shelf owns, of this layout; the last batch and
-                // pool that could reach the shelf are gone.
-                unsafe { dealloc(p, timed) };
-            }
+        // The last batch and pool that could reach the shelf are gone.
+        dealloc_all(self.vacant.get_mut().unwrap_or_else(|e| e.into_inner()));
+    }
+}
+
+/// Deallocate every vacant chunk of `v` (owned by the caller, holding no value).
+fn dealloc_all<K, V>(v: &mut Vacant<K, V>) {
+    for (timed, list) in [false, true].into_iter().zip(v.iter_mut()) {
+        for p in list.drain(..) {
+            // SAFETY: vacant memory of this list's layout (`Vacant` is `[plain, timed]`),
+            // owned by the caller.
+            unsafe { dealloc(p, timed) };
         }
     }
 }
