@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! cargo run --release --example hit_ratio -- --format lirs|arc|cache2k [--shards N]
-//!     [--policy clockpro|clockpro-long|clock] [--cold adaptive|fixed5] [--same-key-is-hit]
+//!     [--policy clockpro|clockpro-long|clock] [--cold adaptive|fixedN] [--same-key-is-hit]
 //!     --capacity 100,250,500 PATH...
 //! ```
 //!
@@ -10,8 +10,9 @@
 //! decimal key per line; `*` lines are markers), `arc` (`start count _ _` lines expanding to
 //! `start..start+count`; plain or `.zst`), `cache2k` (big-endian `i32` keys). With
 //! `--same-key-is-hit`, a request for the same key as the one before is counted as a hit
-//! without touching the cache (the CLOCK-Pro reference simulator's convention). The hash seed
-//! is fixed, so runs are reproducible.
+//! without touching the cache (the CLOCK-Pro reference simulator's convention). `--cold
+//! fixedN` fixes the share of resident cold pages at N % (`fixed5` is the authors' shipped
+//! header) instead of adapting it. The hash seed is fixed, so runs are reproducible.
 
 use cogwheel::{Cache, EvictionPolicy, fixed_hasher};
 use std::io::{BufRead, BufReader, Read};
@@ -68,7 +69,14 @@ fn parse() -> Result<Args, String> {
     }
     a.policy = match (policy.as_str(), cold.as_str()) {
         ("clockpro", "adaptive") => EvictionPolicy::ClockPro,
-        ("clockpro", "fixed5") => EvictionPolicy::ClockProFixedCold { percent: 5 },
+        ("clockpro", c) if c.starts_with("fixed") => {
+            let percent = c["fixed".len()..]
+                .parse::<u8>()
+                .ok()
+                .filter(|p| *p <= 100)
+                .ok_or_else(|| format!("--cold {c}: want fixedN with N a percentage, 0 to 100"))?;
+            EvictionPolicy::ClockProFixedCold { percent }
+        }
         ("clockpro-long", "adaptive") => EvictionPolicy::ClockProLongHistory,
         ("clock", _) => EvictionPolicy::Clock,
         (p, c) => return Err(format!("unsupported --policy {p} with --cold {c}")),

@@ -84,3 +84,45 @@ fn replays_a_generated_trace() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--format"));
 }
+
+/// `--cold fixedN`: a zigzag (sweeps up and down over 200 keys) defeats adaptive CLOCK-Pro
+/// at capacity 50, while a 99 % cold share behaves like LRU and hits on every turn.
+#[test]
+fn fixed_cold_share_is_selectable() {
+    let dir = tempfile::tempdir().unwrap();
+    let trace = dir.path().join("zz.trace");
+    let mut text = String::new();
+    for sweep in 0..20 {
+        for i in 0..200u32 {
+            let k = if sweep % 2 == 0 { i } else { 199 - i };
+            text.push_str(&format!("{k}\n"));
+        }
+    }
+    std::fs::write(&trace, text).unwrap();
+    let hits = |cold: &str| -> Result<u64, String> {
+        let out = Command::new(example())
+            .args(["--format", "lirs", "--shards", "1", "--capacity", "50"])
+            .args(["--cold", cold])
+            .arg(&trace)
+            .output()
+            .unwrap();
+        if !out.status.success() {
+            return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+        }
+        let text = String::from_utf8(out.stdout).unwrap();
+        let line = text.lines().nth(1).expect("one result line");
+        Ok(line.split('\t').nth(3).unwrap().parse().unwrap())
+    };
+    let adaptive = hits("adaptive").unwrap();
+    let lru_like = hits("fixed99").unwrap();
+    // LRU hits the 50 most recent keys at each of the 19 turns: 950.
+    assert!(lru_like >= 900, "fixed99: {lru_like} hits");
+    assert!(
+        lru_like > 20 * adaptive,
+        "fixed99 {lru_like} against adaptive {adaptive}"
+    );
+    for bad in ["fixed", "fixedx", "fixed101"] {
+        let err = hits(bad).expect_err(bad);
+        assert!(err.contains("fixedN"), "{bad}: {err}");
+    }
+}
