@@ -242,11 +242,14 @@ where
                 Some(e.value.clone())
             });
         drop(guard);
-        inner.counters.incr(if found.is_some() {
-            Counter::Hits
+        if found.is_some() {
+            inner.counters.incr(Counter::Hits);
         } else {
-            Counter::Misses
-        });
+            // A miss is often followed by an insert of the key: start the fetch of the ghost
+            // slot its admission reads.
+            self.shard(hash).prefetch_ghost(hash);
+            inner.counters.incr(Counter::Misses);
+        }
         found
     }
 

@@ -18,6 +18,7 @@ use crate::sync::{AtomicU64, AtomicUsize, Mutex, Ordering, lock, try_lock};
 use crate::table::{Hit, Probe, Table, TablePtr, new_entry};
 use crate::time::{self, LazyNow};
 use crossbeam_utils::CachePadded;
+use std::sync::atomic::{AtomicUsize as HintCell, Ordering as HintOrdering};
 
 /// An entry that left a shard, with the reason; readable while the caller's guard lives.
 pub(crate) type Removed<'g, K, V> = (EntryRef<'g, K, V>, RemovalCause);
@@ -92,6 +93,11 @@ pub(crate) struct Shard<K, V> {
     /// Mirrors of the writer's counts, for `len()` without the lock.
     len: AtomicUsize,
     weight: AtomicU64,
+    /// The policy's ghost table (address, slots) as of the last admission, so a `get` that
+    /// misses can prefetch the slot the key's admission will read. Hints only: they guard
+    /// nothing and order nothing, so they are std atomics even under loom.
+    ghost_base: HintCell,
+    ghost_len: HintCell,
     capacity: u64,
     /// The cache's key hash, for rebuilds (entries do not store their hash).
     rehash: Rehash<K>,
@@ -115,6 +121,8 @@ struct Writer<K, V> {
     due: Vec<Token>,
     /// Entry memory: unlinked entries waiting to be handed to the epoch, and memory to reuse.
     pool: Pool<K, V>,
+    /// What `ghost_base` / `ghost_len` were last set to.
+    ghost_hint: (usize, usize),
 }
 
 impl<K, V> Writer<K, V> {
@@ -204,9 +212,12 @@ impl<K: Eq, V> Shard<K, V> {
                 wheel: TimerWheel::new(),
                 due: Vec::new(),
                 pool: Pool::for_entries(expected),
+                ghost_hint: (0, 0),
             }),
             len: AtomicUsize::new(0),
             weight: AtomicU64::new(0),
+            ghost_base: HintCell::new(0),
+            ghost_len: HintCell::new(0),
             capacity,
             rehash,
         }
@@ -224,6 +235,18 @@ impl<K: Eq, V> Shard<K, V> {
         self.table
             .load(guard)
             .find(hash, hash::tag(hash), eq, guard)
+    }
+
+    /// Prefetch the ghost-index slot an admission of `hash` would read first. The table may
+    /// have been replaced since the hint was set (or the pair may be torn): that costs one
+    /// useless prefetch, which cannot fault.
+    #[inline]
+    pub(crate) fn prefetch_ghost(&self, hash: u64) {
+        let len = self.ghost_len.load(HintOrdering::Relaxed);
+        if len != 0 {
+            let base = self.ghost_base.load(HintOrdering::Relaxed);
+            crate::table::prefetch(crate::policy::clock_pro::ghost_home((base, len), hash));
+        }
     }
 
     /// Lock-free read without marking the entry referenced (`contains_key`, loaders).
@@ -341,6 +364,13 @@ impl<K: Eq, V> Shard<K, V> {
                     Admit::Resident(token) => {
                         // Victims first: the newcomer may reuse a victim's token.
                         self.remove_victims(w, table, guard, out);
+                        if let Some(g) = w.policy.ghost_table()
+                            && g != w.ghost_hint
+                        {
+                            w.ghost_hint = g;
+                            self.ghost_base.store(g.0, HintOrdering::Relaxed);
+                            self.ghost_len.store(g.1, HintOrdering::Relaxed);
+                        }
                         let e = new_entry(w.pool.alloc(key, value, token, weight, exp), guard);
                         if table.publish(slot, tag, e) {
                             w.tombstones -= 1;
@@ -625,5 +655,59 @@ impl<K: Eq, V> Shard<K, V> {
         w.policy.validate();
         w.wheel.validate();
         assert!(w.wheel.len() <= w.live, "the wheel holds only residents");
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+    use crate::reclaim::Reclaimer;
+    use crate::time::Clock;
+
+    /// The prefetch hint follows the policy's ghost table through its growth, so a miss
+    /// prefetches the table the next admission reads.
+    #[test]
+    fn ghost_hint_follows_the_ghost_table() {
+        let shard: Shard<u64, u64> = Shard::new(
+            EvictionPolicy::ClockPro,
+            64,
+            64,
+            Box::new(|k| k.wrapping_mul(0x9e37_79b9_7f4a_7c15)),
+        );
+        let reclaim = Reclaimer::new();
+        let clock = Clock::system();
+        let mut sizes = Vec::new();
+        for k in 0..2_000u64 {
+            let guard = reclaim.pin();
+            let mut out = Removals::new();
+            let now = LazyNow::new(&clock);
+            let hash = k.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+            shard.insert(
+                hash,
+                k,
+                k,
+                1,
+                Expiry::NEVER,
+                &now,
+                Cond::Always,
+                None,
+                &guard,
+                &mut out,
+            );
+            let w = lock(&shard.writer);
+            let table = w.policy.ghost_table().expect("CLOCK-Pro has a ghost table");
+            let hint = (
+                shard.ghost_base.load(HintOrdering::Relaxed),
+                shard.ghost_len.load(HintOrdering::Relaxed),
+            );
+            assert_eq!(hint, table, "hint after inserting key {k}");
+            if sizes.last() != Some(&table.1) {
+                sizes.push(table.1);
+            }
+        }
+        assert!(
+            sizes.len() > 2,
+            "the ghost table grew while the test watched: {sizes:?}"
+        );
     }
 }

@@ -548,6 +548,20 @@ unsafe fn free_shared<K, V>(e: Shared<'_, Entry<K, V>>) {
 
 /// A new entry, as a pointer a table can hold, its layout in the tag. The table becomes its
 /// owner (it leaves through `TablePtr::retire`).
+/// Hint the CPU to bring the line at `addr` into the cache. `addr` need not be valid.
+#[inline]
+pub(crate) fn prefetch(addr: usize) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
+        // SAFETY: a prefetch is only a hint: it reads nothing and cannot fault, whatever the
+        // address. SSE, the feature it needs, is part of the x86_64 baseline.
+        unsafe { _mm_prefetch::<_MM_HINT_T0>(addr as *const i8) };
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = addr;
+}
+
 pub(crate) fn new_entry<K, V>(e: EntryPtr<K, V>, _guard: &Guard) -> Shared<'_, Entry<K, V>> {
     let (raw, timed) = e.into_raw();
     // Entries are at least 4-aligned (the token is a `u32`), so bit 0 is free for the tag.

@@ -267,6 +267,13 @@ pub(crate) struct ClockPro {
     ghost_skips: u64,
 }
 
+/// The address where a ghost lookup for `hash` starts, in a table [`ClockPro::ghost_table`]
+/// reported (possibly since replaced: only for prefetching).
+#[inline]
+pub(crate) fn ghost_home(table: (usize, usize), hash: u64) -> usize {
+    ghost_index::home_addr(table.0, table.1, hash & HASH_MASK)
+}
+
 /// `(min_cold, max_cold)` for `capacity`, computed in `f64` exactly as the simulator does.
 fn cold_bounds(capacity: u64, target: ColdTarget) -> (u64, u64, bool) {
     let (lo, hi, adaptive) = match target {
@@ -343,6 +350,11 @@ impl ClockPro {
     pub(crate) fn cold_target(&self) -> u64 {
         let alloc = self.cold_alloc() as i128 + i128::from(self.credits);
         alloc.clamp(self.min_cold as i128, self.max_cold as i128) as u64
+    }
+
+    /// The ghost index's table (address, slots), for [`ghost_home`].
+    pub(crate) fn ghost_table(&self) -> (usize, usize) {
+        self.ghosts.raw()
     }
 
     /// Number of non-resident (ghost) pages.

@@ -144,6 +144,14 @@ impl Policy {
         }
     }
 
+    /// The ghost index's table (address, slots), for prefetching (CLOCK-Pro only).
+    pub(crate) fn ghost_table(&self) -> Option<(usize, usize)> {
+        match self {
+            Policy::Clock(_) => None,
+            Policy::ClockPro(p) => Some(p.ghost_table()),
+        }
+    }
+
     /// Number of residents.
     pub(crate) fn len(&self) -> usize {
         match self {

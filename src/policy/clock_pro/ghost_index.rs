@@ -63,7 +63,20 @@ fn slots_for(n: usize) -> usize {
     (n * MAX_LOAD_DEN).div_ceil(MAX_LOAD_NUM).max(n + 1)
 }
 
+/// Where a lookup of `hash` (already masked) starts, in a table at `base` of `len` slots: for
+/// prefetching from outside the writer lock (the pair may be stale; a prefetch of a stale
+/// address is harmless).
+#[inline]
+pub(crate) fn home_addr(base: usize, len: usize, hash: u64) -> usize {
+    base.wrapping_add(GhostIndex::home(fragment(hash), len) * std::mem::size_of::<u64>())
+}
+
 impl GhostIndex {
+    /// The table's address and slot count, for [`home_addr`].
+    pub(super) fn raw(&self) -> (usize, usize) {
+        (self.slots.as_ptr() as usize, self.slots.len())
+    }
+
     /// Number of ghosts indexed.
     pub(super) fn len(&self) -> usize {
         self.len
@@ -279,6 +292,22 @@ mod tests {
             h += 1;
         }
         out
+    }
+
+    /// `home_addr` names the slot a lookup reads first: a lone ghost sits exactly there.
+    #[test]
+    fn home_addr_is_where_a_lookup_starts() {
+        for h in [1u64, 7, 0x1234_5678_9abc, u64::MAX >> 5] {
+            let mut idx = GhostIndex::default();
+            idx.insert(h, 3, |_| h, 100);
+            let (base, len) = idx.raw();
+            let at = idx
+                .slots
+                .iter()
+                .position(|&s| token_of(s) == 3)
+                .expect("indexed");
+            assert_eq!(home_addr(base, len, h), base + at * 8, "hash {h:#x}");
+        }
     }
 
     /// A model check: the index against a plain map, through inserts, replacements and
