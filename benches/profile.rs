@@ -6,6 +6,7 @@
 //! perf record -g target/release/deps/profile-* get 5      # read path, 5 s
 //! perf record -g target/release/deps/profile-* insert 5   # insert path with eviction
 //! THREADS=2 target/release/deps/profile-* map-get 2       # the read-only std map, for ratios
+//! target/release/deps/profile-* get-many 2                # get_many in batches of 64
 //! ```
 //!
 //! `get`: Zipf 1.0 hits over 1M resident keys. `insert`: uniform inserts of fresh keys over
@@ -41,6 +42,24 @@ fn get_loop<C: Target>(c: &C, keys: &[u64], until: Instant) -> (u64, u64) {
     while more(&mut pass, until) {
         for &k in keys {
             acc = acc.wrapping_add(c.get(k).unwrap_or(0));
+        }
+        n += keys.len() as u64;
+        TOTAL.fetch_add(keys.len() as u64, Ordering::Relaxed);
+    }
+    (n, acc)
+}
+
+/// `get_many` over batches of `BATCH` keys.
+#[inline(never)]
+fn get_many_loop(c: &common::Cogwheel, keys: &[u64], until: Instant) -> (u64, u64) {
+    const BATCH: usize = 64;
+    let (mut n, mut acc) = (0u64, 0u64);
+    let mut pass = 0;
+    while more(&mut pass, until) {
+        for batch in keys.chunks(BATCH) {
+            for v in c.get_many(batch) {
+                acc = acc.wrapping_add(v.unwrap_or(0));
+            }
         }
         n += keys.len() as u64;
         TOTAL.fetch_add(keys.len() as u64, Ordering::Relaxed);
@@ -113,7 +132,7 @@ fn main() {
     let until = || Instant::now() + Duration::from_secs(secs);
     let mut rng = Rng::new(42);
     match what {
-        "get" | "qc-get" | "map-get" => {
+        "get" | "qc-get" | "map-get" | "get-many" => {
             let n: usize = args
                 .get(2)
                 .and_then(|s| s.parse().ok())
@@ -137,6 +156,10 @@ fn main() {
                 } else {
                     run(&|k, u| get_loop(&c, k, u));
                 }
+            } else if what == "get-many" {
+                let c = common::cogwheel(n as u64 * 5 / 4);
+                fill(&c, n);
+                run(&|k, u| par(threads, || get_many_loop(&c, k, u)));
             } else if what == "map-get" {
                 // The physical reference of the throughput bench: a read-only std map.
                 let mut map =
@@ -202,7 +225,10 @@ fn main() {
             }
         }
         other => {
-            panic!("unknown path {other:?}: use get, insert, mixed95, map-get or their qc- forms")
+            panic!(
+                "unknown path {other:?}: use get, get-many, insert, mixed95, map-get or their \
+                 qc- forms"
+            )
         }
     }
     eprintln!("total ops in loops: {}", TOTAL.load(Ordering::Relaxed));

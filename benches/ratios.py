@@ -51,6 +51,16 @@ def main():
                   f"| {fmt(peers['moka'])} | {fmt(peers['hashmap'])} "
                   f"| {ratio(peers['quick_cache'])} | {ratio(peers['moka'])} "
                   f"| {ratio(peers['hashmap'])} |")
+    # The batch read API, where the read-only group measured it (same run, same streams).
+    for t in (1, 2):
+        many = ops_per_sec(root, "read_hits", "cogwheel_get_many", t)
+        if many is None:
+            continue
+        peers = {p: ops_per_sec(root, "read_hits", p, t) for p in PEERS}
+        ratio = lambda v: "–" if v is None else f"{many / v:.2f}×"
+        print(f"| read-only hits, `get_many` ({64} keys per call) | {t} | {many / 1e6:.2f} "
+              f"| | | | {ratio(peers['quick_cache'])} | {ratio(peers['moka'])} "
+              f"| {ratio(peers['hashmap'])} |")
 
 
 if __name__ == "__main__":

@@ -90,13 +90,35 @@ fn run_ops<C: Target>(c: &C, stream: &[u64], cursor: &mut usize, mut n: usize) -
     acc
 }
 
+/// Read `n` keys of a read-only `stream` from `*cursor` on with `get_many`, `MANY` keys
+/// per call (cyclically); advance the cursor.
+#[inline(never)]
+fn run_many(c: &common::Cogwheel, stream: &[u64], cursor: &mut usize, mut n: usize) -> u64 {
+    let mut acc = 0u64;
+    while n > 0 {
+        let take = n.min(stream.len() - *cursor).min(MANY);
+        for v in c.get_many(&stream[*cursor..*cursor + take]) {
+            acc = acc.wrapping_add(v.unwrap_or(0));
+        }
+        *cursor = (*cursor + take) % stream.len();
+        n -= take;
+    }
+    acc
+}
+
+/// Keys per `get_many` call in the read-only group.
+const MANY: usize = 64;
+
+/// A way to run `n` ops of a stream from a cursor (see `run_ops`).
+type Runner<'a> = dyn Fn(&[u64], &mut usize, usize) -> u64 + Sync + 'a;
+
 /// Time `iters` iterations of `BATCH` ops over `streams.len()` threads.
-fn timed<C: Target>(c: &C, streams: &[Vec<u64>], cursors: &mut [usize], iters: u64) -> Duration {
+fn timed(run: &Runner<'_>, streams: &[Vec<u64>], cursors: &mut [usize], iters: u64) -> Duration {
     let threads = streams.len();
     let per_thread = (BATCH / threads) * iters as usize;
     if threads == 1 {
         let start = Instant::now();
-        black_box(run_ops(c, &streams[0], &mut cursors[0], per_thread));
+        black_box(run(&streams[0], &mut cursors[0], per_thread));
         return start.elapsed();
     }
     let barrier = Barrier::new(threads + 1);
@@ -108,7 +130,7 @@ fn timed<C: Target>(c: &C, streams: &[Vec<u64>], cursors: &mut [usize], iters: u
                 let barrier = &barrier;
                 s.spawn(move || {
                     barrier.wait();
-                    black_box(run_ops(c, stream, cursor, per_thread))
+                    black_box(run(stream, cursor, per_thread))
                 })
             })
             .collect();
@@ -135,10 +157,19 @@ fn bench_one<C: Target>(
     c: &C,
     streams: &[Vec<u64>],
 ) {
+    bench_with(g, name, &|s, cur, n| run_ops(c, s, cur, n), streams);
+}
+
+fn bench_with(
+    g: &mut BenchmarkGroup<'_, WallTime>,
+    name: &str,
+    run: &Runner<'_>,
+    streams: &[Vec<u64>],
+) {
     let threads = streams.len();
     let mut cursors = vec![0usize; threads];
     g.bench_function(BenchmarkId::new(name, format!("{threads}t")), |b| {
-        b.iter_custom(|iters| timed(c, streams, &mut cursors, iters))
+        b.iter_custom(|iters| timed(run, streams, &mut cursors, iters))
     });
 }
 
@@ -198,6 +229,13 @@ fn read_hits(cr: &mut Criterion) {
     for t in THREADS {
         let s = &all[..t];
         bench_one(&mut g, "cogwheel", &cog, s);
+        // The batch API: the same reads, `MANY` keys per call.
+        bench_with(
+            &mut g,
+            "cogwheel_get_many",
+            &|s, cur, n| run_many(&cog, s, cur, n),
+            s,
+        );
         bench_one(&mut g, "moka", &moka, s);
         bench_one(&mut g, "quick_cache", &qc, s);
         bench_one(&mut g, "hashmap", &map, s);

@@ -17,7 +17,7 @@ use crate::key_locks::KeyLocks;
 use crate::listener::{Listener, RemovalCause, Weigher};
 use crate::loader::Loader;
 use crate::reclaim::{Guard, Reclaimer};
-use crate::shard::{Removals, Shard};
+use crate::shard::{Removals, Shard, Stage};
 use crate::stats::{Counter, Counters, Stats};
 use crate::store::BackingStore;
 use crate::sync::Arc;
@@ -222,9 +222,88 @@ where
         let inner = &*self.inner;
         let hash = self.hash(key);
         let guard = inner.reclaim.pin();
-        let found = self
-            .shard(hash)
-            .lookup(hash, |k| k.borrow() == key, &guard)
+        let found = self.read(hash, key, &guard);
+        drop(guard);
+        if found.is_some() {
+            inner.counters.incr(Counter::Hits);
+        } else {
+            // A miss is often followed by an insert of the key: start the fetch of the ghost
+            // slot its admission reads.
+            self.shard(hash).prefetch_ghost(hash);
+            inner.counters.incr(Counter::Misses);
+        }
+        found
+    }
+
+    /// The values for many keys, in order; like calling [`get`](Self::get) for each, only
+    /// faster for batches: the whole call pins the epoch once (a `get` pays a fenced
+    /// instruction each time), and the table lines of keys a few places ahead are fetched
+    /// while earlier keys are looked up, so their cache misses overlap instead of queueing.
+    ///
+    /// Reads are lock-free as in `get`; each key is read at some moment during the call (a
+    /// write that races with the call may or may not be seen, key by key). Stats count a hit
+    /// or a miss per key. Long batches re-pin every few thousand keys, so a huge call does not
+    /// hold back memory reclamation.
+    ///
+    /// ```
+    /// use cogwheel::Cache;
+    ///
+    /// let cache: Cache<u32, &str> = Cache::builder().max_capacity(100).build().unwrap();
+    /// cache.insert(1, "one").unwrap();
+    /// cache.insert(3, "three").unwrap();
+    /// assert_eq!(cache.get_many(&[1, 2, 3]), vec![Some("one"), None, Some("three")]);
+    /// ```
+    pub fn get_many<'k, Q, I>(&self, keys: I) -> Vec<Option<V>>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized + 'k,
+        I: IntoIterator<Item = &'k Q>,
+    {
+        /// How far ahead a key's home group is fetched, and (half as far) its entries.
+        const AHEAD: usize = 16;
+        /// Keys read under one pin before it is renewed.
+        const REPIN: usize = 4096;
+        let inner = &*self.inner;
+        let keys: Vec<(u64, &Q)> = keys.into_iter().map(|k| (self.hash(k), k)).collect();
+        let mut out = Vec::with_capacity(keys.len());
+        let mut guard = inner.reclaim.pin();
+        for &(h, _) in keys.iter().take(AHEAD) {
+            self.shard(h).prefetch_lookup(h, Stage::Group, &guard);
+        }
+        let mut hits = 0;
+        for (i, &(hash, key)) in keys.iter().enumerate() {
+            if i % REPIN == REPIN - 1 {
+                guard.repin();
+            }
+            if let Some(&(h, _)) = keys.get(i + AHEAD) {
+                self.shard(h).prefetch_lookup(h, Stage::Group, &guard);
+            }
+            if let Some(&(h, _)) = keys.get(i + AHEAD / 2) {
+                self.shard(h).prefetch_lookup(h, Stage::Entries, &guard);
+            }
+            let v = self.read(hash, key, &guard);
+            hits += u64::from(v.is_some());
+            out.push(v);
+        }
+        drop(guard);
+        inner.counters.add(Counter::Hits, hits);
+        inner
+            .counters
+            .add(Counter::Misses, keys.len() as u64 - hits);
+        out
+    }
+
+    /// The read of `get`: the live value of `key`, marking it referenced (and extending its
+    /// idle deadline). No stats.
+    #[inline(always)]
+    fn read<Q>(&self, hash: u64, key: &Q, guard: &Guard) -> Option<V>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        let inner = &*self.inner;
+        self.shard(hash)
+            .lookup(hash, |k| k.borrow() == key, guard)
             .and_then(|hit| {
                 let e = hit.entry;
                 let d = e.deadline();
@@ -240,17 +319,7 @@ where
                 }
                 hit.touch();
                 Some(e.value.clone())
-            });
-        drop(guard);
-        if found.is_some() {
-            inner.counters.incr(Counter::Hits);
-        } else {
-            // A miss is often followed by an insert of the key: start the fetch of the ghost
-            // slot its admission reads.
-            self.shard(hash).prefetch_ghost(hash);
-            inner.counters.incr(Counter::Misses);
-        }
-        found
+            })
     }
 
     /// Whether `key` is present and not expired. Does not count as a use of the entry.

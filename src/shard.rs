@@ -71,6 +71,13 @@ pub(crate) enum InsertOutcome {
     Unchanged,
 }
 
+/// Which part of a lookup to prefetch (see [`Shard::prefetch_lookup`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Stage {
+    Group,
+    Entries,
+}
+
 /// When an insert may happen.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Cond {
@@ -235,6 +242,17 @@ impl<K: Eq, V> Shard<K, V> {
         self.table
             .load(guard)
             .find(hash, hash::tag(hash), eq, guard)
+    }
+
+    /// Start fetching what a lookup of `hash` reads: `Stage::Group` its home group, then
+    /// (once that had time to arrive) `Stage::Entries` the entries whose tag matches.
+    #[inline]
+    pub(crate) fn prefetch_lookup(&self, hash: u64, stage: Stage, guard: &Guard) {
+        let table = self.table.load(guard);
+        match stage {
+            Stage::Group => table.prefetch_home(hash),
+            Stage::Entries => table.prefetch_candidates(hash, hash::tag(hash), guard),
+        }
     }
 
     /// Prefetch the ghost-index slot an admission of `hash` would read first. The table may

@@ -205,6 +205,28 @@ impl<K, V> Table<K, V> {
         }
     }
 
+    /// Start fetching the line a lookup of `hash` reads first (its home group).
+    #[inline]
+    pub(crate) fn prefetch_home(&self, hash: u64) {
+        prefetch(&self.groups[self.home(hash)] as *const Group<K, V> as usize);
+    }
+
+    /// Start fetching the entries a lookup of `hash` will compare keys with (those of its
+    /// home group whose tag matches). Call after [`prefetch_home`](Self::prefetch_home) had
+    /// time to bring the group in. A hint only: the pointers may be stale by the time of the
+    /// lookup, and a prefetch of freed memory is harmless.
+    #[inline]
+    pub(crate) fn prefetch_candidates(&self, hash: u64, tag: u8, guard: &Guard) {
+        let group = &self.groups[self.home(hash)];
+        let mut m = match_byte(group.tags.load(Ordering::Relaxed), tag);
+        while m != 0 {
+            let i = (m.trailing_zeros() / 8) as usize;
+            m &= m - 1;
+            let p = group.slots[i].load(Ordering::Relaxed, guard);
+            prefetch(p.as_raw() as usize);
+        }
+    }
+
     /// Writer only: where the key is, or the first free slot on its path. `None` when the
     /// path has no free slot at all (the caller must rebuild first; load limits prevent it).
     pub(crate) fn probe(

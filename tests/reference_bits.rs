@@ -96,3 +96,20 @@ fn readers_racing_writers_only_see_their_own_keys() {
     assert!(c.len() <= 256);
     c.validate_internals();
 }
+
+#[test]
+fn get_many_marks_what_it_reads() {
+    for hot in 0..4u64 {
+        let c = one_shard(4);
+        for k in 0..4 {
+            c.insert(k, k).unwrap();
+        }
+        assert_eq!(c.get_many(&[hot, 50]), vec![Some(hot), None]);
+        c.insert(100, 100).unwrap();
+        assert_eq!(
+            c.get(&hot),
+            Some(hot),
+            "the entry {hot} read by get_many got a second chance"
+        );
+    }
+}

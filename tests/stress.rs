@@ -108,9 +108,18 @@ fn shared_keys(with_ttl: bool) {
                     x ^= x << 17;
                     let k = x % 2000;
                     match i % 10 {
-                        0..=5 => {
+                        0..=4 => {
                             if let Some((key, _)) = cache.get(&k) {
                                 assert_eq!(key, k, "value belongs to another key");
+                            }
+                        }
+                        5 => {
+                            // A batch read races with the same churn.
+                            let keys = [k, (k + 1) % 2000, (k * 7) % 2000, k];
+                            for (want, got) in keys.iter().zip(cache.get_many(&keys)) {
+                                if let Some((key, _)) = got {
+                                    assert_eq!(key, *want, "get_many: value of another key");
+                                }
                             }
                         }
                         6..=8 if with_ttl && k % 3 == 0 => cache

@@ -235,3 +235,35 @@ fn rebuild_vs_reader() {
         log.check_all_freed();
     });
 }
+
+/// `get_many` (one pin for the batch, prefetches that load slot pointers without using
+/// them) races an insert that evicts one of its keys and a replacement of the other: each
+/// answer is a whole value of its own key, and every value is dropped exactly once.
+#[test]
+fn get_many_vs_eviction_and_update() {
+    loom::model(|| {
+        let log = Log::new();
+        let c = cache(2);
+        c.insert(1, Val::new(0, &log)).unwrap();
+        c.insert(2, Val::new(1, &log)).unwrap();
+        let w = {
+            let (c, log) = (c.clone(), log.clone());
+            spawn(move || {
+                c.insert(2, Val::new(2, &log)).unwrap();
+                c.insert(3, Val::new(3, &log)).unwrap();
+            })
+        };
+        let got: Vec<Option<usize>> = c
+            .get_many(&[1, 2, 1])
+            .into_iter()
+            .map(|v| v.map(|v| v.id))
+            .collect();
+        assert!(matches!(got[0], None | Some(0)), "key 1: {got:?}");
+        assert!(matches!(got[1], None | Some(1 | 2)), "key 2: {got:?}");
+        assert!(matches!(got[2], None | Some(0)), "key 1 again: {got:?}");
+        w.join().unwrap();
+        assert_eq!(c.len(), 2);
+        drop(c);
+        log.check_all_freed();
+    });
+}
