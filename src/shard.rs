@@ -382,6 +382,9 @@ impl<K: Eq, V> Shard<K, V> {
                     Admit::Resident(token) => {
                         // Victims first: the newcomer may reuse a victim's token.
                         self.remove_victims(w, table, guard, out);
+                        // The next admission of this shard starts where this one left the
+                        // hands: fetch that while the caller does other work.
+                        w.policy.prefetch_next();
                         if let Some(g) = w.policy.ghost_table()
                             && g != w.ghost_hint
                         {

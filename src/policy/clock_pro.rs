@@ -352,6 +352,36 @@ impl ClockPro {
         alloc.clamp(self.min_cold as i128, self.max_cold as i128) as u64
     }
 
+    /// Start fetching what the next admission will most likely touch first (it cannot be
+    /// known for sure until then, so this is a hint): the ghost-index slots of the pages
+    /// under HAND_cold (where it goes if it becomes a ghost) and HAND_test (where it is, if
+    /// it is a ghost the hand removes), and the ring neighbours of the pages under all three
+    /// hands (each move or removal relinks them). Called after an admission, so the fetches
+    /// overlap the caller's own work until the shard's next admission.
+    pub(crate) fn prefetch_next(&self) {
+        use crate::table::prefetch;
+        let node_addr = |t: u32| {
+            self.nodes
+                .get(t as usize)
+                .map(|n| n as *const Node as usize)
+        };
+        let (base, len) = self.ghosts.raw();
+        for t in [self.hand_cold, self.hand_test, self.hand_hot] {
+            let Some(n) = self.nodes.get(t as usize) else {
+                continue;
+            };
+            if t != self.hand_hot {
+                prefetch(ghost_index::home_addr(base, len, n.hash()));
+            }
+            for addr in [node_addr(n.newer), node_addr(n.older)]
+                .into_iter()
+                .flatten()
+            {
+                prefetch(addr);
+            }
+        }
+    }
+
     /// The ghost index's table (address, slots), for [`ghost_home`].
     pub(crate) fn ghost_table(&self) -> (usize, usize) {
         self.ghosts.raw()

@@ -144,6 +144,13 @@ impl Policy {
         }
     }
 
+    /// Start fetching what the next admission will likely touch (CLOCK-Pro only; a hint).
+    pub(crate) fn prefetch_next(&self) {
+        if let Policy::ClockPro(p) = self {
+            p.prefetch_next();
+        }
+    }
+
     /// The ghost index's table (address, slots), for prefetching (CLOCK-Pro only).
     pub(crate) fn ghost_table(&self) -> Option<(usize, usize)> {
         match self {
