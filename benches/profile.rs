@@ -7,6 +7,7 @@
 //! perf record -g target/release/deps/profile-* insert 5   # insert path with eviction
 //! THREADS=2 target/release/deps/profile-* map-get 2       # the read-only std map, for ratios
 //! target/release/deps/profile-* get-many 2                # get_many in batches of 64
+//! THREADS=2 target/release/deps/profile-* mixed50 2       # 50 % get / 50 % insert
 //! ```
 //!
 //! `get`: Zipf 1.0 hits over 1M resident keys. `insert`: uniform inserts of fresh keys over
@@ -197,26 +198,39 @@ fn main() {
                 run(&|k, u| insert_loop(&c, k, u));
             }
         }
-        "mixed95" | "qc-mixed95" => {
+        "mixed95" | "qc-mixed95" | "mixed50" | "qc-mixed50" => {
+            let insert_pct = if what.ends_with("95") { 5 } else { 50 };
             let zipf = Zipf::new(1_000_000, 0.99);
             let ops: Vec<u64> = (0..1 << 21)
                 .map(|_| {
                     let k = key_of(zipf.sample(&mut rng));
-                    if rng.below(100) < 5 {
+                    if rng.below(100) < insert_pct {
                         k | common::INSERT
                     } else {
                         k
                     }
                 })
                 .collect();
-            let run = |c: &dyn Fn(&[u64], Instant) -> u64| {
+            // With THREADS > 1 each thread walks the stream from its own offset.
+            let run = |c: &(dyn Fn(&[u64], Instant) -> u64 + Sync)| {
                 c(&ops, Instant::now() + Duration::from_millis(300));
                 let t = Instant::now();
-                let n = c(&ops, until());
+                let n = if threads > 1 {
+                    let next = AtomicU64::new(0);
+                    par(threads, || {
+                        let i = next.fetch_add(1, Ordering::Relaxed) as usize;
+                        let mut mine = ops.clone();
+                        mine.rotate_left(i * ops.len() / threads);
+                        (c(&mine, until()), 0)
+                    })
+                    .0
+                } else {
+                    c(&ops, until())
+                };
                 let dt = t.elapsed().as_secs_f64();
                 println!("{what}: {:.2} Mops/s", n as f64 / dt / 1e6);
             };
-            if what == "mixed95" {
+            if what.starts_with("mixed") {
                 let c = common::cogwheel(100_000);
                 run(&|k, u| mixed_loop(&c, k, u));
             } else {
@@ -226,8 +240,8 @@ fn main() {
         }
         other => {
             panic!(
-                "unknown path {other:?}: use get, get-many, insert, mixed95, map-get or their \
-                 qc- forms"
+                "unknown path {other:?}: use get, get-many, insert, mixed95, mixed50, map-get \
+                 or their qc- forms"
             )
         }
     }
