@@ -8,6 +8,7 @@ use std::collections::HashMap;
 enum Op {
     Insert(u16, u32),
     Get(u16),
+    GetMany(Vec<u16>),
     Remove(u16),
     InvalidateIfMod(u16),
     InvalidateAll,
@@ -17,6 +18,7 @@ fn op(keys: u16) -> impl Strategy<Value = Op> {
     prop_oneof![
         8 => (0..keys, any::<u32>()).prop_map(|(k, v)| Op::Insert(k, v)),
         8 => (0..keys).prop_map(Op::Get),
+        2 => prop::collection::vec(0..keys, 0..24).prop_map(Op::GetMany),
         3 => (0..keys).prop_map(Op::Remove),
         1 => (2..5u16).prop_map(Op::InvalidateIfMod),
         1 => Just(Op::InvalidateAll),
@@ -49,6 +51,10 @@ proptest! {
             match op {
                 Op::Insert(k, v) => { cache.insert(k, v).unwrap(); model.insert(k, v); }
                 Op::Get(k) => prop_assert_eq!(cache.get(&k), model.get(&k).copied()),
+                Op::GetMany(ks) => {
+                    let want: Vec<_> = ks.iter().map(|k| model.get(k).copied()).collect();
+                    prop_assert_eq!(cache.get_many(&ks), want);
+                }
                 Op::Remove(k) => prop_assert_eq!(cache.remove(&k).unwrap(), model.remove(&k)),
                 Op::InvalidateIfMod(m) => {
                     let n = cache.invalidate_if(|k, _| k % m == 0);
@@ -80,6 +86,13 @@ proptest! {
                 Op::Get(k) => {
                     if let Some(v) = cache.get(&k) {
                         prop_assert_eq!(Some(&v), latest.get(&k), "stale or resurrected value");
+                    }
+                }
+                Op::GetMany(ks) => {
+                    for (k, v) in ks.iter().zip(cache.get_many(&ks)) {
+                        if let Some(v) = v {
+                            prop_assert_eq!(Some(&v), latest.get(k), "get_many: stale value");
+                        }
                     }
                 }
                 Op::Remove(k) => {
