@@ -568,8 +568,6 @@ unsafe fn free_shared<K, V>(e: Shared<'_, Entry<K, V>>) {
     }
 }
 
-/// A new entry, as a pointer a table can hold, its layout in the tag. The table becomes its
-/// owner (it leaves through `TablePtr::retire`).
 /// Hint the CPU to bring the line at `addr` into the cache. `addr` need not be valid.
 #[inline]
 pub(crate) fn prefetch(addr: usize) {
@@ -584,6 +582,8 @@ pub(crate) fn prefetch(addr: usize) {
     let _ = addr;
 }
 
+/// A new entry, as a pointer a table can hold, its layout in the tag. The table becomes its
+/// owner (it leaves through `TablePtr::retire`).
 pub(crate) fn new_entry<K, V>(e: EntryPtr<K, V>, _guard: &Guard) -> Shared<'_, Entry<K, V>> {
     let (raw, timed) = e.into_raw();
     // Entries are at least 4-aligned (the token is a `u32`), so bit 0 is free for the tag.
