@@ -74,3 +74,14 @@ fn expired_entries_are_misses_and_reads_extend_idle_time() {
     clock.advance(Duration::from_secs(11));
     assert_eq!(c.get_many(&[1]), vec![None], "idle for 11 s");
 }
+
+#[test]
+fn capacity_zero_and_empty_caches_answer_none() {
+    let zero: Cache<u64, u64> = Cache::builder().max_capacity(0).build().unwrap();
+    zero.insert(1, 1).unwrap();
+    assert_eq!(zero.get_many(&[1, 2]), vec![None, None]);
+    let empty: Cache<u64, u64> = Cache::builder().max_capacity(1000).build().unwrap();
+    let keys: Vec<u64> = (0..100).collect();
+    assert_eq!(empty.get_many(&keys), vec![None; 100]);
+    assert_eq!(empty.stats().misses, 100);
+}
