@@ -24,7 +24,9 @@
 //! and seven entry pointers at a time, compared with one word operation. A hit sets the
 //! entry's CLOCK reference bit only if it is clear, clones the value out and unpins. There is
 //! no lock, no read buffer and no shared counter on this path (statistics are striped per
-//! thread).
+//! thread). The pin is a fenced instruction, and it keeps one lookup's cache misses from
+//! overlapping the next one's; `get_many` reads a batch under one pin and prefetches the
+//! table lines of keys further on, so their misses overlap.
 //!
 //! **Writes lock one shard.** Inserting, replacing, evicting and expiring happen under the
 //! shard's writer lock. An update publishes a whole new entry and retires the old one through
