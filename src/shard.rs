@@ -128,8 +128,6 @@ struct Writer<K, V> {
     due: Vec<Token>,
     /// Entry memory: unlinked entries waiting to be handed to the epoch, and memory to reuse.
     pool: Pool<K, V>,
-    /// What `ghost_base` / `ghost_len` were last set to.
-    ghost_hint: (usize, usize),
 }
 
 impl<K, V> Writer<K, V> {
@@ -219,7 +217,6 @@ impl<K: Eq, V> Shard<K, V> {
                 wheel: TimerWheel::new(),
                 due: Vec::new(),
                 pool: Pool::for_entries(expected),
-                ghost_hint: (0, 0),
             }),
             len: AtomicUsize::new(0),
             weight: AtomicU64::new(0),
@@ -264,6 +261,17 @@ impl<K: Eq, V> Shard<K, V> {
         if len != 0 {
             let base = self.ghost_base.load(HintOrdering::Relaxed);
             crate::table::prefetch(crate::policy::clock_pro::ghost_home((base, len), hash));
+        }
+    }
+
+    /// Writer only (the lock holder is the hint's one writer, so its loads see its own last
+    /// stores): point the hint at the policy's ghost table, storing only when it moved.
+    fn set_ghost_hint(&self, (base, len): (usize, usize)) {
+        if self.ghost_base.load(HintOrdering::Relaxed) != base {
+            self.ghost_base.store(base, HintOrdering::Relaxed);
+        }
+        if self.ghost_len.load(HintOrdering::Relaxed) != len {
+            self.ghost_len.store(len, HintOrdering::Relaxed);
         }
     }
 
@@ -385,12 +393,8 @@ impl<K: Eq, V> Shard<K, V> {
                         // The next admission of this shard starts where this one left the
                         // hands: fetch that while the caller does other work.
                         w.policy.prefetch_next();
-                        if let Some(g) = w.policy.ghost_table()
-                            && g != w.ghost_hint
-                        {
-                            w.ghost_hint = g;
-                            self.ghost_base.store(g.0, HintOrdering::Relaxed);
-                            self.ghost_len.store(g.1, HintOrdering::Relaxed);
+                        if let Some(g) = w.policy.ghost_table() {
+                            self.set_ghost_hint(g);
                         }
                         let e = new_entry(w.pool.alloc(key, value, token, weight, exp), guard);
                         if table.publish(slot, tag, e) {
