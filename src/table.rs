@@ -97,6 +97,21 @@ fn match_byte(word: u64, byte: u8) -> u64 {
     x.wrapping_sub(LO) & !x & HI
 }
 
+/// The slots of `word` whose tag byte may equal `byte` (see [`match_byte`]: a false match is
+/// possible, callers verify).
+#[inline]
+fn matching_slots(word: u64, byte: u8) -> impl Iterator<Item = usize> {
+    let mut m = match_byte(word, byte);
+    std::iter::from_fn(move || {
+        if m == 0 {
+            return None;
+        }
+        let i = (m.trailing_zeros() / 8) as usize;
+        m &= m - 1;
+        Some(i)
+    })
+}
+
 /// Whether any of the seven slots is `EMPTY`. Exact: the zero-byte test can only err in bytes
 /// above a true zero byte, and then a true zero byte exists anyway.
 #[inline]
@@ -174,10 +189,7 @@ impl<K, V> Table<K, V> {
         loop {
             let group = &self.groups[g];
             let tags = group.tags.load(Ordering::Acquire);
-            let mut m = match_byte(tags, tag);
-            while m != 0 {
-                let i = (m.trailing_zeros() / 8) as usize;
-                m &= m - 1;
+            for i in matching_slots(tags, tag) {
                 let p = group.slots[i].load(Ordering::Acquire, guard);
                 // Entries are retired only after being unlinked, through `defer_destroy`; null
                 // (a concurrent removal) is handled by `as_ref`.
@@ -218,10 +230,7 @@ impl<K, V> Table<K, V> {
     #[inline]
     pub(crate) fn prefetch_candidates(&self, hash: u64, tag: u8, guard: &Guard) {
         let group = &self.groups[self.home(hash)];
-        let mut m = match_byte(group.tags.load(Ordering::Relaxed), tag);
-        while m != 0 {
-            let i = (m.trailing_zeros() / 8) as usize;
-            m &= m - 1;
+        for i in matching_slots(group.tags.load(Ordering::Relaxed), tag) {
             let p = group.slots[i].load(Ordering::Relaxed, guard);
             prefetch(p.as_raw() as usize);
         }
@@ -244,10 +253,7 @@ impl<K, V> Table<K, V> {
             // Relaxed: the caller holds the shard lock, so it is the only writer and sees its
             // own stores.
             let tags = group.tags.load(Ordering::Relaxed);
-            let mut m = match_byte(tags, tag);
-            while m != 0 {
-                let i = (m.trailing_zeros() / 8) as usize;
-                m &= m - 1;
+            for i in matching_slots(tags, tag) {
                 if get_byte(tags, i) != tag {
                     continue;
                 }
