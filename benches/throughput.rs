@@ -75,35 +75,44 @@ fn run_op<C: Target>(c: &C, op: u64) -> u64 {
     }
 }
 
-/// Run `n` ops of `stream` from `*cursor` on, cyclically; advance the cursor.
-#[inline(never)]
-fn run_ops<C: Target>(c: &C, stream: &[u64], cursor: &mut usize, mut n: usize) -> u64 {
+/// Walk `n` ops of `stream` from `*cursor` on, cyclically, in slices of at most `max`;
+/// advance the cursor. Sums what `f` returns per slice (a checksum for `black_box`).
+#[inline(always)]
+fn walk(
+    stream: &[u64],
+    cursor: &mut usize,
+    mut n: usize,
+    max: usize,
+    mut f: impl FnMut(&[u64]) -> u64,
+) -> u64 {
     let mut acc = 0u64;
     while n > 0 {
-        let take = n.min(stream.len() - *cursor);
-        for &op in &stream[*cursor..*cursor + take] {
-            acc = acc.wrapping_add(run_op(c, op));
-        }
+        let take = n.min(stream.len() - *cursor).min(max);
+        acc = acc.wrapping_add(f(&stream[*cursor..*cursor + take]));
         *cursor = (*cursor + take) % stream.len();
         n -= take;
     }
     acc
 }
 
+/// Run `n` ops of `stream` from `*cursor` on, cyclically; advance the cursor.
+#[inline(never)]
+fn run_ops<C: Target>(c: &C, stream: &[u64], cursor: &mut usize, n: usize) -> u64 {
+    walk(stream, cursor, n, usize::MAX, |ops| {
+        ops.iter()
+            .fold(0u64, |acc, &op| acc.wrapping_add(run_op(c, op)))
+    })
+}
+
 /// Read `n` keys of a read-only `stream` from `*cursor` on with `get_many`, `MANY` keys
 /// per call (cyclically); advance the cursor.
 #[inline(never)]
-fn run_many(c: &common::Cogwheel, stream: &[u64], cursor: &mut usize, mut n: usize) -> u64 {
-    let mut acc = 0u64;
-    while n > 0 {
-        let take = n.min(stream.len() - *cursor).min(MANY);
-        for v in c.get_many(&stream[*cursor..*cursor + take]) {
-            acc = acc.wrapping_add(v.unwrap_or(0));
-        }
-        *cursor = (*cursor + take) % stream.len();
-        n -= take;
-    }
-    acc
+fn run_many(c: &common::Cogwheel, stream: &[u64], cursor: &mut usize, n: usize) -> u64 {
+    walk(stream, cursor, n, MANY, |keys| {
+        c.get_many(keys)
+            .into_iter()
+            .fold(0u64, |acc, v| acc.wrapping_add(v.unwrap_or(0)))
+    })
 }
 
 /// Keys per `get_many` call in the read-only group.
