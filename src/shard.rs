@@ -105,6 +105,11 @@ pub(crate) struct Shard<K, V> {
     /// nothing and order nothing, so they are std atomics even under loom.
     ghost_base: HintCell,
     ghost_len: HintCell,
+    /// The table's groups (address, count) as of the last rebuild, so a write-behind insert
+    /// can prefetch its home group before the bookkeeping that precedes the probe. Hints only,
+    /// like the ghost table's.
+    groups_base: HintCell,
+    groups_len: HintCell,
     capacity: u64,
     /// The cache's key hash, for rebuilds (entries do not store their hash).
     rehash: Rehash<K>,
@@ -205,6 +210,7 @@ impl<K: Eq, V> Shard<K, V> {
         // grow (`grow_at` of the slots is at least `expected + 1`).
         let table = Table::with_slots(expected.saturating_add(1).saturating_mul(8).div_ceil(5));
         let slots = table.slots();
+        let (groups_base, groups_len) = table.groups_hint();
         Shard {
             table: CachePadded::new(TablePtr::new(table)),
             writer: Mutex::new(Writer {
@@ -222,6 +228,8 @@ impl<K: Eq, V> Shard<K, V> {
             weight: AtomicU64::new(0),
             ghost_base: HintCell::new(0),
             ghost_len: HintCell::new(0),
+            groups_base: HintCell::new(groups_base),
+            groups_len: HintCell::new(groups_len),
             capacity,
             rehash,
         }
@@ -262,6 +270,17 @@ impl<K: Eq, V> Shard<K, V> {
             let base = self.ghost_base.load(HintOrdering::Relaxed);
             crate::table::prefetch(crate::policy::clock_pro::ghost_home((base, len), hash));
         }
+    }
+
+    /// Prefetch the home group of `hash` without pinning, from the groups hint. A stale or
+    /// torn hint costs one useless prefetch, which cannot fault.
+    #[inline]
+    pub(crate) fn prefetch_home_hint(&self, hash: u64) {
+        let hint = (
+            self.groups_base.load(HintOrdering::Relaxed),
+            self.groups_len.load(HintOrdering::Relaxed),
+        );
+        crate::table::prefetch(Table::<K, V>::home_addr(hint, hash));
     }
 
     /// Writer only (the lock holder is the hint's one writer, so its loads see its own last
@@ -553,7 +572,7 @@ impl<K: Eq, V> Shard<K, V> {
         }
         // A fresh table instead of clearing slot by slot: readers on the old one still see a
         // consistent (if stale) snapshot, and no tombstones are left behind.
-        self.table.swap_in(Table::with_slots(w.slots), guard);
+        self.install(Table::with_slots(w.slots), guard);
         w.policy.clear();
         w.wheel = TimerWheel::new();
         w.slot_of.clear();
@@ -641,7 +660,15 @@ impl<K: Eq, V> Shard<K, V> {
         }
         w.slots = fresh.slots();
         w.tombstones = 0;
-        self.table.swap_in(fresh, guard);
+        self.install(fresh, guard);
+    }
+
+    /// Writer only: publish a new table (and its groups hint), retiring the old one.
+    fn install(&self, table: Table<K, V>, guard: &Guard) {
+        let (base, len) = table.groups_hint();
+        self.groups_base.store(base, HintOrdering::Relaxed);
+        self.groups_len.store(len, HintOrdering::Relaxed);
+        self.table.swap_in(table, guard);
     }
 
     /// Rebuild the table now, at its current size (loom models of rebuild racing readers).
@@ -691,6 +718,58 @@ mod tests {
 
     /// The prefetch hint follows the policy's ghost table through its growth, so a miss
     /// prefetches the table the next admission reads.
+    #[test]
+    fn groups_hint_follows_the_table() {
+        let shard: Shard<u64, u64> = Shard::new(
+            EvictionPolicy::ClockPro,
+            4096,
+            8,
+            Box::new(|k| k.wrapping_mul(0x9e37_79b9_7f4a_7c15)),
+        );
+        let reclaim = Reclaimer::new();
+        let clock = Clock::system();
+        let hint = |s: &Shard<u64, u64>| {
+            (
+                s.groups_base.load(HintOrdering::Relaxed),
+                s.groups_len.load(HintOrdering::Relaxed),
+            )
+        };
+        let mut sizes = Vec::new();
+        for k in 0..3_000u64 {
+            let guard = reclaim.pin();
+            let mut out = Removals::new();
+            let now = LazyNow::new(&clock);
+            let hash = k.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+            shard.insert(
+                hash,
+                k,
+                k,
+                1,
+                Expiry::NEVER,
+                &now,
+                Cond::Always,
+                None,
+                &guard,
+                &mut out,
+            );
+            let table = shard.table.load(&guard).groups_hint();
+            assert_eq!(hint(&shard), table, "hint after inserting key {k}");
+            if sizes.last() != Some(&table.1) {
+                sizes.push(table.1);
+            }
+        }
+        assert!(
+            sizes.len() > 2,
+            "the table grew while the test watched: {sizes:?}"
+        );
+        let guard = reclaim.pin();
+        let before = hint(&shard);
+        shard.clear(&guard, &mut Removals::new());
+        let after = shard.table.load(&guard).groups_hint();
+        assert_ne!(before.0, after.0, "clear installs a fresh table");
+        assert_eq!(hint(&shard), after, "hint after clear");
+    }
+
     #[test]
     fn ghost_hint_follows_the_ghost_table() {
         let shard: Shard<u64, u64> = Shard::new(

@@ -79,6 +79,13 @@ struct Group<K, V> {
     slots: [Atomic<Entry<K, V>>; GROUP_WIDTH],
 }
 
+/// The home group of `hash` among `groups` groups (see [`Table::home`]).
+#[inline]
+fn home_of(groups: usize, hash: u64) -> usize {
+    let mixed = (hash as u32).wrapping_mul(0x9e37_79b1);
+    ((u64::from(mixed) * groups as u64) >> 32) as usize
+}
+
 impl<K, V> Group<K, V> {
     fn new() -> Self {
         Group {
@@ -160,8 +167,19 @@ impl<K, V> Table<K, V> {
     /// user hasher (consecutive integers) spreads, then scaled onto `0..groups`.
     #[inline]
     fn home(&self, hash: u64) -> usize {
-        let mixed = (hash as u32).wrapping_mul(0x9e37_79b1);
-        ((u64::from(mixed) * self.groups.len() as u64) >> 32) as usize
+        home_of(self.groups.len(), hash)
+    }
+
+    /// Where the groups are: `(address, count)`, for [`Table::home_addr`].
+    pub(crate) fn groups_hint(&self) -> (usize, usize) {
+        (self.groups.as_ptr() as usize, self.groups.len())
+    }
+
+    /// The address of `hash`'s home group in a table that [`groups_hint`](Self::groups_hint)
+    /// described (and that may since have been replaced: only for prefetching).
+    #[inline]
+    pub(crate) fn home_addr((base, groups): (usize, usize), hash: u64) -> usize {
+        base.wrapping_add(home_of(groups, hash).wrapping_mul(std::mem::size_of::<Group<K, V>>()))
     }
 
     /// The group after `g`, wrapping.
@@ -599,6 +617,18 @@ pub(crate) fn new_entry<K, V>(e: EntryPtr<K, V>, _guard: &Guard) -> Shared<'_, E
 #[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
+
+    #[test]
+    fn home_addr_names_the_home_group() {
+        for slots in [1, 8, 100, 4096] {
+            let t: Table<u64, u64> = Table::with_slots(slots);
+            for k in 0..1_000u64 {
+                let hash = k.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+                let want = &t.groups[t.home(hash)] as *const Group<u64, u64> as usize;
+                assert_eq!(Table::<u64, u64>::home_addr(t.groups_hint(), hash), want);
+            }
+        }
+    }
 
     #[test]
     fn swar_matches() {
