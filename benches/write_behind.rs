@@ -16,7 +16,9 @@
 //! `COGWHEEL_BENCH_QUICK=1` shortens everything; without `--bench` (under `cargo test`) it
 //! runs as a smoke test on tiny sizes. `write_behind-* profile (wb|none) SECS [MAX_BATCH]`
 //! runs one variant's insert loop alone, for `perf record` or callgrind (`PASSES=n` for an
-//! exact number of passes).
+//! exact number of passes; `LAT=1` times every insert and prints a latency histogram;
+//! `SINK=1` makes the store only sleep, without applying the batch to its `MemoryStore`,
+//! which separates the cache's own cost from the store's).
 
 mod common;
 
@@ -43,6 +45,8 @@ const STORE_LATENCY: Duration = Duration::from_millis(1);
 struct SlowStore {
     inner: MemoryStore<u64, u64>,
     delay: Duration,
+    /// Only sleep: do not apply batches (`SINK=1` in `profile`).
+    sink: bool,
     batches: Arc<AtomicU64>,
     ops: Arc<AtomicU64>,
 }
@@ -52,6 +56,7 @@ impl SlowStore {
         SlowStore {
             inner: MemoryStore::new(),
             delay,
+            sink: false,
             batches: Arc::new(AtomicU64::new(0)),
             ops: Arc::new(AtomicU64::new(0)),
         }
@@ -65,9 +70,14 @@ impl BackingStore<u64, u64> for SlowStore {
 
     fn write_batch(&self, ops: &[WriteOp<'_, u64, u64>]) -> Result<(), StoreError> {
         std::thread::sleep(self.delay);
-        let r = self.inner.write_batch(ops);
-        // The memory store logs every applied op; the bench does not need the log.
-        self.inner.clear_applied_ops();
+        let r = if self.sink {
+            Ok(())
+        } else {
+            let r = self.inner.write_batch(ops);
+            // The memory store logs every applied op; the bench does not need the log.
+            self.inner.clear_applied_ops();
+            r
+        };
         self.batches.fetch_add(1, Ordering::Relaxed);
         self.ops.fetch_add(ops.len() as u64, Ordering::Relaxed);
         r
@@ -172,7 +182,10 @@ fn profile(args: &[String]) {
     let secs: u64 = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(5);
     let zipf = Zipf::new(KEYS, 0.99);
     let keys = zipf_keys(&zipf, 1 << 20, 23);
-    let store = SlowStore::new(STORE_LATENCY);
+    let store = SlowStore {
+        sink: std::env::var_os("SINK").is_some(),
+        ..SlowStore::new(STORE_LATENCY)
+    };
     let cache = match what {
         "none" => plain(),
         "wb" => match args.get(2).and_then(|s| s.parse().ok()) {
@@ -187,10 +200,17 @@ fn profile(args: &[String]) {
     let cpu0 = thread_cpu_ticks();
     let mut n = 0u64;
     let mut pass = 0u64;
+    let mut lat = std::env::var_os("LAT").map(|_| Latency::default());
     while passes.map_or(Instant::now() < until, |p| pass < p) {
         pass += 1;
-        insert_pass(&cache, &keys, pass);
+        match &mut lat {
+            Some(l) => l.insert_pass(&cache, &keys, pass),
+            None => insert_pass(&cache, &keys, pass),
+        }
         n += keys.len() as u64;
+    }
+    if let Some(l) = lat {
+        l.print();
     }
     let dt = start.elapsed().as_secs_f64();
     // Clock ticks are 1/100 s on Linux.
@@ -210,6 +230,40 @@ fn profile(args: &[String]) {
         cache.dirty_count()
     );
     cache.flush().expect("flush");
+}
+
+/// A histogram of single-insert latencies (the timer adds ~40 ns to each insert).
+#[derive(Default)]
+struct Latency {
+    /// Counts below each bound of `LATENCY_BOUNDS_US`, then at or above the last.
+    counts: [u64; LATENCY_BOUNDS_US.len() + 1],
+    worst_us: f64,
+}
+
+const LATENCY_BOUNDS_US: [f64; 7] = [1.0, 5.0, 20.0, 50.0, 100.0, 500.0, 1000.0];
+
+impl Latency {
+    fn insert_pass(&mut self, cache: &C, keys: &[u64], salt: u64) {
+        for (i, &k) in keys.iter().enumerate() {
+            let t = Instant::now();
+            cache.insert(k, salt ^ i as u64).expect("insert");
+            let us = t.elapsed().as_secs_f64() * 1e6;
+            self.worst_us = self.worst_us.max(us);
+            self.counts[LATENCY_BOUNDS_US.iter().take_while(|&&b| us >= b).count()] += 1;
+        }
+    }
+
+    fn print(&self) {
+        let mut lo = 0.0;
+        for (i, c) in self.counts.iter().enumerate() {
+            match LATENCY_BOUNDS_US.get(i) {
+                Some(hi) => println!("  {lo:>6} .. {hi:>6} us: {c}"),
+                None => println!("  {lo:>6} us and more: {c}"),
+            }
+            lo = LATENCY_BOUNDS_US.get(i).copied().unwrap_or(lo);
+        }
+        println!("  worst: {:.0} us", self.worst_us);
+    }
 }
 
 /// User + system clock ticks of the calling thread (Linux `/proc`), if readable.

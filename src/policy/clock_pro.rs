@@ -75,7 +75,8 @@
 //!
 //! # Pinned residents
 //!
-//! HAND_cold skips pinned pages it would evict. When every resident cold page is pinned it
+//! HAND_cold skips pinned pages it would evict, moving each to the head of the ring (a new
+//! test period), so the cold pages stay ahead of the hand. When every resident cold page is pinned it
 //! demotes an unpinned hot page; when nothing at all can be evicted the admission returns
 //! [`Admit::AllPinned`] (after a bounded sweep).
 
@@ -747,6 +748,15 @@ impl ClockPro {
         false
     }
 
+    /// A pinned cold page that HAND_cold would evict goes back to the head of the ring as
+    /// if newly admitted (its test period restarts). Left where it was, it would stay cold
+    /// behind the hand, between hot pages, and the hand would have to walk the hot pages of
+    /// the ring to come back to it.
+    fn requeue_pinned(&mut self, t: u32) {
+        self.move_to_head(t);
+        self.nodes[t as usize].set_in_test(true);
+    }
+
     /// Run HAND_cold until one resident is evicted (pushed to `evicted`). `false` when
     /// nothing evictable is left (every resident is pinned or is `skip`).
     fn evict_one<R: Residents>(
@@ -777,6 +787,9 @@ impl ClockPro {
                         blocked = 0;
                     } else {
                         self.hand_cold = self.newer(hc);
+                        if Some(hc) != skip {
+                            self.requeue_pinned(hc);
+                        }
                         self.settle_cold();
                     }
                     continue;

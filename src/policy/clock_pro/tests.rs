@@ -520,6 +520,33 @@ fn pinned_cold_pages_are_skipped() {
 }
 
 #[test]
+fn a_pinned_cold_page_the_hand_passes_goes_to_the_head() {
+    let mut s = Sim::new(100, ColdTarget::Fixed { percent: 20 });
+    // Past warm-up, with a steady run of cold pages behind the newest.
+    for k in 0..300 {
+        s.access(k, 1).unwrap();
+    }
+    s.p.validate();
+    let hc = s.p.hand_cold;
+    assert_eq!(s.p.state(hc), State::Cold);
+    s.bits.pinned.insert(hc);
+    let next = s.p.newer(hc);
+    assert_eq!(
+        s.p.state(next),
+        State::Cold,
+        "the run of cold pages goes on"
+    );
+    assert_eq!(s.access(1_000, 1), Ok(false));
+    assert_eq!(s.evicted, vec![next], "the hand passed the pinned page");
+    // The pinned page waits at the head (just behind the newcomer), in a new test period,
+    // instead of behind the hand where only a walk past every hot page would reach it.
+    assert_eq!(s.p.state(hc), State::Cold);
+    assert_eq!(s.p.older(s.p.head), hc);
+    assert!(s.p.nodes[hc as usize].in_test());
+    s.p.validate();
+}
+
+#[test]
 fn too_heavy_changes_nothing() {
     let mut s = Sim::new(10, ColdTarget::Adaptive);
     s.access(1, 4).unwrap();
