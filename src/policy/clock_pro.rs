@@ -76,9 +76,14 @@
 //! # Pinned residents
 //!
 //! HAND_cold skips pinned pages it would evict, moving each to the head of the ring (a new
-//! test period), so the cold pages stay ahead of the hand. When every resident cold page is pinned it
-//! demotes an unpinned hot page; when nothing at all can be evicted the admission returns
-//! [`Admit::AllPinned`] (after a bounded sweep).
+//! test period), so the cold pages stay ahead of the hand. When every resident cold page is
+//! pinned it evicts the oldest unpinned hot page instead, leaving HAND_cold where it is, and
+//! remembers it: until HAND_cold next evicts a cold page, admissions look at only
+//! `PINNED_LOOKS` cold pages before doing the same. (Write-behind pins every fresh write, so a
+//! burst of writes can pin the whole cold run; demoting the hot page under HAND_cold, as
+//! before, sent the hand to the far end of the ring and made it walk back across every hot
+//! page.) When nothing at all can be evicted the admission returns [`Admit::AllPinned`]
+//! (after a bounded sweep).
 
 use super::{Admit, Residents, Token};
 
@@ -88,6 +93,10 @@ use ghost_index::GhostIndex;
 
 /// No node.
 const NIL: u32 = u32::MAX;
+
+/// Pinned cold pages HAND_cold looks at before evicting a hot page instead, once an admission
+/// found the whole cold run pinned.
+const PINNED_LOOKS: usize = 2;
 
 /// How the target share of resident cold pages is chosen.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -256,6 +265,9 @@ pub(crate) struct ClockPro {
     peak_ring_residents: usize,
     /// Pending change of the cold allocation (`m_c − cold allocation`).
     credits: i64,
+    /// The last admission found every cold page it looked at pinned (write-behind dirt), so
+    /// the next ones look at only a few before evicting a hot page instead.
+    cold_run_pinned: bool,
     min_cold: u64,
     max_cold: u64,
     adaptive: bool,
@@ -325,6 +337,7 @@ impl ClockPro {
             ghost_count: 0,
             peak_ring_residents: 0,
             credits: 0,
+            cold_run_pinned: false,
             min_cold,
             max_cold,
             adaptive,
@@ -726,8 +739,8 @@ impl ClockPro {
         }
     }
 
-    /// Demote one unpinned hot page and put HAND_cold on it (used only when every resident
-    /// cold page is pinned or there is none). `false` when every hot page is pinned too.
+    /// Demote one unpinned hot page and put HAND_cold on it (used only when there is no
+    /// resident cold page). `false` when every hot page is pinned too.
     fn force_demote<R: Residents>(&mut self, res: &mut R, skip: Option<u32>) -> bool {
         let mut t = self.hand_hot;
         if t == NIL {
@@ -741,6 +754,37 @@ impl ClockPro {
                 self.set_cold(t);
                 self.nodes[t as usize].set_in_test(false);
                 self.hand_cold = t;
+                return true;
+            }
+            t = self.newer(t);
+        }
+        false
+    }
+
+    /// Evict the first unpinned hot page from HAND_hot on (the oldest end of the ring, as
+    /// HAND_hot moves the pages it passes to the head) without moving HAND_cold. `false`
+    /// when every hot page is pinned too.
+    fn evict_oldest_hot<R: Residents>(
+        &mut self,
+        res: &mut R,
+        skip: Option<u32>,
+        evicted: &mut Vec<Token>,
+    ) -> bool {
+        let mut t = self.hand_hot;
+        if t == NIL {
+            return false;
+        }
+        for _ in 0..=self.ring_len {
+            if self.state(t) == State::Hot && Some(t) != skip && !res.is_pinned(t) {
+                let w = u64::from(self.weight_of(t));
+                evicted.push(t);
+                self.weight -= w;
+                self.len -= 1;
+                self.hot_count -= 1;
+                self.hot_weight -= w;
+                // `unlink` moves a hand resting on `t` (HAND_hot, usually) to the next page.
+                self.unlink(t);
+                self.release(t);
                 return true;
             }
             t = self.newer(t);
@@ -780,11 +824,20 @@ impl ClockPro {
             if !referenced || !in_test {
                 if Some(hc) == skip || res.is_pinned(hc) {
                     blocked += 1;
-                    if blocked > self.cold_count {
-                        if !self.force_demote(res, skip) {
+                    let limit = if self.cold_run_pinned {
+                        PINNED_LOOKS.min(self.cold_count)
+                    } else {
+                        self.cold_count
+                    };
+                    if blocked > limit {
+                        // Evict a hot page in place and leave HAND_cold on the run of cold
+                        // pages: demoting one under the hand instead would send the hand to
+                        // HAND_hot's end of the ring, and back across every hot page after.
+                        if !self.evict_oldest_hot(res, skip, evicted) {
                             return false;
                         }
-                        blocked = 0;
+                        self.cold_run_pinned = true;
+                        return true;
                     } else {
                         self.hand_cold = self.newer(hc);
                         if Some(hc) != skip {
@@ -794,6 +847,7 @@ impl ClockPro {
                     }
                     continue;
                 }
+                self.cold_run_pinned = false;
                 self.evict_at_cold_hand(hc, in_test, evicted);
                 self.enforce_ghost_limit(res);
                 return true;

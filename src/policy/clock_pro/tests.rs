@@ -11,6 +11,8 @@ use std::path::{Path, PathBuf};
 struct Bits {
     referenced: Vec<bool>,
     pinned: HashSet<Token>,
+    /// How many times the policy asked whether a page is pinned.
+    pin_asks: std::cell::Cell<usize>,
 }
 
 impl Bits {
@@ -30,6 +32,7 @@ impl Residents for Bits {
             .is_some_and(std::mem::take)
     }
     fn is_pinned(&self, t: Token) -> bool {
+        self.pin_asks.set(self.pin_asks.get() + 1);
         self.pinned.contains(&t)
     }
 }
@@ -543,6 +546,64 @@ fn a_pinned_cold_page_the_hand_passes_goes_to_the_head() {
     assert_eq!(s.p.state(hc), State::Cold);
     assert_eq!(s.p.older(s.p.head), hc);
     assert!(s.p.nodes[hc as usize].in_test());
+    s.p.validate();
+}
+
+#[test]
+fn a_pinned_cold_run_costs_a_hot_page_not_a_walk() {
+    let mut s = Sim::new(100, ColdTarget::Fixed { percent: 20 });
+    for k in 0..300 {
+        s.access(k, 1).unwrap();
+    }
+    // Write-behind after a burst of writes: every resident cold page is dirty.
+    let cold: Vec<Token> = s
+        .map
+        .values()
+        .copied()
+        .filter(|&t| s.p.state(t) == State::Cold)
+        .collect();
+    assert!(cold.len() >= 2, "a run of cold pages: {}", cold.len());
+    s.bits.pinned.extend(cold.iter().copied());
+    let oldest_hot = s.p.hand_hot;
+    assert_eq!(s.p.state(oldest_hot), State::Hot);
+    assert_eq!(
+        oldest_hot,
+        s.p.newer(s.p.head),
+        "HAND_hot is at the oldest page"
+    );
+    assert_eq!(s.access(1_000, 1), Ok(false));
+    assert_eq!(s.evicted, vec![oldest_hot], "the oldest hot page made room");
+    assert_eq!(
+        s.p.state(s.p.hand_cold),
+        State::Cold,
+        "HAND_cold stays on the cold pages"
+    );
+    assert!(
+        cold.iter().all(|&t| s.p.state(t) == State::Cold),
+        "pinned pages stay"
+    );
+    s.p.validate();
+    // The next admission looks at a few pinned pages, not the whole run again.
+    s.bits.pin_asks.set(0);
+    let oldest_hot = s.p.hand_hot;
+    assert_eq!(s.access(1_001, 1), Ok(false));
+    assert_eq!(s.evicted, vec![oldest_hot], "the next oldest hot page went");
+    assert!(
+        s.bits.pin_asks.get() <= PINNED_LOOKS + 2,
+        "asked about {} pages",
+        s.bits.pin_asks.get()
+    );
+    s.p.validate();
+    // Once the writer has caught up, cold pages are evicted again.
+    s.bits.pinned.clear();
+    let hand = s.p.hand_cold;
+    assert_eq!(s.access(1_002, 1), Ok(false));
+    assert_eq!(
+        s.evicted,
+        vec![hand],
+        "HAND_cold evicts the cold page it rests on"
+    );
+    assert!(!s.p.cold_run_pinned);
     s.p.validate();
 }
 
