@@ -100,12 +100,17 @@ impl Reclaimer {
     /// whose user code may use another cache on this thread.
     #[cold]
     fn pin_slow(&self) -> Guard {
-        let found = HANDLES.with(|h| {
+        let Ok(found) = HANDLES.try_with(|h| {
             h.0.borrow()
                 .iter()
                 .find(|r| r.id == self.id)
                 .map(|r| &*r.handle as *const crossbeam_epoch::LocalHandle)
-        });
+        }) else {
+            // This thread's thread-locals are being destroyed (a destructor uses the cache):
+            // pin through a handle of its own. The guard keeps the collector's record of
+            // the thread alive after the handle is dropped, as crossbeam's own fallback does.
+            return self.collector.register().pin();
+        };
         match found {
             Some(handle) => {
                 LAST.with(|l| l.set((self.id, handle)));
@@ -124,21 +129,26 @@ impl Reclaimer {
         // Handles of dropped caches are taken out of the list first and dropped after the
         // borrow ends: dropping a handle can run deferred destructors, which may run user
         // `Drop` code that uses another cache on this thread.
-        let stale: Vec<Registered> = HANDLES.with(|h| {
-            // Entries are about to leave the list: keep `LAST`'s invariant.
-            LAST.with(|l| l.set(NO_LAST));
-            let mut h = h.0.borrow_mut();
-            let (live, stale): (Vec<_>, Vec<_>) =
-                h.drain(..).partition(|r| r.alive.strong_count() > 0);
-            *h = live;
-            h.push(Registered {
-                id: self.id,
-                alive: StdArc::downgrade(&self.alive),
-                handle,
-            });
-            stale
-        });
+        let mut handle = Some(handle);
+        let stale: Vec<Registered> = HANDLES
+            .try_with(|h| {
+                // Entries are about to leave the list: keep `LAST`'s invariant.
+                LAST.with(|l| l.set(NO_LAST));
+                let mut h = h.0.borrow_mut();
+                let (live, stale): (Vec<_>, Vec<_>) =
+                    h.drain(..).partition(|r| r.alive.strong_count() > 0);
+                *h = live;
+                h.extend(handle.take().map(|handle| Registered {
+                    id: self.id,
+                    alive: StdArc::downgrade(&self.alive),
+                    handle,
+                }));
+                stale
+            })
+            .unwrap_or_default();
         drop(stale);
+        // Not kept if the list is gone (thread-locals being destroyed): the guard outlives it.
+        drop(handle);
         guard
     }
 
