@@ -1,7 +1,8 @@
-//! Stats (and the cache under them) from threads at their edges.
+//! Stats (and the cache under them) from threads at their edges: many at once, short-lived,
+//! and in thread-local destructors.
 
 use cogwheel::Cache;
-use std::sync::Arc;
+use std::sync::{Arc, Barrier};
 
 /// `n` keys, all resident (room for twice as many, so no shard evicts).
 fn filled(n: u64) -> Arc<Cache<u64, u64>> {
@@ -10,6 +11,41 @@ fn filled(n: u64) -> Arc<Cache<u64, u64>> {
         c.insert(k, k).unwrap();
     }
     Arc::new(c)
+}
+
+#[test]
+fn counts_are_exact_with_more_threads_than_stripes_and_threads_that_come_and_go() {
+    const KEYS: u64 = 1_000;
+    const HITS: u64 = 3_000;
+    const MISSES: u64 = 1_000;
+    let cache = filled(KEYS);
+    // More threads at once than the stripes the cache picks (4 per core), in rounds.
+    let threads = 4 * std::thread::available_parallelism().map_or(1, |p| p.get()) + 8;
+    let rounds = 4;
+    for _ in 0..rounds {
+        let start = Arc::new(Barrier::new(threads));
+        let hs: Vec<_> = (0..threads as u64)
+            .map(|t| {
+                let (c, start) = (Arc::clone(&cache), Arc::clone(&start));
+                std::thread::spawn(move || {
+                    start.wait();
+                    for i in 0..HITS {
+                        assert!(c.get(&((t * 31 + i) % KEYS)).is_some());
+                    }
+                    for i in 0..MISSES {
+                        assert!(c.get(&(KEYS + i)).is_none());
+                    }
+                })
+            })
+            .collect();
+        for h in hs {
+            h.join().unwrap();
+        }
+    }
+    let s = cache.stats();
+    let n = (threads * rounds) as u64;
+    assert_eq!(s.hits, n * HITS);
+    assert_eq!(s.misses, n * MISSES);
 }
 
 struct UsesCacheOnDrop(Arc<Cache<u64, u64>>);
