@@ -144,6 +144,10 @@ impl<K, V> Writer<K, V> {
     }
 }
 
+/// Tries of the writer lock before sleeping on it (with exponential spins between them: about
+/// 300 spin hints in all).
+const SPINS: usize = 10;
+
 /// Wheel steps of expiry work done by each write.
 const WRITE_BUDGET: usize = 16;
 
@@ -305,6 +309,25 @@ impl<K: Eq, V> Shard<K, V> {
         self.lookup(hash, eq, guard).map(|hit| hit.entry)
     }
 
+    /// The writer lock for a user's write: try it a few times, spinning in between, before
+    /// sleeping on it. A write holds it for hundreds of nanoseconds, and a writer that sleeps
+    /// on the mutex's futex costs itself a wake-up and the holder a system call to wake it
+    /// (at 2 threads, 12 % of the 95/5 loop's samples went to that). Under loom: plain `lock`.
+    #[inline]
+    fn lock_writer(&self) -> crate::sync::MutexGuard<'_, Writer<K, V>> {
+        #[cfg(not(loom))]
+        {
+            let backoff = crossbeam_utils::Backoff::new();
+            for _ in 0..SPINS {
+                if let Some(g) = try_lock(&self.writer) {
+                    return g;
+                }
+                backoff.spin();
+            }
+        }
+        lock(&self.writer)
+    }
+
     /// Insert or replace. `now` decides whether a replaced entry had already expired (it is
     /// then reported as `Expired`, not `Replaced`).
     #[allow(clippy::too_many_arguments)]
@@ -322,7 +345,7 @@ impl<K: Eq, V> Shard<K, V> {
         out: &mut Removals<'g, K, V>,
     ) -> InsertOutcome {
         let tag = hash::tag(hash);
-        let mut w = lock(&self.writer);
+        let mut w = self.lock_writer();
         let w = &mut *w;
         w.pool.prepare(exp);
         self.ensure_room(w, guard);
@@ -547,7 +570,7 @@ impl<K: Eq, V> Shard<K, V> {
         accept: impl FnOnce(EntryRef<'g, K, V>) -> bool,
         guard: &'g Guard,
     ) -> Option<EntryRef<'g, K, V>> {
-        let mut w = lock(&self.writer);
+        let mut w = self.lock_writer();
         let w = &mut *w;
         let table = self.table.load(guard);
         let Some(Probe::Found(slot)) = table.probe(hash, hash::tag(hash), eq, guard) else {
