@@ -741,6 +741,26 @@ mod tests {
 
     /// The prefetch hint follows the policy's ghost table through its growth, so a miss
     /// prefetches the table the next admission reads.
+    /// Insert `k → k` (weight 1, no expiry) as the cache would, with the hash the shard's
+    /// rehash function gives.
+    fn insert_key(shard: &Shard<u64, u64>, reclaim: &Reclaimer, clock: &Clock, k: u64) {
+        let guard = reclaim.pin();
+        let mut out = Removals::new();
+        let now = LazyNow::new(clock);
+        shard.insert(
+            k.wrapping_mul(0x9e37_79b9_7f4a_7c15),
+            k,
+            k,
+            1,
+            Expiry::NEVER,
+            &now,
+            Cond::Always,
+            None,
+            &guard,
+            &mut out,
+        );
+    }
+
     #[test]
     fn groups_hint_follows_the_table() {
         let shard: Shard<u64, u64> = Shard::new(
@@ -759,22 +779,8 @@ mod tests {
         };
         let mut sizes = Vec::new();
         for k in 0..3_000u64 {
+            insert_key(&shard, &reclaim, &clock, k);
             let guard = reclaim.pin();
-            let mut out = Removals::new();
-            let now = LazyNow::new(&clock);
-            let hash = k.wrapping_mul(0x9e37_79b9_7f4a_7c15);
-            shard.insert(
-                hash,
-                k,
-                k,
-                1,
-                Expiry::NEVER,
-                &now,
-                Cond::Always,
-                None,
-                &guard,
-                &mut out,
-            );
             let table = shard.table.load(&guard).groups_hint();
             assert_eq!(hint(&shard), table, "hint after inserting key {k}");
             if sizes.last() != Some(&table.1) {
@@ -805,22 +811,7 @@ mod tests {
         let clock = Clock::system();
         let mut sizes = Vec::new();
         for k in 0..2_000u64 {
-            let guard = reclaim.pin();
-            let mut out = Removals::new();
-            let now = LazyNow::new(&clock);
-            let hash = k.wrapping_mul(0x9e37_79b9_7f4a_7c15);
-            shard.insert(
-                hash,
-                k,
-                k,
-                1,
-                Expiry::NEVER,
-                &now,
-                Cond::Always,
-                None,
-                &guard,
-                &mut out,
-            );
+            insert_key(&shard, &reclaim, &clock, k);
             let w = lock(&shard.writer);
             let table = w.policy.ghost_table().expect("CLOCK-Pro has a ghost table");
             let hint = (

@@ -522,14 +522,20 @@ fn pinned_cold_pages_are_skipped() {
     s.p.validate();
 }
 
-#[test]
-fn a_pinned_cold_page_the_hand_passes_goes_to_the_head() {
+/// 100 pages with a fixed 20 % cold share, past warm-up: a steady run of cold pages ends at
+/// the newest.
+fn past_warm_up() -> Sim {
     let mut s = Sim::new(100, ColdTarget::Fixed { percent: 20 });
-    // Past warm-up, with a steady run of cold pages behind the newest.
     for k in 0..300 {
         s.access(k, 1).unwrap();
     }
     s.p.validate();
+    s
+}
+
+#[test]
+fn a_pinned_cold_page_the_hand_passes_goes_to_the_head() {
+    let mut s = past_warm_up();
     let hc = s.p.hand_cold;
     assert_eq!(s.p.state(hc), State::Cold);
     s.bits.pinned.insert(hc);
@@ -551,10 +557,7 @@ fn a_pinned_cold_page_the_hand_passes_goes_to_the_head() {
 
 #[test]
 fn a_pinned_cold_run_costs_a_hot_page_not_a_walk() {
-    let mut s = Sim::new(100, ColdTarget::Fixed { percent: 20 });
-    for k in 0..300 {
-        s.access(k, 1).unwrap();
-    }
+    let mut s = past_warm_up();
     // Write-behind after a burst of writes: every resident cold page is dirty.
     let cold: Vec<Token> = s
         .map
