@@ -209,10 +209,10 @@ fn profile(args: &[String]) {
         }
         n += keys.len() as u64;
     }
+    let dt = start.elapsed().as_secs_f64();
     if let Some(l) = lat {
         l.print();
     }
-    let dt = start.elapsed().as_secs_f64();
     // Clock ticks are 1/100 s on Linux.
     let cpu = thread_cpu_ticks()
         .zip(cpu0)

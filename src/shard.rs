@@ -105,9 +105,9 @@ pub(crate) struct Shard<K, V> {
     /// nothing and order nothing, so they are std atomics even under loom.
     ghost_base: HintCell,
     ghost_len: HintCell,
-    /// The table's groups (address, count) as of the last rebuild, so a write-behind insert
-    /// can prefetch its home group before the bookkeeping that precedes the probe. Hints only,
-    /// like the ghost table's.
+    /// The table's groups (address, count) as of the last rebuild, so an insert can prefetch
+    /// its home group before what precedes its probe (the pin, the lock, and in write-behind
+    /// the record). Hints only, like the ghost table's.
     groups_base: HintCell,
     groups_len: HintCell,
     capacity: u64,
@@ -739,8 +739,6 @@ mod tests {
     use crate::reclaim::Reclaimer;
     use crate::time::Clock;
 
-    /// The prefetch hint follows the policy's ghost table through its growth, so a miss
-    /// prefetches the table the next admission reads.
     /// Insert `k → k` (weight 1, no expiry) as the cache would, with the hash the shard's
     /// rehash function gives.
     fn insert_key(shard: &Shard<u64, u64>, reclaim: &Reclaimer, clock: &Clock, k: u64) {
@@ -761,6 +759,8 @@ mod tests {
         );
     }
 
+    /// The groups hint follows the table through its rebuilds and `clear`, so an insert
+    /// prefetches a group of the table its probe reads.
     #[test]
     fn groups_hint_follows_the_table() {
         let shard: Shard<u64, u64> = Shard::new(
@@ -799,6 +799,8 @@ mod tests {
         assert_eq!(hint(&shard), after, "hint after clear");
     }
 
+    /// The prefetch hint follows the policy's ghost table through its growth, so a miss
+    /// prefetches the table the next admission reads.
     #[test]
     fn ghost_hint_follows_the_ghost_table() {
         let shard: Shard<u64, u64> = Shard::new(
