@@ -51,6 +51,9 @@ where
 
     pub(super) fn insert_with(&self, key: K, value: V, ttl: Option<Duration>) -> Result<(), Error> {
         let hash = self.hash(&key);
+        // The shard's probe reads this line first. Whatever comes before it (the pin and the
+        // lock; in write-behind also the pending record) then hides part of the miss.
+        self.shard(hash).prefetch_home_hint(hash);
         let Some(store) = &self.inner.store else {
             self.inner.loader.invalidate(hash, &key);
             return self
@@ -127,9 +130,6 @@ where
         ttl: Option<Duration>,
     ) -> Result<(), Error> {
         let inner = &*self.inner;
-        // The probe at the end reads this line first; the bookkeeping before it is long
-        // enough to hide most of the miss.
-        self.shard(hash).prefetch_home_hint(hash);
         self.refuse_too_heavy(hash, &key, &value)?;
         wb.reserve(hash, &key)?;
         let _key_lock = inner.key_locks.lock(hash);
@@ -167,8 +167,6 @@ where
         if inner.capacity == 0 {
             return Ok(InsertOutcome::Unchanged);
         }
-        // Start the probe's first miss before the pin's fence and the shard lock.
-        self.shard(hash).prefetch_home_hint(hash);
         let weight = inner.weigh(&key, &value);
         let now = LazyNow::new(&inner.clock);
         let exp = if ttl.is_none() && inner.tti_nanos.is_none() {
