@@ -54,6 +54,28 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     }
 }
 
+/// Lock a mutex that is held only briefly: try it a few times, spinning in between (about 300
+/// spin hints in all), before sleeping on it. A thread that sleeps on the mutex's futex costs
+/// itself a wake-up and the holder a system call to wake it, which is far more than the
+/// sections these locks guard. Under loom: plain [`lock`].
+pub(crate) fn lock_spinning<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    #[cfg(not(loom))]
+    {
+        let backoff = crossbeam_utils::Backoff::new();
+        for _ in 0..SPIN_TRIES {
+            if let Some(g) = try_lock(m) {
+                return g;
+            }
+            backoff.spin();
+        }
+    }
+    lock(m)
+}
+
+/// Tries of [`lock_spinning`] before it sleeps.
+#[cfg(not(loom))]
+const SPIN_TRIES: usize = 10;
+
 #[allow(dead_code)] // used by maintenance
 /// Try to lock a mutex without waiting; `None` when another thread holds it.
 pub(crate) fn try_lock<T>(m: &Mutex<T>) -> Option<MutexGuard<'_, T>> {

@@ -245,7 +245,8 @@ where
         Q: Hash + Eq + ?Sized,
     {
         let sh = &*self.shared;
-        sh.dirty.load(Ordering::Acquire) != 0 && sync::lock(sh.stripe(hash)).contains_key(key)
+        sh.dirty.load(Ordering::Acquire) != 0
+            && sync::lock_spinning(sh.stripe(hash)).contains_key(key)
     }
 
     /// The pending write of a key, if any: `Some(None)` is a pending delete. Read-through
@@ -259,10 +260,12 @@ where
         if sh.dirty.load(Ordering::Acquire) == 0 {
             return None;
         }
-        sync::lock(sh.stripe(hash)).get(key).map(|r| match &r.op {
-            Pending::Put(v, at) => Some((v.clone(), *at)),
-            Pending::Delete => None,
-        })
+        sync::lock_spinning(sh.stripe(hash))
+            .get(key)
+            .map(|r| match &r.op {
+                Pending::Put(v, at) => Some((v.clone(), *at)),
+                Pending::Delete => None,
+            })
     }
 
     /// Make room for one more dirty key (`key` itself may already be dirty). Waits for the
@@ -310,7 +313,7 @@ where
     /// clean→dirty transition enqueues the key.
     pub(crate) fn record(&self, hash: u64, key: &K, op: Pending<V>) {
         let sh = &*self.shared;
-        let mut map = sync::lock(sh.stripe(hash));
+        let mut map = sync::lock_spinning(sh.stripe(hash));
         map.seq += 1;
         let seq = map.seq;
         match map.get_mut(key) {
