@@ -17,7 +17,7 @@ use crate::key_locks::KeyLocks;
 use crate::listener::{Listener, RemovalCause, Weigher};
 use crate::loader::Loader;
 use crate::reclaim::{Guard, Reclaimer};
-use crate::shard::{Removals, Shard, Stage};
+use crate::shard::{Removals, Shard};
 use crate::stats::{Counter, Counters, Stats};
 use crate::store::BackingStore;
 use crate::sync::Arc;
@@ -268,7 +268,7 @@ where
         let mut out = Vec::with_capacity(keys.len());
         let mut guard = inner.reclaim.pin();
         for &(h, _) in keys.iter().take(AHEAD) {
-            self.shard(h).prefetch_lookup(h, Stage::Group, &guard);
+            self.shard(h).prefetch_home_hint(h);
         }
         let mut hits = 0;
         for (i, &(hash, key)) in keys.iter().enumerate() {
@@ -276,10 +276,10 @@ where
                 guard.repin();
             }
             if let Some(&(h, _)) = keys.get(i + AHEAD) {
-                self.shard(h).prefetch_lookup(h, Stage::Group, &guard);
+                self.shard(h).prefetch_home_hint(h);
             }
             if let Some(&(h, _)) = keys.get(i + AHEAD / 2) {
-                self.shard(h).prefetch_lookup(h, Stage::Entries, &guard);
+                self.shard(h).prefetch_candidates(h, &guard);
             }
             let v = self.read(hash, key, &guard);
             hits += u64::from(v.is_some());

@@ -71,13 +71,6 @@ pub(crate) enum InsertOutcome {
     Unchanged,
 }
 
-/// Which part of a lookup to prefetch (see [`Shard::prefetch_lookup`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Stage {
-    Group,
-    Entries,
-}
-
 /// When an insert may happen.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Cond {
@@ -107,7 +100,8 @@ pub(crate) struct Shard<K, V> {
     ghost_len: HintCell,
     /// The table's groups (address, count) as of the last rebuild, so an insert can prefetch
     /// its home group before what precedes its probe (the pin, the lock, and in write-behind
-    /// the record). Hints only, like the ghost table's.
+    /// the record), and `get_many` the groups of keys further on. Hints only, like the ghost
+    /// table's.
     groups_base: HintCell,
     groups_len: HintCell,
     capacity: u64,
@@ -249,15 +243,13 @@ impl<K: Eq, V> Shard<K, V> {
             .find(hash, hash::tag(hash), eq, guard)
     }
 
-    /// Start fetching what a lookup of `hash` reads: `Stage::Group` its home group, then
-    /// (once that had time to arrive) `Stage::Entries` the entries whose tag matches.
+    /// Start fetching the entries a lookup of `hash` compares keys with (call once
+    /// [`prefetch_home_hint`](Self::prefetch_home_hint) had time to bring their group in).
     #[inline]
-    pub(crate) fn prefetch_lookup(&self, hash: u64, stage: Stage, guard: &Guard) {
-        let table = self.table.load(guard);
-        match stage {
-            Stage::Group => table.prefetch_home(hash),
-            Stage::Entries => table.prefetch_candidates(hash, hash::tag(hash), guard),
-        }
+    pub(crate) fn prefetch_candidates(&self, hash: u64, guard: &Guard) {
+        self.table
+            .load(guard)
+            .prefetch_candidates(hash, hash::tag(hash), guard);
     }
 
     /// Prefetch the ghost-index slot an admission of `hash` would read first. The table may

@@ -235,15 +235,9 @@ impl<K, V> Table<K, V> {
         }
     }
 
-    /// Start fetching the line a lookup of `hash` reads first (its home group).
-    #[inline]
-    pub(crate) fn prefetch_home(&self, hash: u64) {
-        prefetch(&self.groups[self.home(hash)] as *const Group<K, V> as usize);
-    }
-
     /// Start fetching the entries a lookup of `hash` will compare keys with (those of its
-    /// home group whose tag matches). Call after [`prefetch_home`](Self::prefetch_home) had
-    /// time to bring the group in. A hint only: the pointers may be stale by the time of the
+    /// home group whose tag matches). Call once the group had time to arrive (a prefetch of
+    /// [`home_addr`](Self::home_addr)). A hint only: the pointers may be stale by the time of the
     /// lookup, and a prefetch of freed memory is harmless.
     #[inline]
     pub(crate) fn prefetch_candidates(&self, hash: u64, tag: u8, guard: &Guard) {
