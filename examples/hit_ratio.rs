@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! cargo run --release --example hit_ratio -- --format lirs|arc|cache2k [--shards N]
-//!     [--policy clockpro|clockpro-long|clock] [--cold adaptive|fixedN] [--same-key-is-hit]
+//!     [--policy clockpro|clockpro-long|clock] [--cold adaptive|hothits|fixedN] [--same-key-is-hit]
 //!     --capacity 100,250,500 PATH...
 //! ```
 //!
@@ -12,7 +12,9 @@
 //! `--same-key-is-hit`, a request for the same key as the one before is counted as a hit
 //! without touching the cache (the CLOCK-Pro reference simulator's convention). `--cold
 //! fixedN` fixes the share of resident cold pages at N % (`fixed5` is the authors' shipped
-//! header) instead of adapting it. The hash seed is fixed, so runs are reproducible.
+//! header) instead of adapting it; `--cold hothits` adapts it by weighing test-page
+//! re-references against hot-page hits (`EvictionPolicy::ClockProHotHits`) instead of the
+//! authors' rule. The hash seed is fixed, so runs are reproducible.
 
 use cogwheel::{Cache, EvictionPolicy, fixed_hasher};
 use std::io::{BufRead, BufReader, Read};
@@ -69,6 +71,7 @@ fn parse() -> Result<Args, String> {
     }
     a.policy = match (policy.as_str(), cold.as_str()) {
         ("clockpro", "adaptive") => EvictionPolicy::ClockPro,
+        ("clockpro", "hothits") => EvictionPolicy::ClockProHotHits,
         ("clockpro", c) if c.starts_with("fixed") => {
             let percent = c["fixed".len()..]
                 .parse::<u8>()

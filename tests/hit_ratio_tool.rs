@@ -85,8 +85,10 @@ fn replays_a_generated_trace() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("--format"));
 }
 
-/// `--cold fixedN`: a zigzag (sweeps up and down over 200 keys) defeats adaptive CLOCK-Pro
-/// at capacity 50, while a 99 % cold share behaves like LRU and hits on every turn.
+/// `--cold fixedN` and `--cold hothits`: a zigzag (sweeps up and down over 200 keys) defeats
+/// adaptive CLOCK-Pro at capacity 50, while a 99 % cold share behaves like LRU and hits on
+/// every turn, and the hot-hits rule, which does not shrink the cold share for unused test
+/// periods, learns to.
 #[test]
 fn fixed_cold_share_is_selectable() {
     let dir = tempfile::tempdir().unwrap();
@@ -120,6 +122,13 @@ fn fixed_cold_share_is_selectable() {
     assert!(
         lru_like > 20 * adaptive,
         "fixed99 {lru_like} against adaptive {adaptive}"
+    );
+    // The hot-hits rule grows the cold share on every turn's re-references and never gives
+    // it back (no hot page is ever referenced): most turns hit like LRU (701 of 950 here).
+    let hot_hits = hits("hothits").unwrap();
+    assert!(
+        hot_hits >= 600 && hot_hits > 15 * adaptive,
+        "hothits {hot_hits} against adaptive {adaptive}"
     );
     for bad in ["fixed", "fixedx", "fixed101"] {
         let err = hits(bad).expect_err(bad);

@@ -101,8 +101,15 @@ const PINNED_LOOKS: usize = 2;
 /// How the target share of resident cold pages is chosen.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum ColdTarget {
-    /// Adapts between 1 % and 99 % of the capacity (never below 2), starting at the minimum.
+    /// Adapts between 1 % and 99 % of the capacity (never below 2), starting at the minimum:
+    /// +1 when a page in its test period is re-referenced, −1 when a test period ends unused
+    /// (the authors' rule).
     Adaptive,
+    /// Adapts within the same bounds, weighing the two regions' hits against each other: +1
+    /// when a page in its test period is re-referenced (more cold space would have kept it),
+    /// −1 when HAND_hot finds a hot page referenced (the hot space earned its keep). An unused
+    /// test period costs nothing. Not the authors' rule (see `EvictionPolicy::ClockProHotHits`).
+    HotHits,
     /// A fixed share of the capacity, in percent (never below 2 units).
     Fixed {
         /// The share of the capacity kept for resident cold pages.
@@ -290,7 +297,7 @@ pub(crate) fn ghost_home(table: (usize, usize), hash: u64) -> usize {
 /// `(min_cold, max_cold)` for `capacity`, computed in `f64` exactly as the simulator does.
 fn cold_bounds(capacity: u64, target: ColdTarget) -> (u64, u64, bool) {
     let (lo, hi, adaptive) = match target {
-        ColdTarget::Adaptive => (1.0f64, 99.0f64, true),
+        ColdTarget::Adaptive | ColdTarget::HotHits => (1.0f64, 99.0f64, true),
         ColdTarget::Fixed { percent } => (f64::from(percent), f64::from(percent), false),
     };
     let cap = capacity as f64;
@@ -610,6 +617,21 @@ impl ClockPro {
 
     /// Move HAND_cold forward (from where it is, inclusive) to a resident cold page, or to
     /// `NIL` when there is none.
+    /// A ghost's test period ended without a re-reference: the authors' rule takes a credit
+    /// back (the cold target shrinks); the hot-hits rule does not.
+    fn test_period_ended_unused(&mut self) {
+        if self.adaptive && self.target != ColdTarget::HotHits {
+            self.credits -= 1;
+        }
+    }
+
+    /// Under the hot-hits rule credits move both ways on every clock pass, so they are capped
+    /// (at the ring's size) to keep a long phase from building a backlog the next phase would
+    /// have to pay off before the target moves.
+    fn credit_limit(&self) -> i64 {
+        i64::try_from(self.ring_len).unwrap_or(i64::MAX).max(1)
+    }
+
     fn settle_cold(&mut self) {
         if self.cold_count == 0 {
             self.hand_cold = NIL;
@@ -642,9 +664,7 @@ impl ClockPro {
         }
         match self.state(t) {
             State::Ghost => {
-                if self.adaptive {
-                    self.credits -= 1;
-                }
+                self.test_period_ended_unused();
                 self.hand_test = self.newer(t);
                 self.drop_ghost(t);
             }
@@ -673,9 +693,7 @@ impl ClockPro {
                 t = self.newer(t);
             }
             debug_assert_eq!(self.state(t), State::Ghost, "HAND_test found a ghost");
-            if self.adaptive {
-                self.credits -= 1;
-            }
+            self.test_period_ended_unused();
             self.hand_test = self.newer(t);
             self.drop_ghost(t);
         }
@@ -696,7 +714,11 @@ impl ClockPro {
                 break;
             }
             if self.state(h) == State::Hot {
-                if !self.take_ref(h, res) {
+                let referenced = self.take_ref(h, res);
+                if referenced && self.target == ColdTarget::HotHits {
+                    self.credits = (self.credits - 1).max(-self.credit_limit());
+                }
+                if !referenced {
                     self.set_cold(h);
                     self.nodes[h as usize].set_in_test(false);
                     done = true;
@@ -1014,6 +1036,9 @@ impl ClockPro {
                 if outcome != HotRun::Matched {
                     if self.adaptive {
                         self.credits += 1;
+                        if self.target == ColdTarget::HotHits {
+                            self.credits = self.credits.min(self.credit_limit());
+                        }
                     }
                     let slot = if still_ghost {
                         self.ghosts.remove(hash, g);
@@ -1027,9 +1052,7 @@ impl ClockPro {
                 }
                 if still_ghost {
                     // Only in degenerate states: end the test period here.
-                    if self.adaptive {
-                        self.credits -= 1;
-                    }
+                    self.test_period_ended_unused();
                     self.drop_ghost(g);
                 }
             }

@@ -431,7 +431,13 @@ fn warm_up_fills_hot_first() {
 
 #[test]
 fn scan_does_not_flush_the_hot_set() {
-    let mut s = Sim::new(100, ColdTarget::Adaptive);
+    for target in [ColdTarget::Adaptive, ColdTarget::HotHits] {
+        scan_leaves_the_hot_set(target);
+    }
+}
+
+fn scan_leaves_the_hot_set(target: ColdTarget) {
+    let mut s = Sim::new(100, target);
     // A working set of 50 keys used over and over, then a long one-time scan.
     for _ in 0..20 {
         for k in 0..50 {
@@ -479,6 +485,59 @@ fn cold_target_adapts_up_and_down_within_bounds() {
     assert!(
         s.p.cold_target() < peak,
         "m_c shrank when test periods ended unused"
+    );
+}
+
+#[test]
+fn hot_hits_rule_moves_the_target_by_hits_not_by_unused_test_periods() {
+    let mut s = Sim::new(50, ColdTarget::HotHits);
+    let (min, max) = (s.p.min_cold, s.p.max_cold);
+    let in_bounds = |s: &Sim| (min..=max).contains(&s.p.cold_target());
+    // A zigzag (sweeps up and down over 200 keys): each turn re-references test pages, and
+    // no hot page is hit, so m_c grows and most turns hit as under LRU (701 hits; LRU 950);
+    // the authors' rule takes the growth back after every unused test period (38 hits).
+    let zigzag = |s: &mut Sim| {
+        let mut hits = 0;
+        for sweep in 0..20 {
+            for i in 0..200 {
+                hits += u32::from(
+                    s.access(if sweep % 2 == 0 { i } else { 199 - i }, 1)
+                        .unwrap(),
+                );
+                assert!(in_bounds(s));
+            }
+        }
+        hits
+    };
+    let hits = zigzag(&mut s);
+    s.p.validate();
+    let grown = s.p.cold_target();
+    assert!(grown > max / 2, "m_c grew on re-references ({grown})");
+    let faithful = zigzag(&mut Sim::new(50, ColdTarget::Adaptive));
+    assert!(
+        hits > 5 * faithful,
+        "{hits} hits, against {faithful} under the authors' rule"
+    );
+    // A scan: every test period ends unused, and nothing is hit: m_c stays.
+    for k in 10_000..30_000 {
+        s.access(k, 1).unwrap();
+        assert!(in_bounds(&s));
+    }
+    s.p.validate();
+    assert_eq!(s.p.cold_target(), grown, "unused test periods cost nothing");
+    // Hot pages hit between misses whose re-references run HAND_hot: m_c shrinks.
+    for round in 0..200u64 {
+        for k in 0..20 {
+            s.access(50_000 + k, 1).unwrap();
+            s.access(60_000 + (round * 20 + k) % 65, 1).unwrap();
+            assert!(in_bounds(&s));
+        }
+    }
+    s.p.validate();
+    assert!(
+        s.p.cold_target() < min + 10,
+        "m_c shrank when HAND_hot found hot pages referenced ({} from {grown})",
+        s.p.cold_target()
     );
 }
 
@@ -796,6 +855,7 @@ fn many_seeds() {
     for seed in 0..3000u64 {
         for cap in [1u64, 2, 3, 5] {
             random_operations(seed * 7919 + cap, cap, ColdTarget::Adaptive, 2_000);
+            random_operations(seed * 7919 + cap, cap, ColdTarget::HotHits, 2_000);
         }
     }
 }
@@ -810,6 +870,7 @@ fn random_operations_keep_every_invariant() {
             ColdTarget::Fixed { percent: 5 },
             4_000,
         );
+        random_operations(0x7e57_0107 + i as u64, cap, ColdTarget::HotHits, 4_000);
     }
 }
 
@@ -892,6 +953,7 @@ fn sharded_hit_ratio_means_over_all_cells() {
         ("adaptive", EvictionPolicy::ClockPro),
         ("fixed5", EvictionPolicy::ClockProFixedCold { percent: 5 }),
         ("long", EvictionPolicy::ClockProLongHistory),
+        ("hothits", EvictionPolicy::ClockProHotHits),
     ];
     // CP_KINDS=long,adaptive limits the run (for experiments).
     let only = std::env::var("CP_KINDS").ok();
