@@ -111,7 +111,21 @@ where
         self
     }
 
-    /// The eviction policy (CLOCK-Pro by default, once available; see [`EvictionPolicy`]).
+    /// The eviction policy: adaptive CLOCK-Pro as its authors specified it by default; see
+    /// [`EvictionPolicy`] for the variants and when each helps.
+    ///
+    /// ```
+    /// use cogwheel::{Cache, EvictionPolicy};
+    ///
+    /// // Recency-heavy access (scans that turn back) suits the hot-hits variant.
+    /// let cache: Cache<u64, u64> = Cache::builder()
+    ///     .max_capacity(1_000)
+    ///     .eviction_policy(EvictionPolicy::ClockProHotHits)
+    ///     .build()
+    ///     .unwrap();
+    /// cache.insert(1, 10).unwrap();
+    /// assert_eq!(cache.get(&1), Some(10));
+    /// ```
     pub fn eviction_policy(mut self, policy: EvictionPolicy) -> Self {
         self.policy = policy;
         self
