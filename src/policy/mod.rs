@@ -72,10 +72,11 @@ pub enum EvictionPolicy {
     /// The authors' rule shrinks the cold share after every unused test period, so on
     /// workloads where recency wins (a scan that turns back, as in LIRS's `zigzag` and `backf`)
     /// it stays near its 1 % floor while LRU hits 5–60 %. On the reference traces in the
-    /// default sharded mode this variant gains about 0.6 pp mean hit ratio (up to 18 pp on
-    /// zigzag and 15 pp on backf, 1–1.5 pp on the OLTP trace), loses up to 3.5 pp on a few
-    /// cells (sprite at 100, P2 at 20 000) and 10 pp on backf at 500, and is within 0.6 pp on
-    /// Zipf, scan-mix, shifting-hot-set and uniform workloads (see PERFORMANCE.md).
+    /// default sharded mode this variant gains 0.5 pp mean hit ratio (46.90 against 46.36:
+    /// up to 18 pp on zigzag and 15 pp on backf, 0.8–1.6 pp on the OLTP trace), loses up to
+    /// 3 pp on a few cells (sprite at 100, P2 at 20 000) and 13 pp on backf at 500, and is
+    /// within 0.6 pp on Zipf, scan-mix, shifting-hot-set and uniform workloads (see
+    /// PERFORMANCE.md).
     ClockProHotHits,
 }
 
