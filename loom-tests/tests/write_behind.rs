@@ -1,7 +1,8 @@
-//! loom models of the write-behind hand-off: an inserter dirtying a key (record, clean→dirty
-//! enqueue, coalescing) racing a flusher that drains the queue, writes the store and settles
-//! the records by sequence number. Manual mode: the writer's work runs on the flushing model
-//! thread, so loom explores every interleaving of the two.
+//! loom models of the write-behind hand-off: an inserter dirtying a key (record, the stripe's
+//! enqueue, coalescing) racing a flusher that drains the queue, takes the stripe's records as
+//! a generation, writes the store and retires the generation (or keeps it after a failure).
+//! Manual mode: the writer's work runs on the flushing model thread, so loom explores every
+//! interleaving of the two.
 #![cfg(loom)]
 
 use cogwheel::store::MemoryStore;
@@ -84,20 +85,53 @@ fn flush_barrier_vs_remove() {
     });
 }
 
-/// A key that became clean leaves its queue node for reuse: the next keys to become dirty
-/// take it while a flusher drains and settles. Every write still reaches the store once
-/// and every key ends clean.
+/// A key written again while the flusher stores its taken generation: the older write is
+/// retired, the newer one stays dirty (counted once throughout) and is stored by the next
+/// flush. Every key ends clean with its latest value in the store.
 #[test]
-fn reused_node_vs_flush() {
+fn rewrite_during_a_round_vs_flush() {
     loom::model(|| {
         let store = MemoryStore::new();
         let c = cache(&store);
         c.insert(1, 10).unwrap();
-        c.flush().unwrap(); // key 1 clean: its node is kept for reuse
         let w = {
             let c = c.clone();
             spawn(move || {
-                c.insert(1, 11).unwrap(); // reuses the node
+                c.insert(1, 11).unwrap(); // may land while 1 → 10 is being stored
+                c.insert(2, 20).unwrap();
+            })
+        };
+        let f = {
+            let c = c.clone();
+            spawn(move || c.flush().map(|_| ()))
+        };
+        w.join().unwrap();
+        f.join().unwrap().unwrap();
+        assert!(c.dirty_count() <= 2, "each dirty key counted once");
+        c.flush().unwrap();
+        let snap = store.snapshot();
+        assert_eq!(snap.get(&1).map(|s| s.value), Some(11));
+        assert_eq!(snap.get(&2).map(|s| s.value), Some(20));
+        assert_eq!(c.dirty_count(), 0);
+    });
+}
+
+/// A round that failed keeps its generation; newer writes racing the retry are merged into
+/// it (the newer value of a key replaces the older), and nothing is lost or counted twice.
+#[test]
+fn failed_round_merges_with_newer_writes() {
+    loom::model(|| {
+        let store = MemoryStore::new();
+        let c = cache(&store);
+        c.insert(1, 10).unwrap();
+        store.set_down(true);
+        assert!(c.flush().is_err(), "the store is down");
+        assert_eq!(c.dirty_count(), 1);
+        store.set_down(false);
+        let w = {
+            let c = c.clone();
+            spawn(move || {
+                c.insert(1, 11).unwrap();
                 c.insert(2, 20).unwrap();
             })
         };
@@ -112,5 +146,6 @@ fn reused_node_vs_flush() {
         assert_eq!(snap.get(&1).map(|s| s.value), Some(11));
         assert_eq!(snap.get(&2).map(|s| s.value), Some(20));
         assert_eq!(c.dirty_count(), 0);
+        assert_eq!(c.get(&1), Some(11));
     });
 }

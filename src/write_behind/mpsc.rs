@@ -83,9 +83,10 @@
 //! compare-exchange takes the place of the plain `next = null` store of the textbook algorithm,
 //! so a push still costs one read-modify-write on the node and one on `head`.
 //!
-//! The panic is a bug check, not flow control: the cache pushes an entry only on its
-//! clean→dirty transition (a successful CAS on the entry's dirty state), and the writer makes
-//! the entry clean again only after popping it, so an entry is never pushed while queued.
+//! The panic is a bug check, not flow control: write-behind pushes a stripe's node only when
+//! the stripe's `queued` flag goes from false to true under the stripe's lock, and clears the
+//! flag (under the same lock) only after popping the node, so a node is never pushed while
+//! queued.
 
 use std::fmt;
 use std::marker::PhantomData;

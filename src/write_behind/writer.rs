@@ -22,52 +22,76 @@ pub(crate) type DeadLetterHook<K, V> = StdArc<dyn Fn(&K, DeadLetter<V>, &StoreEr
 
 const STRIPES: usize = 64;
 
-/// A queued key (with its hash), the sequence number of the write being stored, and the write.
-type Item<K, V> = (Arc<KeyNode<K>>, u64, Pending<V>);
-
 /// One stripe of the pending records.
 type Stripe<K, V> = Mutex<StripeData<K, V>>;
 
-/// A queue node: a dirty key and its hash.
-type KeyNode<K> = Node<(K, u64)>;
+/// A queue node: the index of a stripe with records the writer has not taken yet.
+type StripeNode = Node<usize>;
 
-/// The pending records of one stripe (it derefs to them), and queue nodes to reuse.
+/// A generation of records the writer took: immutable once taken, so the writer reads it
+/// without the stripe's lock while callers still find its keys (under the lock) as dirty.
+type Generation<K, V> = Arc<Map<K, Record<V>>>;
+
+/// The pending records of one stripe, in two generations.
+///
+/// Callers write only `live`. A round of the writer moves `live` into `taken` (a swap, or a
+/// merge while `taken` still holds writes that failed), writes `taken` without the lock, and
+/// drops it once stored. A key may be in both: `taken` holds a write being stored, `live` a
+/// newer one; `overlap` counts those keys, so the number of dirty keys is always
+/// `live.len() + taken.len() − overlap` without a per-key walk. Neither side touches the
+/// other's records key by key on the hot path: a caller's write is one lookup (and an insert
+/// on the clean→dirty transition) in a map the writer reads only in bulk, and the writer
+/// retires a whole stored generation in O(1). (A round that settled each key under the lock,
+/// as an earlier design did, made every key's record line travel between the two cores
+/// twice per write.)
 struct StripeData<K, V> {
-    map: Map<K, Record<V>>,
+    live: Map<K, Record<V>>,
+    taken: Option<Generation<K, V>>,
+    /// Keys in both `live` and `taken`.
+    overlap: usize,
+    /// An emptied map with its capacity, for the next `live`.
+    spare: Option<Map<K, Record<V>>>,
+    /// This stripe's node is queued (or popped by a round that has not taken the stripe yet):
+    /// set by whoever pushes it, cleared under the lock by the round that takes the stripe.
+    queued: bool,
     /// The sequence number of this stripe's latest write. Per stripe, under its lock, rather
     /// than one shared counter: sequence numbers only ever compare writes of one key (and a
     /// flush takes a target per stripe), so a global atomic would cost every write a locked
     /// increment for nothing.
     seq: u64,
-    /// Nodes of keys that became clean, kept for the next keys of this stripe that become
-    /// dirty. A node is allocated by the thread that dirties a key and would otherwise be
-    /// freed by the writer thread; with the default allocator, freeing thousands of another
-    /// thread's blocks per round contends with that thread's own allocations (profiled: the
-    /// caller then sleeps on the allocator's arena lock). Bounded by `Shared::free_cap`; a
-    /// kept node still holds its last key until it is reused.
-    free: Vec<Arc<KeyNode<K>>>,
 }
 
 impl<K, V> Default for StripeData<K, V> {
     fn default() -> Self {
         StripeData {
-            map: Map::default(),
+            live: Map::default(),
+            taken: None,
+            overlap: 0,
+            spare: None,
+            queued: false,
             seq: 0,
-            free: Vec::new(),
         }
     }
 }
 
-impl<K, V> std::ops::Deref for StripeData<K, V> {
-    type Target = Map<K, Record<V>>;
-    fn deref(&self) -> &Self::Target {
-        &self.map
+impl<K: Hash + Eq, V> StripeData<K, V> {
+    fn taken_has<Q>(&self, key: &Q) -> bool
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        self.taken.as_ref().is_some_and(|t| t.contains_key(key))
     }
-}
 
-impl<K, V> std::ops::DerefMut for StripeData<K, V> {
-    fn deref_mut(&mut self) -> &mut Self::Target {
-        &mut self.map
+    /// The newest pending record of `key`.
+    fn get<Q>(&self, key: &Q) -> Option<&Record<V>>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        self.live
+            .get(key)
+            .or_else(|| self.taken.as_ref().and_then(|t| t.get(key)))
     }
 }
 
@@ -82,6 +106,7 @@ pub(crate) enum Pending<V> {
     Delete,
 }
 
+#[derive(Clone)]
 struct Record<V> {
     op: Pending<V>,
     /// Sequence number of the latest write (the one `op` holds).
@@ -120,13 +145,14 @@ struct Shared<K, V> {
     /// `START_BATCH`, capped by `max_batch` and by half the dirty budget (so the writer is
     /// already busy before writers hit the budget).
     start_batch: usize,
-    /// The most reusable nodes a stripe keeps (a batch's share of a stripe).
-    free_cap: usize,
     store: StdArc<dyn BackingStore<K, V>>,
     /// Padded: the caller and the writer thread lock stripes all the time, and neighbours
     /// must not share a cache line.
     stripes: Box<[CachePadded<Stripe<K, V>>]>,
-    queue: MpscQueue<KeyNode<K>>,
+    /// Fed with stripes that have records not yet taken (each stripe's node at most once).
+    queue: MpscQueue<StripeNode>,
+    /// One permanent node per stripe.
+    nodes: Box<[Arc<StripeNode>]>,
     /// Written on every clean→dirty transition (and by the writer once per batch), read by
     /// the writer thread per round. A cache line of its own: next to fields the writer reads
     /// for every key it settles, each caller write would first have to take the line back
@@ -190,13 +216,13 @@ where
             max_dirty,
             clock,
             start_batch: START_BATCH.min(cfg.max_batch).min(max_dirty / 2).max(1),
-            free_cap: cfg.max_batch.min(max_dirty).div_ceil(STRIPES),
             cfg,
             store,
             stripes: (0..STRIPES)
                 .map(|_| CachePadded::new(Mutex::new(StripeData::default())))
                 .collect(),
             queue: MpscQueue::new(),
+            nodes: (0..STRIPES).map(|i| Arc::new(Node::new(i))).collect(),
             dirty: CachePadded::new(AtomicUsize::new(0)),
             wake: Wake::new(),
             sig: Mutex::new(Signal::default()),
@@ -245,8 +271,10 @@ where
         Q: Hash + Eq + ?Sized,
     {
         let sh = &*self.shared;
-        sh.dirty.load(Ordering::Acquire) != 0
-            && sync::lock_spinning(sh.stripe(hash)).contains_key(key)
+        sh.dirty.load(Ordering::Acquire) != 0 && {
+            let st = sync::lock_spinning(sh.stripe(hash));
+            st.live.contains_key(key) || st.taken_has(key)
+        }
     }
 
     /// The pending write of a key, if any: `Some(None)` is a pending delete. Read-through
@@ -309,54 +337,52 @@ where
         Ok(())
     }
 
-    /// Record the latest write of a key (the caller holds the key's lock). Only the
-    /// clean→dirty transition enqueues the key.
+    /// Record the latest write of a key (the caller holds the key's lock). Only a key's
+    /// clean→dirty transition counts it, and only a stripe's first untaken record enqueues
+    /// the stripe.
     pub(crate) fn record(&self, hash: u64, key: &K, op: Pending<V>) {
         let sh = &*self.shared;
-        let mut map = sync::lock_spinning(sh.stripe(hash));
-        map.seq += 1;
-        let seq = map.seq;
-        match map.get_mut(key) {
-            Some(r) => {
-                r.op = op;
-                r.seq = seq;
-            }
-            None => {
-                map.insert(
-                    key.clone(),
-                    Record {
-                        op,
-                        seq,
-                        oldest: seq,
-                        since: sh.clock.now(),
-                    },
-                );
-                let node = match map.free.pop() {
-                    Some(mut n) => match Arc::get_mut(&mut n) {
-                        Some(v) => {
-                            **v = (key.clone(), hash);
-                            n
-                        }
-                        None => Arc::new(Node::new((key.clone(), hash))),
-                    },
-                    None => Arc::new(Node::new((key.clone(), hash))),
-                };
-                // The push comes before the increment, and both before the stripe unlocks: the
-                // writer cannot settle the record (it needs the stripe) before `dirty` counts
-                // it, so `dirty` never undercounts the records.
-                sh.queue.push(node);
-                let dirty = sh.dirty.fetch_add(1, Ordering::AcqRel) + 1;
-                drop(map);
-                if !sh.cfg.manual {
-                    // Wake the writer only when it waits for this: for work at all, or for a
-                    // full batch. (A notify is a syscall, and waking the writer for every new
-                    // dirty key costs the writer and this thread a context switch each.)
-                    // The increment above, then `wanted`: this side of the `wake` hand-shake.
-                    if sh.wake.wanted(dirty, sh.start_batch) {
-                        let _sig = sync::lock(&sh.sig);
-                        sh.cv.notify_all();
-                    }
-                }
+        let s = stripe_index(hash);
+        let mut st = sync::lock_spinning(&sh.stripes[s]);
+        st.seq += 1;
+        let seq = st.seq;
+        if let Some(r) = st.live.get_mut(key) {
+            r.op = op;
+            r.seq = seq;
+            return;
+        }
+        let in_taken = st.taken_has(key);
+        let since = sh.clock.now();
+        st.live.insert(
+            key.clone(),
+            Record {
+                op,
+                seq,
+                oldest: seq,
+                since,
+            },
+        );
+        if !st.queued {
+            st.queued = true;
+            sh.queue.push(Arc::clone(&sh.nodes[s]));
+        }
+        if in_taken {
+            // Dirty already (its older write is being stored): counted once.
+            st.overlap += 1;
+            return;
+        }
+        // Before the stripe unlocks: the writer cannot retire the record (it needs the
+        // stripe) before `dirty` counts it, so `dirty` never undercounts the records.
+        let dirty = sh.dirty.fetch_add(1, Ordering::AcqRel) + 1;
+        drop(st);
+        if !sh.cfg.manual {
+            // Wake the writer only when it waits for this: for work at all, or for a full
+            // batch. (A notify is a syscall, and waking the writer for every new dirty key
+            // costs the writer and this thread a context switch each.) The increment above,
+            // then `wanted`: this side of the `wake` hand-shake.
+            if sh.wake.wanted(dirty, sh.start_batch) {
+                let _sig = sync::lock(&sh.sig);
+                sh.cv.notify_all();
             }
         }
     }
@@ -374,7 +400,16 @@ where
         self.shared
             .stripes
             .iter()
-            .flat_map(|s| sync::lock(s).keys().cloned().collect::<Vec<_>>())
+            .flat_map(|s| {
+                let st = sync::lock(s);
+                let taken = st.taken.iter().flat_map(|t| t.keys());
+                let only_taken = taken.filter(|k| !st.live.contains_key(*k));
+                st.live
+                    .keys()
+                    .chain(only_taken)
+                    .cloned()
+                    .collect::<Vec<_>>()
+            })
             .collect()
     }
 
@@ -384,7 +419,11 @@ where
         let oldest = sh
             .stripes
             .iter()
-            .filter_map(|s| sync::lock(s).values().map(|r| r.since).min())
+            .filter_map(|s| {
+                let st = sync::lock(s);
+                let taken = st.taken.iter().flat_map(|t| t.values());
+                st.live.values().chain(taken).map(|r| r.since).min()
+            })
             .min()?;
         Some(Duration::from_nanos(sh.clock.now().saturating_sub(oldest)))
     }
@@ -521,7 +560,17 @@ where
         self.stripes
             .iter()
             .zip(target)
-            .map(|(s, &t)| sync::lock(s).values().filter(|r| r.oldest <= t).count())
+            .map(|(s, &t)| {
+                let st = sync::lock(s);
+                let due = |r: &Record<V>| r.oldest <= t;
+                let live = st.live.values().filter(|r| due(r)).count();
+                // A key due in both generations counts once.
+                let taken = st.taken.iter().flat_map(|g| g.iter());
+                let taken_only = taken
+                    .filter(|(k, r)| due(r) && !st.live.get(*k).is_some_and(due))
+                    .count();
+                live + taken_only
+            })
             .sum()
     }
 
@@ -591,28 +640,30 @@ where
         }
     }
 
-    /// One drain round (serialized): pop up to `max_batch` keys, write them, settle them.
-    /// Returns how many keys were written.
+    /// One drain round (serialized): take the records of every queued stripe, write them in
+    /// batches of at most `max_batch`, and retire what was stored. Returns how many keys were
+    /// written.
     fn round_locked(&self) -> Result<usize, StdArc<StoreError>> {
         let _one = sync::lock(&self.drain);
-        let mut nodes = Vec::new();
+        let mut popped = Vec::new();
         if let Some(mut consumer) = self.queue.consumer() {
-            while nodes.len() < self.cfg.max_batch {
-                match consumer.pop_wait() {
-                    Some(n) => nodes.push(n),
-                    None => break,
-                }
+            while let Some(n) = consumer.pop_wait() {
+                popped.push(**n);
             }
         }
-        if nodes.is_empty() {
+        if popped.is_empty() {
             return Ok(0);
         }
-        let batch = self.snapshot(nodes);
-        let split = self.failed_rounds.load(Ordering::Relaxed) >= 2 && batch.len() > 1;
+        let gens: Vec<(usize, Generation<K, V>)> = popped
+            .into_iter()
+            .filter_map(|s| self.take(s).map(|g| (s, g)))
+            .collect();
+        let keys: usize = gens.iter().map(|(_, g)| g.len()).sum();
+        let split = self.failed_rounds.load(Ordering::Relaxed) >= 2 && keys > 1;
         let result = if split {
-            self.write_singly(batch)
+            self.write_singly(gens)
         } else {
-            self.write_all(batch)
+            self.write_all(gens)
         };
         let mut sig = sync::lock(&self.sig);
         match &result {
@@ -627,65 +678,228 @@ where
         result
     }
 
-    /// The current record of each popped key (keys dead-lettered meanwhile are dropped).
-    ///
-    /// The keys are sorted by stripe and each stripe is locked once per run of up to `RUN`
-    /// keys, not once per key: the caller locks the same stripes on every write, and a lock
-    /// per key would bounce each stripe's cache line between the two threads thousands of
-    /// times per round. (The order of different keys in a batch carries no meaning; each key
-    /// appears in a batch at most once.)
-    fn snapshot(&self, nodes: Vec<Arc<KeyNode<K>>>) -> Vec<Item<K, V>> {
-        let mut out = Vec::with_capacity(nodes.len());
-        self.in_stripe_runs(
-            by_stripe(nodes),
-            |n| n.1,
-            |map, n| {
-                if let Some(r) = map.get(&n.0) {
-                    let (seq, op) = (r.seq, r.op.clone());
-                    out.push((n, seq, op));
+    /// Take a stripe's untaken records for this round: `live` becomes the taken generation
+    /// (a swap), or joins the generation left by a failed round (a merge, under the lock:
+    /// failure rounds only). `None` when the stripe has nothing pending.
+    fn take(&self, s: usize) -> Option<Generation<K, V>> {
+        let mut guard = sync::lock(&self.stripes[s]);
+        let st = &mut *guard;
+        st.queued = false;
+        if st.live.is_empty() {
+            return st.taken.clone();
+        }
+        let generation = match st.taken.take() {
+            None => {
+                let fresh = st.spare.take().unwrap_or_default();
+                std::mem::replace(&mut st.live, fresh)
+            }
+            Some(old) => {
+                // A newer write of a key replaces its older one (only the latest state needs
+                // storing); the older `oldest` and `since` stay, for flush and age.
+                let mut merged = Arc::try_unwrap(old).unwrap_or_else(|g| (*g).clone());
+                for (k, r) in st.live.drain() {
+                    match merged.get_mut(&k) {
+                        Some(m) => {
+                            m.op = r.op;
+                            m.seq = r.seq;
+                        }
+                        None => {
+                            merged.insert(k, r);
+                        }
+                    }
                 }
-            },
-        );
-        out
+                st.overlap = 0;
+                merged
+            }
+        };
+        let g = Arc::new(generation);
+        st.taken = Some(Arc::clone(&g));
+        Some(g)
     }
 
-    /// Visit `items` (grouped by stripe) holding each stripe's lock once per run of up to
-    /// `RUN` consecutive items of that stripe, then letting callers in.
-    fn in_stripe_runs<T>(
-        &self,
-        items: Vec<T>,
-        hash_of: impl Fn(&T) -> u64,
-        mut visit: impl FnMut(&mut StripeData<K, V>, T),
-    ) {
-        let mut items = items.into_iter().peekable();
-        while let Some(first) = items.next() {
-            let s = stripe_index(hash_of(&first));
-            let mut map = sync::lock(&self.stripes[s]);
-            visit(&mut map, first);
-            for _ in 1..RUN {
-                match items.next_if(|n| stripe_index(hash_of(n)) == s) {
-                    Some(n) => visit(&mut map, n),
-                    None => break,
+    /// The taken generations of a round, all stored: retire each (O(1) per stripe).
+    fn write_all(&self, gens: Vec<(usize, Generation<K, V>)>) -> Result<usize, StdArc<StoreError>> {
+        let ops: Vec<WriteOp<'_, K, V>> = gens
+            .iter()
+            .flat_map(|(_, g)| g.iter().map(|(k, r)| write_op(k, &r.op)))
+            .collect();
+        let n = ops.len();
+        for chunk in ops.chunks(self.cfg.max_batch) {
+            if let Err(e) = self.write(chunk) {
+                drop(ops);
+                if n == 1 {
+                    // A single pending key: a suspect's failure counts (see `single_failed`).
+                    let (s, g) = &gens[0];
+                    let (k, r) = g.iter().next().expect("one key");
+                    if self.single_failed(*s, k, r, &e, false) {
+                        self.retire_some(*s, g, &[k]);
+                    }
                 }
+                // Kept whole, and written whole again (stores take idempotent puts and
+                // deletes of the latest values), after the back-off.
+                self.requeue(gens.iter().map(|(s, _)| *s));
+                return Err(e);
+            }
+        }
+        drop(ops);
+        for (s, g) in gens {
+            self.retire_all(s, g);
+        }
+        Ok(n)
+    }
+
+    /// After repeated failures: one write per key, to tell a poison key from a down store.
+    fn write_singly(
+        &self,
+        gens: Vec<(usize, Generation<K, V>)>,
+    ) -> Result<usize, StdArc<StoreError>> {
+        let mut ok = 0;
+        let mut last = None;
+        // Per generation: the keys stored, and the failures (judged once the round knows
+        // whether anything succeeded).
+        let mut outcome = Vec::with_capacity(gens.len());
+        for (s, g) in &gens {
+            let (mut done, mut failed) = (Vec::new(), Vec::new());
+            for (k, r) in g.iter() {
+                match self.write(&[write_op(k, &r.op)]) {
+                    Ok(()) => {
+                        ok += 1;
+                        done.push(k);
+                    }
+                    Err(e) => {
+                        last = Some(StdArc::clone(&e));
+                        failed.push((k, r, e));
+                    }
+                }
+            }
+            outcome.push((*s, g, done, failed));
+        }
+        for (s, g, mut done, failed) in outcome {
+            for (k, r, e) in failed {
+                if self.single_failed(s, k, r, &e, ok > 0) {
+                    done.push(k);
+                }
+            }
+            self.retire_some(s, g, &done);
+        }
+        self.requeue(gens.iter().map(|(s, _)| *s));
+        match last {
+            Some(e) if ok == 0 => Err(e),
+            _ => Ok(ok),
+        }
+    }
+
+    /// A write of one key failed. The key becomes a *suspect* when other writes succeeded in
+    /// the same round (the store works, this key does not); a suspect's every further failure
+    /// counts, and after `max_attempts` it is dead-lettered (unless a newer write of the key
+    /// is pending, which gets its own chances). Keys that fail while everything fails (the
+    /// store is down) are never given up. Returns whether the write was dead-lettered.
+    fn single_failed(
+        &self,
+        s: usize,
+        k: &K,
+        r: &Record<V>,
+        e: &StdArc<StoreError>,
+        others_ok: bool,
+    ) -> bool {
+        let give_up = {
+            let mut p = sync::lock(&self.poison);
+            match p.get_mut(k) {
+                Some(n) => {
+                    *n += 1;
+                    *n >= self.cfg.max_attempts
+                }
+                None if others_ok => {
+                    p.insert(k.clone(), 1);
+                    self.suspects.store(true, Ordering::Relaxed);
+                    self.cfg.max_attempts <= 1
+                }
+                None => false,
+            }
+        };
+        if !give_up || sync::lock(&self.stripes[s]).live.contains_key(k) {
+            return false;
+        }
+        self.dead_letters.fetch_add(1, Ordering::Relaxed);
+        self.forgive(k);
+        if let Some(hook) = &self.dead_letter {
+            hook(k, to_dead(r.op.clone()), e);
+        }
+        true
+    }
+
+    /// A whole taken generation is stored: the stripe forgets it, and its keys are clean
+    /// unless written again meanwhile (those are in `live`, counted by `overlap`).
+    fn retire_all(&self, s: usize, g: Generation<K, V>) {
+        {
+            let mut st = sync::lock(&self.stripes[s]);
+            if !st.taken.as_ref().is_some_and(|t| Arc::ptr_eq(t, &g)) {
+                return; // dead-lettered by `close` meanwhile
+            }
+            let clean = g.len() - st.overlap;
+            st.overlap = 0;
+            st.taken = None;
+            // Decremented only after the records are gone: `dirty` never undercounts them
+            // (its zero is a fast path for "no record at all").
+            self.dirty.fetch_sub(clean, Ordering::AcqRel);
+        }
+        if self.suspects.load(Ordering::Relaxed) {
+            for k in g.keys() {
+                self.forgive(k);
+            }
+        }
+        // The emptied map keeps its capacity for a later `live` (cleared outside the lock).
+        if let Ok(mut m) = Arc::try_unwrap(g) {
+            m.clear();
+            let mut st = sync::lock(&self.stripes[s]);
+            if st.spare.is_none() {
+                st.spare = Some(m);
             }
         }
     }
 
-    fn write(&self, batch: &[Item<K, V>]) -> Result<(), StdArc<StoreError>> {
-        let ops: Vec<WriteOp<'_, K, V>> = batch
+    /// Some keys of a taken generation are done (stored, or dead-lettered): the rest stays
+    /// taken, as a new generation.
+    fn retire_some(&self, s: usize, g: &Generation<K, V>, done: &[&K]) {
+        if done.is_empty() {
+            return;
+        }
+        let done: std::collections::HashSet<&K, crate::hash::DefaultHashBuilder> =
+            done.iter().copied().collect();
+        let rest: Map<K, Record<V>> = g
             .iter()
-            .map(|(n, _, op)| match op {
-                Pending::Put(v, at) => WriteOp::Put {
-                    key: &n.0,
-                    value: v,
-                    expires_at: *at,
-                },
-                Pending::Delete => WriteOp::Delete { key: &n.0 },
-            })
+            .filter(|(k, _)| !done.contains(k))
+            .map(|(k, r)| (k.clone(), r.clone()))
             .collect();
+        let mut st = sync::lock(&self.stripes[s]);
+        if !st.taken.as_ref().is_some_and(|t| Arc::ptr_eq(t, g)) {
+            return;
+        }
+        let clean = done.iter().filter(|k| !st.live.contains_key(**k)).count();
+        st.overlap = rest.keys().filter(|k| st.live.contains_key(*k)).count();
+        st.taken = (!rest.is_empty()).then(|| Arc::new(rest));
+        self.dirty.fetch_sub(clean, Ordering::AcqRel);
+        drop(st);
+        for k in done {
+            self.forgive(k);
+        }
+    }
+
+    /// Put every listed stripe that still has pending records back on the queue.
+    fn requeue(&self, stripes: impl Iterator<Item = usize>) {
+        for s in stripes {
+            let mut st = sync::lock(&self.stripes[s]);
+            if !st.queued && (!st.live.is_empty() || st.taken.is_some()) {
+                st.queued = true;
+                self.queue.push(Arc::clone(&self.nodes[s]));
+            }
+        }
+    }
+
+    fn write(&self, ops: &[WriteOp<'_, K, V>]) -> Result<(), StdArc<StoreError>> {
         // A panicking store must not kill the writer (every later write would be lost) nor
         // be swallowed: it becomes an `Unknown` failure that flush callers see.
-        let r = panic::catch_unwind(AssertUnwindSafe(|| self.store.write_batch(&ops)))
+        let r = panic::catch_unwind(AssertUnwindSafe(|| self.store.write_batch(ops)))
             .unwrap_or_else(|p| {
                 let msg = p
                     .downcast_ref::<&str>()
@@ -708,137 +922,6 @@ where
         }
     }
 
-    fn write_all(&self, batch: Vec<Item<K, V>>) -> Result<usize, StdArc<StoreError>> {
-        match self.write(&batch) {
-            Ok(()) => {
-                let n = batch.len();
-                self.settle_all(batch);
-                Ok(n)
-            }
-            Err(e) => {
-                if batch.len() == 1 {
-                    let item = batch.into_iter().next().expect("one item");
-                    self.single_failed(item, &e, false);
-                } else {
-                    for (node, _, _) in batch {
-                        self.queue.push(node); // still dirty: try again later
-                    }
-                }
-                Err(e)
-            }
-        }
-    }
-
-    /// After repeated failures: one write per key, to tell a poison key from a down store.
-    fn write_singly(&self, batch: Vec<Item<K, V>>) -> Result<usize, StdArc<StoreError>> {
-        let mut ok = 0;
-        let mut failed = Vec::new();
-        for item in batch {
-            match self.write(std::slice::from_ref(&item)) {
-                Ok(()) => {
-                    ok += 1;
-                    self.settle(item.0, item.1);
-                }
-                Err(e) => failed.push((item, e)),
-            }
-        }
-        let Some(last) = failed.last().map(|(_, e)| StdArc::clone(e)) else {
-            return Ok(ok);
-        };
-        for (item, e) in failed {
-            self.single_failed(item, &e, ok > 0);
-        }
-        if ok > 0 { Ok(ok) } else { Err(last) }
-    }
-
-    /// A write of one key failed. The key becomes a *suspect* when other writes succeeded in
-    /// the same round (the store works, this key does not); a suspect's every further failure
-    /// counts, and after `max_attempts` it is dead-lettered. Keys that fail while everything
-    /// fails (the store is down) are never given up.
-    fn single_failed(&self, item: Item<K, V>, e: &StdArc<StoreError>, others_ok: bool) {
-        let (node, seq, op) = item;
-        let give_up = {
-            let mut p = sync::lock(&self.poison);
-            match p.get_mut(&node.0) {
-                Some(n) => {
-                    *n += 1;
-                    *n >= self.cfg.max_attempts
-                }
-                None if others_ok => {
-                    p.insert(node.0.clone(), 1);
-                    self.suspects.store(true, Ordering::Relaxed);
-                    self.cfg.max_attempts <= 1
-                }
-                None => false,
-            }
-        };
-        if give_up {
-            self.dead_letter_one(&node, seq, op, e);
-        } else {
-            self.queue.push(node);
-        }
-    }
-
-    /// `settle` for a whole written batch (sorted by stripe, as `snapshot` left it): one
-    /// stripe lock per run of keys, and one update of `dirty` for the batch.
-    fn settle_all(&self, batch: Vec<Item<K, V>>) {
-        let mut cleaned = 0;
-        let mut again = Vec::new();
-        self.in_stripe_runs(
-            batch,
-            |(n, _, _)| n.1,
-            |map, (node, seq, _)| {
-                let (k, _) = &**node;
-                match map.get_mut(k) {
-                    Some(r) if r.seq == seq => {
-                        map.remove(k);
-                        cleaned += 1;
-                        // Lock order: a stripe, then `poison` (nothing locks them the other way
-                        // round).
-                        self.forgive(k);
-                        if map.free.len() < self.free_cap {
-                            map.free.push(node);
-                        }
-                    }
-                    Some(r) => {
-                        // Everything up to `seq` is stored; the newer writes are not yet.
-                        r.oldest = seq + 1;
-                        again.push(node);
-                    }
-                    None => {}
-                }
-            },
-        );
-        // Decremented only after the records are gone: `dirty` never undercounts them (its
-        // zero is a fast path for "no record at all").
-        self.dirty.fetch_sub(cleaned, Ordering::AcqRel);
-        for node in again {
-            self.queue.push(node);
-        }
-    }
-
-    /// A written key is clean again unless it was written meanwhile (then it goes back on
-    /// the queue with its newer record).
-    fn settle(&self, node: Arc<Node<(K, u64)>>, seq: u64) {
-        let (k, h) = &**node;
-        let mut map = sync::lock(self.stripe(*h));
-        match map.get_mut(k) {
-            Some(r) if r.seq == seq => {
-                map.remove(k);
-                drop(map);
-                self.dirty.fetch_sub(1, Ordering::AcqRel);
-                self.forgive(k);
-            }
-            Some(r) => {
-                // Everything up to `seq` is stored; the newer writes are not yet.
-                r.oldest = seq + 1;
-                drop(map);
-                self.queue.push(node);
-            }
-            None => {}
-        }
-    }
-
     /// A key is no longer suspect (written, or given up on).
     fn forgive(&self, k: &K) {
         // `suspects` and `poison` change only inside drain rounds, which the drain lock
@@ -852,71 +935,49 @@ where
         }
     }
 
-    fn dead_letter_one(&self, node: &Node<(K, u64)>, seq: u64, op: Pending<V>, e: &StoreError) {
-        let (k, h) = &**node;
-        let mut map = sync::lock(self.stripe(*h));
-        if map.get(k).is_some_and(|r| r.seq == seq) {
-            map.remove(k);
-            drop(map);
-            self.dirty.fetch_sub(1, Ordering::AcqRel);
-            self.dead_letters.fetch_add(1, Ordering::Relaxed);
-            self.forgive(k);
-            if let Some(hook) = &self.dead_letter {
-                hook(k, to_dead(op), e);
-            }
-        } else if map.contains_key(k) {
-            // Rewritten meanwhile: the new value gets its own chances.
-            drop(map);
-            self.queue.push(Arc::new(Node::new((k.clone(), *h))));
-        }
-    }
-
-    /// At close, after a failed final flush: report every remaining write.
+    /// At close, after a failed final flush: report every remaining write (a key's latest).
     fn dead_letter_all(&self) {
         let e = sync::lock(&self.sig)
             .last_error
             .clone()
             .unwrap_or_else(|| StdArc::new(StoreError::fail("closed before it could be written")));
         for s in self.stripes.iter() {
-            let drained: Vec<(K, Record<V>)> = sync::lock(s).drain().collect();
-            for (k, r) in drained {
+            let (live, taken) = {
+                let mut st = sync::lock(s);
+                let live = std::mem::take(&mut st.live);
+                let taken = st.taken.take();
+                st.overlap = 0;
+                (live, taken)
+            };
+            let older = taken.iter().flat_map(|g| g.iter());
+            let older = older.filter(|(k, _)| !live.contains_key(*k));
+            let all: Vec<(&K, &Record<V>)> = live.iter().chain(older).collect();
+            for (k, r) in all {
                 self.dirty.fetch_sub(1, Ordering::AcqRel);
                 self.dead_letters.fetch_add(1, Ordering::Relaxed);
                 if let Some(hook) = &self.dead_letter {
-                    hook(&k, to_dead(r.op), &e);
+                    hook(k, to_dead(r.op.clone()), &e);
                 }
             }
         }
     }
 }
 
+/// The store operation of a pending write.
+fn write_op<'a, K, V>(key: &'a K, op: &'a Pending<V>) -> WriteOp<'a, K, V> {
+    match op {
+        Pending::Put(v, at) => WriteOp::Put {
+            key,
+            value: v,
+            expires_at: *at,
+        },
+        Pending::Delete => WriteOp::Delete { key },
+    }
+}
+
 fn stripe_index(hash: u64) -> usize {
     (hash >> 40) as usize % STRIPES
 }
-
-/// The nodes grouped by stripe (a counting sort: one pass to count, one to place; the
-/// writer does this for every round, and a comparison sort cost it more than the grouping
-/// saved).
-fn by_stripe<K>(nodes: Vec<Arc<KeyNode<K>>>) -> Vec<Arc<KeyNode<K>>> {
-    let mut start = [0usize; STRIPES + 1];
-    for n in &nodes {
-        start[stripe_index(n.1) + 1] += 1;
-    }
-    for i in 1..=STRIPES {
-        start[i] += start[i - 1];
-    }
-    let mut placed: Vec<Option<Arc<KeyNode<K>>>> = Vec::with_capacity(nodes.len());
-    placed.resize_with(nodes.len(), || None);
-    for n in nodes {
-        let s = stripe_index(n.1);
-        placed[start[s]] = Some(n);
-        start[s] += 1;
-    }
-    placed.into_iter().flatten().collect()
-}
-
-/// The most keys the writer handles under one stripe lock before letting callers in.
-const RUN: usize = 64;
 
 fn to_dead<V>(op: Pending<V>) -> DeadLetter<V> {
     match op {
