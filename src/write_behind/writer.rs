@@ -640,25 +640,31 @@ where
         }
     }
 
-    /// One drain round (serialized): take the records of every queued stripe, write them in
-    /// batches of at most `max_batch`, and retire what was stored. Returns how many keys were
-    /// written.
+    /// One drain round (serialized): take the records of queued stripes (about `max_batch`
+    /// keys), write them in batches of at most `max_batch`, and retire what was stored.
+    /// Returns how many keys were written.
     fn round_locked(&self) -> Result<usize, StdArc<StoreError>> {
         let _one = sync::lock(&self.drain);
-        let mut popped = Vec::new();
+        // Stripes are taken until the round holds `max_batch` keys; the rest stay queued and
+        // keep coalescing. (Taking everything would make a round of a small `max_batch` over a
+        // slow store long, and every key written during it a second store write.)
+        let mut gens: Vec<(usize, Generation<K, V>)> = Vec::new();
+        let mut keys = 0;
         if let Some(mut consumer) = self.queue.consumer() {
-            while let Some(n) = consumer.pop_wait() {
-                popped.push(**n);
+            while keys < self.cfg.max_batch {
+                let Some(node) = consumer.pop_wait() else {
+                    break;
+                };
+                let s = **node;
+                if let Some(g) = self.take(s) {
+                    keys += g.len();
+                    gens.push((s, g));
+                }
             }
         }
-        if popped.is_empty() {
+        if gens.is_empty() {
             return Ok(0);
         }
-        let gens: Vec<(usize, Generation<K, V>)> = popped
-            .into_iter()
-            .filter_map(|s| self.take(s).map(|g| (s, g)))
-            .collect();
-        let keys: usize = gens.iter().map(|(_, g)| g.len()).sum();
         let split = self.failed_rounds.load(Ordering::Relaxed) >= 2 && keys > 1;
         let result = if split {
             self.write_singly(gens)
