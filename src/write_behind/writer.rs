@@ -650,12 +650,21 @@ where
         // slow store long, and every key written during it a second store write.)
         let mut gens: Vec<(usize, Generation<K, V>)> = Vec::new();
         let mut keys = 0;
+        let mut taken = [false; STRIPES];
         if let Some(mut consumer) = self.queue.consumer() {
             while keys < self.cfg.max_batch {
                 let Some(node) = consumer.pop_wait() else {
                     break;
                 };
                 let s = **node;
+                if std::mem::replace(&mut taken[s], true) {
+                    // Pushed again by a caller since this round took it: its new records
+                    // belong to the next round (taking them now would merge the generation
+                    // being written and write its keys twice). Its flag is still set.
+                    drop(consumer);
+                    self.queue.push(node);
+                    break;
+                }
                 if let Some(g) = self.take(s) {
                     keys += g.len();
                     gens.push((s, g));
