@@ -120,6 +120,32 @@ fn repeated_writes_coalesce() {
 }
 
 #[test]
+fn the_writer_thread_never_stores_a_write_twice() {
+    // Writes racing the writer's rounds (small batches, so rounds are many and short): with
+    // a healthy store every store operation is a distinct acknowledged write, so there can
+    // never be more of them than inserts. (A round that took a stripe a second time once
+    // wrote the keys of its generation twice.)
+    let store = MemoryStore::new();
+    let c = threaded(
+        &store,
+        WriteBehind::default()
+            .max_batch(32)
+            .max_delay(Duration::ZERO),
+    );
+    let inserts = 200_000u64;
+    for i in 0..inserts {
+        c.insert(i % 3_000, i).unwrap();
+    }
+    c.flush().unwrap();
+    let ops = store.applied_ops().len() as u64;
+    assert!(ops <= inserts, "{ops} store writes for {inserts} inserts");
+    for k in 0..3_000 {
+        let last = (inserts - 1 - k) / 3_000 * 3_000 + k;
+        assert_eq!(store_value(&store, k), Some(last));
+    }
+}
+
+#[test]
 fn flush_is_a_barrier_under_concurrent_writers() {
     let store = MemoryStore::new();
     let c = threaded(&store, WriteBehind::default().max_batch(64));
