@@ -30,6 +30,33 @@ fn cache(store: &MemoryStore<u64, u64>) -> Cache<u64, u64, ahash::RandomState> {
         .unwrap()
 }
 
+/// `writes` on one model thread racing a `flush` on another; returns once both are done
+/// (the flush must succeed).
+fn writes_vs_flush(c: &Cache<u64, u64, ahash::RandomState>, writes: Vec<(u64, u64)>) {
+    let w = {
+        let c = c.clone();
+        spawn(move || {
+            for (k, v) in writes {
+                c.insert(k, v).unwrap();
+            }
+        })
+    };
+    let f = {
+        let c = c.clone();
+        spawn(move || c.flush().map(|_| ()))
+    };
+    w.join().unwrap();
+    f.join().unwrap().unwrap();
+}
+
+/// The store holds exactly these values for these keys.
+fn assert_stored(store: &MemoryStore<u64, u64>, expected: &[(u64, u64)]) {
+    let snap = store.snapshot();
+    for &(k, v) in expected {
+        assert_eq!(snap.get(&k).map(|s| s.value), Some(v), "key {k}");
+    }
+}
+
 /// Two writes of one key coalesce or not, depending on where the flush lands; either way the
 /// latest write reaches the store and the key ends clean.
 #[test]
@@ -37,21 +64,9 @@ fn coalescing_insert_vs_flush() {
     loom::model(|| {
         let store = MemoryStore::new();
         let c = cache(&store);
-        let w = {
-            let c = c.clone();
-            spawn(move || {
-                c.insert(1, 10).unwrap();
-                c.insert(1, 11).unwrap();
-            })
-        };
-        let f = {
-            let c = c.clone();
-            spawn(move || c.flush().map(|_| ()))
-        };
-        w.join().unwrap();
-        f.join().unwrap().unwrap();
+        writes_vs_flush(&c, vec![(1, 10), (1, 11)]);
         c.flush().unwrap();
-        assert_eq!(store.snapshot().get(&1).map(|s| s.value), Some(11));
+        assert_stored(&store, &[(1, 11)]);
         assert_eq!(c.dirty_count(), 0, "settled by sequence number: clean");
         assert_eq!(c.get(&1), Some(11));
     });
@@ -94,24 +109,11 @@ fn rewrite_during_a_round_vs_flush() {
         let store = MemoryStore::new();
         let c = cache(&store);
         c.insert(1, 10).unwrap();
-        let w = {
-            let c = c.clone();
-            spawn(move || {
-                c.insert(1, 11).unwrap(); // may land while 1 → 10 is being stored
-                c.insert(2, 20).unwrap();
-            })
-        };
-        let f = {
-            let c = c.clone();
-            spawn(move || c.flush().map(|_| ()))
-        };
-        w.join().unwrap();
-        f.join().unwrap().unwrap();
+        // 1 → 11 may land while 1 → 10 is being stored.
+        writes_vs_flush(&c, vec![(1, 11), (2, 20)]);
         assert!(c.dirty_count() <= 2, "each dirty key counted once");
         c.flush().unwrap();
-        let snap = store.snapshot();
-        assert_eq!(snap.get(&1).map(|s| s.value), Some(11));
-        assert_eq!(snap.get(&2).map(|s| s.value), Some(20));
+        assert_stored(&store, &[(1, 11), (2, 20)]);
         assert_eq!(c.dirty_count(), 0);
     });
 }
@@ -128,23 +130,9 @@ fn failed_round_merges_with_newer_writes() {
         assert!(c.flush().is_err(), "the store is down");
         assert_eq!(c.dirty_count(), 1);
         store.set_down(false);
-        let w = {
-            let c = c.clone();
-            spawn(move || {
-                c.insert(1, 11).unwrap();
-                c.insert(2, 20).unwrap();
-            })
-        };
-        let f = {
-            let c = c.clone();
-            spawn(move || c.flush().map(|_| ()))
-        };
-        w.join().unwrap();
-        f.join().unwrap().unwrap();
+        writes_vs_flush(&c, vec![(1, 11), (2, 20)]);
         c.flush().unwrap();
-        let snap = store.snapshot();
-        assert_eq!(snap.get(&1).map(|s| s.value), Some(11));
-        assert_eq!(snap.get(&2).map(|s| s.value), Some(20));
+        assert_stored(&store, &[(1, 11), (2, 20)]);
         assert_eq!(c.dirty_count(), 0);
         assert_eq!(c.get(&1), Some(11));
     });
