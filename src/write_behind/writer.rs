@@ -739,6 +739,7 @@ where
             .flat_map(|(_, g)| g.iter().map(|(k, r)| write_op(k, &r.op)))
             .collect();
         let n = ops.len();
+        let mut stored = 0;
         for chunk in ops.chunks(self.cfg.max_batch) {
             if let Err(e) = self.write(chunk) {
                 drop(ops);
@@ -750,11 +751,18 @@ where
                         self.retire_some(*s, g, &[k]);
                     }
                 }
-                // Kept whole, and written whole again (stores take idempotent puts and
-                // deletes of the latest values), after the back-off.
+                // The batches before the failed one are stored: retire their keys (the ops
+                // follow the generations' iteration order, which an unchanged map repeats).
+                // The rest is kept and written again after the back-off.
+                for (s, g) in &gens {
+                    let done: Vec<&K> = g.keys().take(stored).collect();
+                    stored -= done.len();
+                    self.retire_some(*s, g, &done);
+                }
                 self.requeue(gens.iter().map(|(s, _)| *s));
                 return Err(e);
             }
+            stored += chunk.len();
         }
         drop(ops);
         for (s, g) in gens {
