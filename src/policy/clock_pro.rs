@@ -615,12 +615,10 @@ impl ClockPro {
 
     // ----- the hands ----------------------------------------------------------------------
 
-    /// Move HAND_cold forward (from where it is, inclusive) to a resident cold page, or to
-    /// `NIL` when there is none.
     /// A ghost's test period ended without a re-reference: the authors' rule takes a credit
     /// back (the cold target shrinks); the hot-hits rule does not.
     fn test_period_ended_unused(&mut self) {
-        if self.adaptive && self.target != ColdTarget::HotHits {
+        if self.target == ColdTarget::Adaptive {
             self.credits -= 1;
         }
     }
@@ -632,6 +630,8 @@ impl ClockPro {
         i64::try_from(self.ring_len).unwrap_or(i64::MAX).max(1)
     }
 
+    /// Move HAND_cold forward (from where it is, inclusive) to a resident cold page, or to
+    /// `NIL` when there is none.
     fn settle_cold(&mut self) {
         if self.cold_count == 0 {
             self.hand_cold = NIL;
