@@ -732,7 +732,9 @@ where
         Some(g)
     }
 
-    /// The taken generations of a round, all stored: retire each (O(1) per stripe).
+    /// Write a round's generations in batches of at most `max_batch` and retire each stored
+    /// generation (O(1) per stripe). When a batch fails, the batches before it are retired
+    /// key by key and the rest is kept for the retry.
     fn write_all(&self, gens: Vec<(usize, Generation<K, V>)>) -> Result<usize, StdArc<StoreError>> {
         let ops: Vec<WriteOp<'_, K, V>> = gens
             .iter()
