@@ -153,10 +153,9 @@ struct Shared<K, V> {
     queue: MpscQueue<StripeNode>,
     /// One permanent node per stripe.
     nodes: Box<[Arc<StripeNode>]>,
-    /// Written on every clean→dirty transition (and by the writer once per batch), read by
-    /// the writer thread per round. A cache line of its own: next to fields the writer reads
-    /// for every key it settles, each caller write would first have to take the line back
-    /// from the writer's core.
+    /// Written on every clean→dirty transition (and by the writer once per retired
+    /// generation), read by the writer thread per round. A cache line of its own: each caller
+    /// write would otherwise first have to take back a line the writer's core keeps reading.
     dirty: CachePadded<AtomicUsize>,
     /// What the writer thread waits for, announced under `sig` and read by callers without
     /// it: a new dirty key costs the caller a load, not a lock, unless the writer waits for it.
