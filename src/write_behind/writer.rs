@@ -30,7 +30,7 @@ type StripeNode = Node<usize>;
 
 /// A generation of records the writer took: immutable once taken, so the writer reads it
 /// without the stripe's lock while callers still find its keys (under the lock) as dirty.
-type Generation<K, V> = Arc<Map<K, Record<V>>>;
+type Generation<K, V> = Arc<Records<K, V>>;
 
 /// The pending records of one stripe, in two generations.
 ///
@@ -45,12 +45,12 @@ type Generation<K, V> = Arc<Map<K, Record<V>>>;
 /// as an earlier design did, made every key's record line travel between the two cores
 /// twice per write.)
 struct StripeData<K, V> {
-    live: Map<K, Record<V>>,
+    live: Records<K, V>,
     taken: Option<Generation<K, V>>,
     /// Keys in both `live` and `taken`.
     overlap: usize,
     /// An emptied map with its capacity, for the next `live`.
-    spare: Option<Map<K, Record<V>>>,
+    spare: Option<Records<K, V>>,
     /// This stripe's node is queued (or popped by a round that has not taken the stripe yet):
     /// set by whoever pushes it, cleared under the lock by the round that takes the stripe.
     queued: bool,
@@ -64,7 +64,7 @@ struct StripeData<K, V> {
 impl<K, V> Default for StripeData<K, V> {
     fn default() -> Self {
         StripeData {
-            live: Map::default(),
+            live: Records::default(),
             taken: None,
             overlap: 0,
             spare: None,
@@ -74,7 +74,7 @@ impl<K, V> Default for StripeData<K, V> {
     }
 }
 
-impl<K: Hash + Eq, V> StripeData<K, V> {
+impl<K: Hash + Eq + Clone, V> StripeData<K, V> {
     fn taken_has<Q>(&self, key: &Q) -> bool
     where
         K: Borrow<Q>,
@@ -92,6 +92,106 @@ impl<K: Hash + Eq, V> StripeData<K, V> {
         self.live
             .get(key)
             .or_else(|| self.taken.as_ref().and_then(|t| t.get(key)))
+    }
+}
+
+/// Pending records in the order their keys became dirty, indexed by key.
+///
+/// A list beside a small index, rather than a map of records: a caller's new record is an
+/// append to the list's hot tail plus a 16-byte index slot, where a map of records would
+/// write a whole record into a random slot of a map four times larger (the line the writer
+/// last read or cleared, fetched back from its core); and the writer reads the list in
+/// order.
+struct Records<K, V> {
+    index: Map<K, u32>,
+    list: Vec<(K, Record<V>)>,
+}
+
+impl<K, V> Default for Records<K, V> {
+    fn default() -> Self {
+        Records {
+            index: Map::default(),
+            list: Vec::new(),
+        }
+    }
+}
+
+impl<K: Clone, V: Clone> Clone for Records<K, V> {
+    fn clone(&self) -> Self {
+        Records {
+            index: self.index.clone(),
+            list: self.list.clone(),
+        }
+    }
+}
+
+impl<K: Hash + Eq + Clone, V> Records<K, V> {
+    fn len(&self) -> usize {
+        self.list.len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.list.is_empty()
+    }
+
+    fn contains_key<Q>(&self, key: &Q) -> bool
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        self.index.contains_key(key)
+    }
+
+    fn get<Q>(&self, key: &Q) -> Option<&Record<V>>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        self.index.get(key).map(|&i| &self.list[i as usize].1)
+    }
+
+    fn get_mut<Q>(&mut self, key: &Q) -> Option<&mut Record<V>>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        let i = *self.index.get(key)?;
+        Some(&mut self.list[i as usize].1)
+    }
+
+    /// Add the record of a key that has none.
+    fn insert_new(&mut self, key: K, r: Record<V>) {
+        let i = u32::try_from(self.list.len()).expect("fewer than 2^32 pending keys per stripe");
+        self.index.insert(key.clone(), i);
+        self.list.push((key, r));
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (&K, &Record<V>)> {
+        self.list.iter().map(|(k, r)| (k, r))
+    }
+
+    fn keys(&self) -> impl Iterator<Item = &K> {
+        self.list.iter().map(|(k, _)| k)
+    }
+
+    fn values(&self) -> impl Iterator<Item = &Record<V>> {
+        self.list.iter().map(|(_, r)| r)
+    }
+
+    /// Empty, keeping the capacity.
+    fn clear(&mut self) {
+        self.index.clear();
+        self.list.clear();
+    }
+}
+
+impl<K: Hash + Eq + Clone, V> FromIterator<(K, Record<V>)> for Records<K, V> {
+    fn from_iter<I: IntoIterator<Item = (K, Record<V>)>>(items: I) -> Self {
+        let mut r = Records::default();
+        for (k, rec) in items {
+            r.insert_new(k, rec);
+        }
+        r
     }
 }
 
@@ -352,7 +452,7 @@ where
         }
         let in_taken = st.taken_has(key);
         let since = sh.clock.now();
-        st.live.insert(
+        st.live.insert_new(
             key.clone(),
             Record {
                 op,
@@ -711,15 +811,14 @@ where
                 // A newer write of a key replaces its older one (only the latest state needs
                 // storing); the older `oldest` and `since` stay, for flush and age.
                 let mut merged = Arc::try_unwrap(old).unwrap_or_else(|g| (*g).clone());
-                for (k, r) in st.live.drain() {
+                st.live.index.clear();
+                for (k, r) in st.live.list.drain(..) {
                     match merged.get_mut(&k) {
                         Some(m) => {
                             m.op = r.op;
                             m.seq = r.seq;
                         }
-                        None => {
-                            merged.insert(k, r);
-                        }
+                        None => merged.insert_new(k, r),
                     }
                 }
                 st.overlap = 0;
@@ -890,7 +989,7 @@ where
         }
         let done: std::collections::HashSet<&K, crate::hash::DefaultHashBuilder> =
             done.iter().copied().collect();
-        let rest: Map<K, Record<V>> = g
+        let rest: Records<K, V> = g
             .iter()
             .filter(|(k, _)| !done.contains(k))
             .map(|(k, r)| (k.clone(), r.clone()))
