@@ -39,8 +39,8 @@ type Generation<K, V> = Arc<Records<K, V>>;
 /// drops it once stored. A key may be in both: `taken` holds a write being stored, `live` a
 /// newer one; `overlap` counts those keys, so the number of dirty keys is always
 /// `live.len() + taken.len() − overlap` without a per-key walk. Neither side touches the
-/// other's records key by key on the hot path: a caller's write is one lookup (and an insert
-/// on the clean→dirty transition) in a map the writer reads only in bulk, and the writer
+/// other's records key by key on the hot path: a caller's write is one index lookup (and an
+/// append on the clean→dirty transition) in records the writer reads only in bulk, and the writer
 /// retires a whole stored generation in O(1). (A round that settled each key under the lock,
 /// as an earlier design did, made every key's record line travel between the two cores
 /// twice per write.)
@@ -98,10 +98,10 @@ impl<K: Hash + Eq + Clone, V> StripeData<K, V> {
 /// Pending records in the order their keys became dirty, indexed by key.
 ///
 /// A list beside a small index, rather than a map of records: a caller's new record is an
-/// append to the list's hot tail plus a 16-byte index slot, where a map of records would
-/// write a whole record into a random slot of a map four times larger (the line the writer
-/// last read or cleared, fetched back from its core); and the writer reads the list in
-/// order.
+/// append to the list's hot tail plus an index slot (16 bytes for a `u64` key), where a map
+/// of records writes a whole record (56 bytes for `u64` keys and values) into a random slot,
+/// a line the writer last read or cleared and the caller fetches back from its core; and the
+/// writer reads the list in order.
 struct Records<K, V> {
     index: Map<K, u32>,
     list: Vec<(K, Record<V>)>,
