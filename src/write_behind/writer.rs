@@ -103,7 +103,7 @@ impl<K: Hash + Eq + Clone, V> StripeData<K, V> {
 /// a line the writer last read or cleared and the caller fetches back from its core; and the
 /// writer reads the list in order.
 struct Records<K, V> {
-    index: Map<K, u32>,
+    index: Map<K, usize>,
     list: Vec<(K, Record<V>)>,
 }
 
@@ -147,7 +147,7 @@ impl<K: Hash + Eq + Clone, V> Records<K, V> {
         K: Borrow<Q>,
         Q: Hash + Eq + ?Sized,
     {
-        self.index.get(key).map(|&i| &self.list[i as usize].1)
+        self.index.get(key).map(|&i| &self.list[i].1)
     }
 
     fn get_mut<Q>(&mut self, key: &Q) -> Option<&mut Record<V>>
@@ -156,13 +156,12 @@ impl<K: Hash + Eq + Clone, V> Records<K, V> {
         Q: Hash + Eq + ?Sized,
     {
         let i = *self.index.get(key)?;
-        Some(&mut self.list[i as usize].1)
+        Some(&mut self.list[i].1)
     }
 
     /// Add the record of a key that has none.
     fn insert_new(&mut self, key: K, r: Record<V>) {
-        let i = u32::try_from(self.list.len()).expect("fewer than 2^32 pending keys per stripe");
-        self.index.insert(key.clone(), i);
+        self.index.insert(key.clone(), self.list.len());
         self.list.push((key, r));
     }
 
