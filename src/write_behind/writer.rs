@@ -49,7 +49,7 @@ struct StripeData<K, V> {
     taken: Option<Generation<K, V>>,
     /// Keys in both `live` and `taken`.
     overlap: usize,
-    /// An emptied map with its capacity, for the next `live`.
+    /// Emptied records with their capacity, for the next `live`.
     spare: Option<Records<K, V>>,
     /// This stripe's node is queued (or popped by a round that has not taken the stripe yet):
     /// set by whoever pushes it, cleared under the lock by the round that takes the stripe.
@@ -102,6 +102,7 @@ impl<K: Hash + Eq + Clone, V> StripeData<K, V> {
 /// of records writes a whole record (56 bytes for `u64` keys and values) into a random slot,
 /// a line the writer last read or cleared and the caller fetches back from its core; and the
 /// writer reads the list in order.
+#[derive(Clone)]
 struct Records<K, V> {
     index: Map<K, usize>,
     list: Vec<(K, Record<V>)>,
@@ -112,15 +113,6 @@ impl<K, V> Default for Records<K, V> {
         Records {
             index: Map::default(),
             list: Vec::new(),
-        }
-    }
-}
-
-impl<K: Clone, V: Clone> Clone for Records<K, V> {
-    fn clone(&self) -> Self {
-        Records {
-            index: self.index.clone(),
-            list: self.list.clone(),
         }
     }
 }
@@ -194,8 +186,8 @@ impl<K: Hash + Eq + Clone, V> FromIterator<(K, Record<V>)> for Records<K, V> {
     }
 }
 
-/// The maps of pending records and poison counts: ahash (as the cache's own tables), not
-/// std's SipHash, since every write-behind insert looks its key up here two or three times.
+/// The record index and the poison counts: ahash (as the cache's own tables), not std's
+/// SipHash, since every write-behind insert looks its key up here two or three times.
 type Map<K, T> = HashMap<K, T, crate::hash::DefaultHashBuilder>;
 
 /// The latest not-yet-stored write of a key.
@@ -851,7 +843,7 @@ where
                     }
                 }
                 // The batches before the failed one are stored: retire their keys (the ops
-                // follow the generations' iteration order, which an unchanged map repeats).
+                // follow the generations' lists in order).
                 // The rest is kept and written again after the back-off.
                 for (s, g) in &gens {
                     let done: Vec<&K> = g.keys().take(stored).collect();
@@ -970,7 +962,7 @@ where
                 self.forgive(k);
             }
         }
-        // The emptied map keeps its capacity for a later `live` (cleared outside the lock).
+        // The records keep their capacity for a later `live` (cleared outside the lock).
         if let Ok(mut m) = Arc::try_unwrap(g) {
             m.clear();
             let mut st = sync::lock(&self.stripes[s]);
