@@ -76,7 +76,7 @@ pub(crate) fn lock_spinning<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 #[cfg(not(loom))]
 const SPIN_TRIES: usize = 10;
 
-#[allow(dead_code)] // used by maintenance
+#[allow(dead_code)] // callers: maintenance, and `lock_spinning` outside loom
 /// Try to lock a mutex without waiting; `None` when another thread holds it.
 pub(crate) fn try_lock<T>(m: &Mutex<T>) -> Option<MutexGuard<'_, T>> {
     match m.try_lock() {
