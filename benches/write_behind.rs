@@ -21,6 +21,7 @@
 //! which separates the cache's own cost from the store's).
 
 mod common;
+mod wb_ceiling;
 
 use cogwheel::store::{BackingStore, MemoryStore, StoreError, Stored, WriteOp};
 use cogwheel::{Cache, WriteBehind, WritePolicy};
@@ -81,6 +82,14 @@ impl BackingStore<u64, u64> for SlowStore {
         self.batches.fetch_add(1, Ordering::Relaxed);
         self.ops.fetch_add(ops.len() as u64, Ordering::Relaxed);
         r
+    }
+}
+
+/// The 1 ms store; with `SINK` set, one that only sleeps (for `profile` and `ceiling`).
+fn store_from_env() -> SlowStore {
+    SlowStore {
+        sink: std::env::var_os("SINK").is_some(),
+        ..SlowStore::new(STORE_LATENCY)
     }
 }
 
@@ -182,10 +191,7 @@ fn profile(args: &[String]) {
     let secs: u64 = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(5);
     let zipf = Zipf::new(KEYS, 0.99);
     let keys = zipf_keys(&zipf, 1 << 20, 23);
-    let store = SlowStore {
-        sink: std::env::var_os("SINK").is_some(),
-        ..SlowStore::new(STORE_LATENCY)
-    };
+    let store = store_from_env();
     let cache = match what {
         "none" => plain(),
         "wb" => match args.get(2).and_then(|s| s.parse().ok()) {
@@ -282,6 +288,12 @@ fn main() {
         .collect();
     if args.first().map(String::as_str) == Some("profile") {
         profile(&args[1..]);
+        return;
+    }
+    if args.first().map(String::as_str) == Some("ceiling") {
+        let rounds = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(9);
+        let keys = zipf_keys(&Zipf::new(KEYS, 0.99), 1 << 20, 23);
+        wb_ceiling::run(&keys, rounds, behind(store_from_env()));
         return;
     }
     let sz = sizes();
