@@ -191,7 +191,9 @@ where
 
     /// Called for each write-behind write the writer gives up on: a poison key that kept
     /// failing while other writes succeeded, or whatever was still unwritten when the cache
-    /// was closed. Nothing is ever dropped without passing through here.
+    /// was closed. Nothing is ever dropped without passing through here. A panic in the hook
+    /// is caught (the write still counts in `stats().dead_letters`), so it cannot stop the
+    /// writer thread.
     pub fn dead_letter(
         mut self,
         f: impl Fn(&K, DeadLetter<V>, &crate::store::StoreError) + Send + Sync + 'static,

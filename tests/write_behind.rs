@@ -5,7 +5,7 @@ use cogwheel::store::{
 };
 use cogwheel::{Cache, DeadLetter, Error, WriteBehind, WritePolicy};
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Barrier, Mutex};
 use std::thread;
 use std::time::Duration;
@@ -355,53 +355,6 @@ fn a_poison_entry_goes_to_the_dead_letter_hook() {
     for i in (0..20).filter(|i| *i != 13) {
         assert_eq!(store_value(&store, i), Some(i * 10));
     }
-}
-
-/// A store whose write_batch panics while a flag is set.
-struct Panicky {
-    inner: MemoryStore<u64, u64>,
-    panic: Arc<AtomicBool>,
-}
-
-impl BackingStore<u64, u64> for Panicky {
-    fn load(&self, key: &u64) -> Result<Option<Stored<u64>>, StoreError> {
-        self.inner.load(key)
-    }
-    fn write_batch(&self, ops: &[WriteOp<'_, u64, u64>]) -> Result<(), StoreError> {
-        if self.panic.load(Ordering::SeqCst) {
-            panic!("store exploded");
-        }
-        self.inner.write_batch(ops)
-    }
-}
-
-#[test]
-fn a_writer_panic_is_reported_not_swallowed() {
-    let store = MemoryStore::new();
-    let flag = Arc::new(AtomicBool::new(true));
-    let c: Cache<u64, u64> = Cache::builder()
-        .max_capacity(1000)
-        .store(Panicky {
-            inner: store.clone(),
-            panic: flag.clone(),
-        })
-        .write_policy(WritePolicy::WriteBehind(WriteBehind::default()))
-        .build()
-        .unwrap();
-    c.insert(1, 1).unwrap();
-    match c.flush() {
-        Err(Error::Unflushed { cause, .. }) => {
-            assert!(cause.to_string().contains("store exploded"), "{cause}")
-        }
-        other => panic!("expected the panic to be reported, got {other:?}"),
-    }
-    flag.store(false, Ordering::SeqCst);
-    c.flush().unwrap();
-    assert_eq!(
-        store_value(&store, 1),
-        Some(1),
-        "the writer survived and wrote it"
-    );
 }
 
 #[test]

@@ -43,14 +43,19 @@
 //! `max_batch` bounds the size of one store request.
 //!
 //! # Failures
-//! A failed round keeps its generations whole and is retried with capped exponential
-//! back-off, never dropping a write; writes that arrive meanwhile join the kept generation
-//! (a key's newer write replaces its older one), and parts already stored are simply stored
-//! again (puts and deletes of the latest values are idempotent). After
-//! repeated failures a batch is split into single writes; a key that keeps failing while
+//! A failed round is retried with capped exponential back-off, never dropping a write: the
+//! batches it did store are retired, the rest is kept, and writes that arrive meanwhile join
+//! what was kept (a key's newer write replaces its older one). After repeated failures a batch is split into single writes; a key that keeps failing while
 //! other writes succeed is a *poison* key and goes to the dead-letter hook after
 //! `max_attempts` tries, so it cannot block the queue. When every write fails (the store is
 //! down) nothing is dead-lettered: the writer keeps retrying until the store comes back.
+//!
+//! A panicking store is a failed write (`Unknown`), and a panicking dead-letter hook is
+//! caught. Any other panic on the writer thread (a bug, or a key's or value's `Clone`, `Hash`,
+//! `Eq` or `Drop` panicking there) ends the thread: it is caught and recorded, and from then
+//! on flushes and parked writers fail with it (`Unflushed`, `Store`) instead of waiting for a
+//! writer that is gone, new write-behind writes are refused, and `close` hands what is left
+//! to the dead-letter hook.
 //!
 //! # Back-pressure
 //! At most `max_dirty` keys may be dirty. A writer that would dirty one more key waits for the

@@ -221,6 +221,10 @@ struct Signal {
     /// fill (`kick` covers one round only; a flush may need several).
     flushers: usize,
     closing: bool,
+    /// The writer thread panicked (a bug, or user code it ran: a key's or value's `Clone`,
+    /// `Hash`, `Eq` or `Drop`). Nothing will be written any more: flushes and parked writers
+    /// fail with this error instead of waiting forever, and later writes are refused.
+    died: Option<StdArc<StoreError>>,
     /// Bumped on every failed write attempt, so a flush can tell "failed since I began".
     error_epoch: u64,
     last_error: Option<StdArc<StoreError>>,
@@ -269,6 +273,8 @@ struct Shared<K, V> {
     /// A std handle: the writer thread exists only outside loom (models use manual mode).
     thread: Mutex<Option<std::thread::JoinHandle<()>>>,
     closed: std::sync::atomic::AtomicBool,
+    /// Set once `Signal::died` is (read without the signal lock on the write path).
+    writer_died: std::sync::atomic::AtomicBool,
 }
 
 /// Write-behind state owned by the cache.
@@ -327,6 +333,7 @@ where
             dead_letters: AtomicU64::new(0),
             thread: Mutex::new(None),
             closed: Default::default(),
+            writer_died: Default::default(),
         });
         if !manual {
             #[cfg(loom)]
@@ -336,7 +343,11 @@ where
                 let sh = Arc::clone(&shared);
                 let t = std::thread::Builder::new()
                     .name("cogwheel-write-behind".into())
-                    .spawn(move || sh.run())?;
+                    .spawn(move || {
+                        if let Err(p) = panic::catch_unwind(AssertUnwindSafe(|| sh.run())) {
+                            sh.died(&*p);
+                        }
+                    })?;
                 *sync::lock(&shared.thread) = Some(t);
             }
         }
@@ -398,6 +409,9 @@ where
             if sh.closed.load(Ordering::Acquire) {
                 return Err(Error::Closed);
             }
+            if sh.writer_died.load(Ordering::Acquire) {
+                return Err(sh.writer_died_error());
+            }
             if sh.dirty.load(Ordering::Acquire) < sh.max_dirty || self.is_dirty(hash, key) {
                 return Ok(());
             }
@@ -420,11 +434,17 @@ where
         sh.cv.notify_all();
         let epoch = sig.error_epoch;
         let dirty = sh.dirty.load(Ordering::Acquire);
-        while sh.dirty.load(Ordering::Acquire) >= dirty && sig.error_epoch == epoch && !sig.closing
+        while sh.dirty.load(Ordering::Acquire) >= dirty
+            && sig.error_epoch == epoch
+            && !sig.closing
+            && sig.died.is_none()
         {
             sig = wait(&sh.cv, sig);
         }
-        Ok(())
+        match &sig.died {
+            Some(e) => Err(Error::Store(StdArc::clone(e))),
+            None => Ok(()),
+        }
     }
 
     /// Record the latest write of a key (the caller holds the key's lock). Only a key's
@@ -568,6 +588,12 @@ where
         let r = loop {
             if sh.pending_upto(&target) == 0 {
                 break Ok(FlushReport { flushed });
+            }
+            if let Some(e) = &sig.died {
+                break Err(Error::Unflushed {
+                    pending: sh.pending_upto(&target),
+                    cause: StdArc::clone(e),
+                });
             }
             if sig.error_epoch != epoch || sig.closing {
                 let e = sig
@@ -936,9 +962,7 @@ where
         }
         self.dead_letters.fetch_add(1, Ordering::Relaxed);
         self.forgive(k);
-        if let Some(hook) = &self.dead_letter {
-            hook(k, to_dead(r.op.clone()), e);
-        }
+        self.dead_letter(k, r, e);
         true
     }
 
@@ -1015,13 +1039,9 @@ where
         // be swallowed: it becomes an `Unknown` failure that flush callers see.
         let r = panic::catch_unwind(AssertUnwindSafe(|| self.store.write_batch(ops)))
             .unwrap_or_else(|p| {
-                let msg = p
-                    .downcast_ref::<&str>()
-                    .map(|s| (*s).to_string())
-                    .or_else(|| p.downcast_ref::<String>().cloned())
-                    .unwrap_or_else(|| "unknown panic".into());
                 Err(StoreError::unknown(format!(
-                    "the store panicked in write_batch: {msg}"
+                    "the store panicked in write_batch: {}",
+                    panic_message(&*p)
                 )))
             });
         match r {
@@ -1049,6 +1069,32 @@ where
         }
     }
 
+    /// The writer thread panicked with `p`: wake everyone who waits for it, with the error.
+    #[cfg(not(loom))]
+    fn died(&self, p: &(dyn std::any::Any + Send)) {
+        let e = StdArc::new(StoreError::fail(format!(
+            "the write-behind writer thread panicked: {}",
+            panic_message(p)
+        )));
+        let mut sig = sync::lock(&self.sig);
+        sig.last_error = Some(StdArc::clone(&e));
+        sig.died = Some(e);
+        self.writer_died
+            .store(true, std::sync::atomic::Ordering::Release);
+        self.cv.notify_all();
+    }
+
+    fn writer_died_error(&self) -> Error {
+        let e = sync::lock(&self.sig).died.clone();
+        Error::Store(e.unwrap_or_else(|| StdArc::new(StoreError::fail("the writer stopped"))))
+    }
+
+    fn dead_letter(&self, k: &K, r: &Record<V>, e: &StoreError) {
+        if let Some(hook) = &self.dead_letter {
+            call_hook(hook, k, r, e);
+        }
+    }
+
     /// At close, after a failed final flush: report every remaining write (a key's latest).
     fn dead_letter_all(&self) {
         let e = sync::lock(&self.sig)
@@ -1069,9 +1115,7 @@ where
             for (k, r) in all {
                 self.dirty.fetch_sub(1, Ordering::AcqRel);
                 self.dead_letters.fetch_add(1, Ordering::Relaxed);
-                if let Some(hook) = &self.dead_letter {
-                    hook(k, to_dead(r.op.clone()), &e);
-                }
+                self.dead_letter(k, r, &e);
             }
         }
     }
@@ -1091,6 +1135,21 @@ fn write_op<'a, K, V>(key: &'a K, op: &'a Pending<V>) -> WriteOp<'a, K, V> {
 
 fn stripe_index(hash: u64) -> usize {
     (hash >> 40) as usize % STRIPES
+}
+
+/// The text of a panic's payload.
+fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
+    p.downcast_ref::<&str>()
+        .map(|s| (*s).to_string())
+        .or_else(|| p.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".into())
+}
+
+/// Hand a write to the dead-letter hook. A panicking hook is the user's bug, but it must not
+/// kill the writer thread (every later write would be stranded): its panic is caught and the
+/// write still counts as dead-lettered.
+fn call_hook<K, V: Clone>(hook: &DeadLetterHook<K, V>, k: &K, r: &Record<V>, e: &StoreError) {
+    let _ = panic::catch_unwind(AssertUnwindSafe(|| hook(k, to_dead(r.op.clone()), e)));
 }
 
 fn to_dead<V>(op: Pending<V>) -> DeadLetter<V> {

@@ -1,0 +1,229 @@
+//! Write-behind under panics in user code the writer runs: a panicking dead-letter hook, and
+//! a value whose `Drop` panics on the writer thread. None of them may hang a flush, a parked
+//! writer or `close`, and none may be swallowed silently.
+
+use cogwheel::store::{BackingStore, MemoryStore, StoreError, Stored, WriteOp};
+use cogwheel::{Cache, Error, WriteBehind, WritePolicy};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, mpsc};
+use std::time::Duration;
+
+/// Run `f` on its own thread and fail (instead of hanging the test run) if it takes longer
+/// than a minute: the bugs these tests look for show up as waits that never end.
+fn within_a_minute<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    rx.recv_timeout(Duration::from_secs(60))
+        .expect("the operation hung (or panicked)")
+}
+
+/// A memory store that refuses every batch holding `key`.
+struct RefusesKey {
+    inner: MemoryStore<u64, u64>,
+    key: u64,
+}
+
+impl BackingStore<u64, u64> for RefusesKey {
+    fn load(&self, key: &u64) -> Result<Option<Stored<u64>>, StoreError> {
+        self.inner.load(key)
+    }
+    fn write_batch(&self, ops: &[WriteOp<'_, u64, u64>]) -> Result<(), StoreError> {
+        let key_of = |op: &WriteOp<'_, u64, u64>| match op {
+            WriteOp::Put { key, .. } | WriteOp::Delete { key } => **key,
+        };
+        match ops.iter().any(|op| key_of(op) == self.key) {
+            true => Err(StoreError::fail("refused")),
+            false => self.inner.write_batch(ops),
+        }
+    }
+}
+
+#[test]
+fn a_panicking_dead_letter_hook_does_not_stop_the_writer() {
+    let store = MemoryStore::new();
+    let c: Cache<u64, u64> = Cache::builder()
+        .max_capacity(1000)
+        .store(RefusesKey {
+            inner: store.clone(),
+            key: 13,
+        })
+        .write_policy(WritePolicy::WriteBehind(
+            WriteBehind::default()
+                .max_attempts(2)
+                .retry_backoff(Duration::from_millis(1), Duration::from_millis(2)),
+        ))
+        .dead_letter(|_, _, _| panic!("the hook exploded"))
+        .build()
+        .unwrap();
+    let c = within_a_minute(move || {
+        for i in 0..20 {
+            c.insert(i, i).unwrap();
+        }
+        // Key 13 fails until it is dead-lettered (the hook then panics on the writer thread).
+        let mut tries = 0;
+        while c.flush().is_err() {
+            tries += 1;
+            assert!(tries < 1000, "key 13 was never given up");
+        }
+        // The writer is still alive: a later write reaches the store.
+        c.insert(100, 100).unwrap();
+        c.flush().unwrap();
+        c
+    });
+    assert_eq!(store.snapshot().get(&100).map(|s| s.value), Some(100));
+    assert_eq!(
+        c.stats().dead_letters,
+        1,
+        "the panicking hook's write counts"
+    );
+    assert!(!store.snapshot().contains_key(&13));
+}
+
+#[test]
+fn a_panicking_dead_letter_hook_does_not_break_close() {
+    let store = MemoryStore::new();
+    let c: Cache<u64, u64> = Cache::builder()
+        .max_capacity(1000)
+        .store(store.clone())
+        .write_policy(WritePolicy::WriteBehind(
+            WriteBehind::default().close_timeout(Duration::from_millis(50)),
+        ))
+        .dead_letter(|_, _, _| panic!("the hook exploded"))
+        .build()
+        .unwrap();
+    store.set_down(true);
+    c.insert(1, 1).unwrap();
+    c.insert(2, 2).unwrap();
+    let (r, dead) = within_a_minute(move || {
+        let r = c.close();
+        (r, c.stats().dead_letters)
+    });
+    assert!(
+        matches!(r, Err(Error::Unflushed { pending: 2, .. })),
+        "{r:?}"
+    );
+    assert_eq!(
+        dead, 2,
+        "both writes were handed over (to a hook that panicked)"
+    );
+}
+
+/// A store whose write_batch panics while a flag is set.
+struct Panicky {
+    inner: MemoryStore<u64, u64>,
+    panic: Arc<AtomicBool>,
+}
+
+impl BackingStore<u64, u64> for Panicky {
+    fn load(&self, key: &u64) -> Result<Option<Stored<u64>>, StoreError> {
+        self.inner.load(key)
+    }
+    fn write_batch(&self, ops: &[WriteOp<'_, u64, u64>]) -> Result<(), StoreError> {
+        if self.panic.load(Ordering::SeqCst) {
+            panic!("store exploded");
+        }
+        self.inner.write_batch(ops)
+    }
+}
+
+#[test]
+fn a_writer_panic_is_reported_not_swallowed() {
+    let store = MemoryStore::new();
+    let flag = Arc::new(AtomicBool::new(true));
+    let c: Cache<u64, u64> = Cache::builder()
+        .max_capacity(1000)
+        .store(Panicky {
+            inner: store.clone(),
+            panic: flag.clone(),
+        })
+        .write_policy(WritePolicy::WriteBehind(WriteBehind::default()))
+        .build()
+        .unwrap();
+    c.insert(1, 1).unwrap();
+    match c.flush() {
+        Err(Error::Unflushed { cause, .. }) => {
+            assert!(cause.to_string().contains("store exploded"), "{cause}")
+        }
+        other => panic!("expected the panic to be reported, got {other:?}"),
+    }
+    flag.store(false, Ordering::SeqCst);
+    c.flush().unwrap();
+    assert_eq!(
+        store.snapshot().get(&1).map(|s| s.value),
+        Some(1),
+        "the writer survived and wrote it"
+    );
+}
+
+/// Set while a test wants the writer thread to die.
+static ARMED: AtomicBool = AtomicBool::new(false);
+
+/// A value whose drop panics on the write-behind writer thread while `ARMED` (standing for a
+/// bug in user code that thread runs: a `Drop`, `Clone`, `Hash` or `Eq`).
+#[derive(Clone, Debug, PartialEq)]
+struct Grenade(u64);
+
+impl Drop for Grenade {
+    fn drop(&mut self) {
+        let writer = std::thread::current().name() == Some("cogwheel-write-behind");
+        if writer && ARMED.load(Ordering::SeqCst) && !std::thread::panicking() {
+            panic!("a grenade went off on the writer thread");
+        }
+    }
+}
+
+/// A store that accepts every write and keeps nothing (so values are dropped only where the
+/// cache drops them).
+struct Sink;
+
+impl BackingStore<u64, Grenade> for Sink {
+    fn load(&self, _: &u64) -> Result<Option<Stored<Grenade>>, StoreError> {
+        Ok(None)
+    }
+    fn write_batch(&self, _: &[WriteOp<'_, u64, Grenade>]) -> Result<(), StoreError> {
+        Ok(())
+    }
+}
+
+#[test]
+fn a_dead_writer_thread_fails_flushes_and_writes_instead_of_hanging_them() {
+    let c: Cache<u64, Grenade> = Cache::builder()
+        .max_capacity(1000)
+        .store(Sink)
+        .write_policy(WritePolicy::WriteBehind(WriteBehind::default()))
+        .build()
+        .unwrap();
+    c.insert(0, Grenade(0)).unwrap();
+    c.flush().unwrap();
+    ARMED.store(true, Ordering::SeqCst);
+    let report = within_a_minute(move || {
+        // The writer stores key 1, then drops its record's value and dies. The error must
+        // surface on a later insert (refused) or flush (failed), never as a wait forever.
+        c.insert(1, Grenade(1)).unwrap();
+        let mut found = None;
+        for k in 2..1000 {
+            if let Err(e) = c.flush() {
+                found = Some(e);
+                break;
+            }
+            if let Err(e) = c.insert(k, Grenade(k)) {
+                found = Some(e);
+                break;
+            }
+        }
+        let e = found.expect("the writer's death never surfaced");
+        // Later writes are refused with the same cause; close reports and returns.
+        let later = c.insert(5000, Grenade(5000)).unwrap_err();
+        // Whether close fails depends on whether a write was still pending when the writer
+        // died; either way it must return (`within_a_minute`).
+        let _ = c.close();
+        (e.to_string(), later.to_string())
+    });
+    ARMED.store(false, Ordering::SeqCst);
+    let (first, later) = report;
+    assert!(first.contains("writer thread panicked"), "{first}");
+    assert!(first.contains("a grenade went off"), "{first}");
+    assert!(later.contains("writer thread panicked"), "{later}");
+}
