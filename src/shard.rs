@@ -12,7 +12,7 @@ use crate::entry::{EntryRef, Expiry, Pool};
 use crate::expiry::wheel::TimerWheel;
 use crate::hash;
 use crate::listener::RemovalCause;
-use crate::policy::{Admit, EvictionPolicy, Policy, Residents, Token};
+use crate::policy::{Admit, EvictionPolicy, Policy, Residents, Reweigh, Token};
 use crate::reclaim::Guard;
 use crate::sync::{AtomicU64, AtomicUsize, Mutex, Ordering, lock, lock_spinning, try_lock};
 use crate::table::{Hit, Probe, Table, TablePtr, new_entry};
@@ -354,14 +354,24 @@ impl<K: Eq, V> Shard<K, V> {
                         guard,
                         pin,
                     };
-                    if !w.policy.reweigh(token, weight, &mut res, &mut w.evicted) {
-                        // The caller meant to replace the value: keeping the old one would
-                        // serve a value the caller has superseded. It leaves as `Replaced`.
-                        let e = self.unlink(w, table, slot, token, guard);
-                        w.policy.remove(token);
-                        out.push((e, RemovalCause::Replaced));
-                        self.publish_counts(w);
-                        return InsertOutcome::TooHeavy;
+                    match w.policy.reweigh(token, weight, &mut res, &mut w.evicted) {
+                        Reweigh::Done => {}
+                        Reweigh::TooHeavy => {
+                            // The caller meant to replace the value: keeping the old one would
+                            // serve a value the caller has superseded. It leaves as `Replaced`.
+                            let e = self.unlink(w, table, slot, token, guard);
+                            w.policy.remove(token);
+                            out.push((e, RemovalCause::Replaced));
+                            self.publish_counts(w);
+                            return InsertOutcome::TooHeavy;
+                        }
+                        Reweigh::AllPinned => {
+                            // Only dirty write-behind entries could make room: the old value
+                            // stays until the writer has stored some (the caller waits).
+                            self.remove_victims(w, table, guard, out);
+                            self.publish_counts(w);
+                            return InsertOutcome::Full;
+                        }
                     }
                 }
                 let fresh = w.pool.alloc(key, value, token, weight, exp);

@@ -358,33 +358,6 @@ fn a_poison_entry_goes_to_the_dead_letter_hook() {
 }
 
 #[test]
-fn dirty_entries_are_pinned_and_reads_see_pending_writes() {
-    let store = MemoryStore::new();
-    store.insert(5, 500, None); // a stale value in the store
-    let c = manual(&store, 8);
-    for i in 0..8 {
-        c.insert(i, i).unwrap();
-    }
-    // The shard is full of dirty entries: this insert waits for (here: does) a writer round
-    // instead of evicting a dirty value or spinning.
-    c.insert(100, 100).unwrap();
-    for i in 0..8 {
-        assert_eq!(
-            c.fetch(&i).unwrap(),
-            Some(i),
-            "no acknowledged write lost or shadowed"
-        );
-    }
-    assert_eq!(c.fetch(&5).unwrap(), Some(5), "not the stale 500");
-    assert!(c.len() <= 8);
-    // A pending delete is not undone by read-through either.
-    c.flush().unwrap();
-    c.remove(&100).unwrap();
-    c.invalidate_all();
-    assert_eq!(c.fetch(&100).unwrap(), None);
-}
-
-#[test]
 fn close_reports_what_could_not_be_written() {
     let store = MemoryStore::new();
     let (c, dead) = with_dead_letters(store.clone(), WriteBehind::default());

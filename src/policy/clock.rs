@@ -4,7 +4,7 @@
 //! unreferenced, unpinned resident the hand meets is the victim. Kept as the baseline the
 //! CLOCK-Pro policy is measured against, and as the simplest correct policy behind the seam.
 
-use super::{Admit, Residents, Token};
+use super::{Admit, Residents, Reweigh, Token};
 
 #[derive(Debug, Clone, Copy)]
 struct Slot {
@@ -75,20 +75,25 @@ impl Clock {
         weight: u32,
         res: &mut R,
         evicted: &mut Vec<Token>,
-    ) -> bool {
-        if u64::from(weight) > self.capacity {
-            return false;
+    ) -> Reweigh {
+        let w = u64::from(weight);
+        if w > self.capacity {
+            return Reweigh::TooHeavy;
         }
-        let slot = &mut self.slots[token as usize];
-        debug_assert!(slot.resident, "reweigh of a token that is not resident");
-        self.weight = self.weight - u64::from(slot.weight) + u64::from(weight);
-        slot.weight = weight;
-        while self.weight > self.capacity {
+        debug_assert!(
+            self.slots[token as usize].resident,
+            "reweigh of a token that is not resident"
+        );
+        let old = u64::from(self.slots[token as usize].weight);
+        // Room first: if only pinned residents could make it, the old weight stays.
+        while self.weight - old + w > self.capacity {
             if !self.evict_one(res, evicted, Some(token)) {
-                break;
+                return Reweigh::AllPinned;
             }
         }
-        true
+        self.weight = self.weight - old + w;
+        self.slots[token as usize].weight = weight;
+        Reweigh::Done
     }
 
     pub(crate) fn remove(&mut self, token: Token) {
@@ -216,6 +221,14 @@ mod tests {
         assert_eq!(c.admit(3, 1, &mut bits, &mut ev), Admit::AllPinned);
         assert!(ev.is_empty());
         assert_eq!(c.len(), 2);
+        c.validate();
+        // Growing `a` needs `b`'s room, which is pinned: refused, weight unchanged.
+        assert_eq!(c.reweigh(a, 2, &mut bits, &mut ev), Reweigh::AllPinned);
+        assert_eq!(c.weight, 2);
+        c.validate();
+        bits.pinned.clear();
+        assert_eq!(c.reweigh(a, 2, &mut bits, &mut ev), Reweigh::Done);
+        assert_eq!((ev.as_slice(), c.weight), ([b].as_slice(), 2));
         c.validate();
     }
 }

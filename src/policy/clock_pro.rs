@@ -85,7 +85,7 @@
 //! page.) When nothing at all can be evicted the admission returns [`Admit::AllPinned`]
 //! (after a bounded sweep).
 
-use super::{Admit, Residents, Token};
+use super::{Admit, Residents, Reweigh, Token};
 
 mod ghost_index;
 
@@ -1068,18 +1068,18 @@ impl ClockPro {
         Admit::Resident(t)
     }
 
-    /// A resident's weight changed. Never evicts `token`; `false` (nothing changed) when the
-    /// new weight can never fit. May leave the weight above capacity when the rest is pinned.
+    /// A resident's weight changed. Never evicts `token`, and never leaves the weight above
+    /// capacity: when only pinned residents could make room, the old weight stays.
     pub(crate) fn reweigh<R: Residents>(
         &mut self,
         token: Token,
         weight: u32,
         res: &mut R,
         evicted: &mut Vec<Token>,
-    ) -> bool {
+    ) -> Reweigh {
         let w = u64::from(weight);
         if w > self.capacity {
-            return false;
+            return Reweigh::TooHeavy;
         }
         let node = self.nodes[token as usize];
         debug_assert!(
@@ -1089,7 +1089,9 @@ impl ClockPro {
         match node.state() {
             State::Light if weight == 0 => {}
             State::Light => {
-                self.make_room(w, res, evicted, Some(token));
+                if !self.make_room(w, res, evicted, Some(token)) {
+                    return Reweigh::AllPinned;
+                }
                 self.len -= 1;
                 self.link_new(Some(token), node.hash(), weight, false);
             }
@@ -1101,20 +1103,19 @@ impl ClockPro {
             }
             State::Hot | State::Cold => {
                 let old = u64::from(self.weight_of(token));
+                if w > old && !self.make_room(w - old, res, evicted, Some(token)) {
+                    return Reweigh::AllPinned;
+                }
                 self.weight = self.weight - old + w;
-                if node.state() == State::Hot {
+                // Read the state now: making room may have demoted the page.
+                if self.state(token) == State::Hot {
                     self.hot_weight = self.hot_weight - old + w;
                 }
                 self.set_weight(token, weight);
-                while self.weight > self.capacity {
-                    if !self.evict_one(res, evicted, Some(token)) {
-                        break;
-                    }
-                }
             }
             State::Free | State::Ghost => {}
         }
-        true
+        Reweigh::Done
     }
 
     /// Take a resident off the ring (counts, weights and hands), keeping its slot.

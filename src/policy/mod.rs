@@ -39,6 +39,18 @@ pub(crate) enum Admit {
     AllPinned,
 }
 
+/// The outcome of changing a resident's weight.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Reweigh {
+    /// The resident has its new weight; the victims (if any) are in `evicted`.
+    Done,
+    /// The new weight can never fit; nothing changed.
+    TooHeavy,
+    /// The new weight needs room that only pinned residents hold: the resident keeps its old
+    /// weight, and victims already chosen (in `evicted`) must still be removed by the shard.
+    AllPinned,
+}
+
 /// Which eviction policy a cache uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
@@ -132,15 +144,15 @@ impl Policy {
         }
     }
 
-    /// A resident's weight changed (its value was replaced). Never evicts `token` itself.
-    /// Returns `false` (and changes nothing) when the new weight can never fit.
+    /// A resident's weight changed (its value was replaced). Never evicts `token` itself, and
+    /// never leaves the weight above capacity.
     pub(crate) fn reweigh<R: Residents>(
         &mut self,
         token: Token,
         weight: u32,
         res: &mut R,
         evicted: &mut Vec<Token>,
-    ) -> bool {
+    ) -> Reweigh {
         match self {
             Policy::Clock(p) => p.reweigh(token, weight, res, evicted),
             Policy::ClockPro(p) => p.reweigh(token, weight, res, evicted),

@@ -352,7 +352,7 @@ impl Sim {
         }
     }
 
-    fn reweigh(&mut self, key: u64, weight: u32) -> Option<bool> {
+    fn reweigh(&mut self, key: u64, weight: u32) -> Option<Reweigh> {
         let t = *self.map.get(&key)?;
         self.evicted.clear();
         let ok = self.p.reweigh(t, weight, &mut self.bits, &mut self.evicted);
@@ -713,19 +713,53 @@ fn reweigh_evicts_others_never_itself() {
     for k in 0..10 {
         s.access(k, 1).unwrap();
     }
-    assert_eq!(s.reweigh(3, 11), Some(false), "can never fit: refused");
+    assert_eq!(
+        s.reweigh(3, 11),
+        Some(Reweigh::TooHeavy),
+        "can never fit: refused"
+    );
     assert_eq!(s.p.weight(), 10);
-    assert_eq!(s.reweigh(3, 6), Some(true));
+    assert_eq!(s.reweigh(3, 6), Some(Reweigh::Done));
     assert!(s.token(3).is_some());
     assert!(s.p.weight() <= 10);
     s.p.validate();
-    assert_eq!(s.reweigh(3, 0), Some(true));
+    assert_eq!(s.reweigh(3, 0), Some(Reweigh::Done));
     s.p.validate();
-    assert_eq!(s.reweigh(3, 10), Some(true));
+    assert_eq!(s.reweigh(3, 10), Some(Reweigh::Done));
     assert!(s.token(3).is_some());
     assert_eq!(s.p.weight(), 10);
     assert_eq!(s.p.len(), 1);
     s.p.validate();
+}
+
+#[test]
+fn reweigh_never_exceeds_capacity_when_the_rest_is_pinned() {
+    for grow_from in [1, 0] {
+        let mut s = Sim::new(10, ColdTarget::Adaptive);
+        for k in 0..10 {
+            s.access(k, if k == 3 { grow_from } else { 1 }).unwrap();
+        }
+        let pins: Vec<Token> = (0..10)
+            .filter(|&k| k != 3)
+            .filter_map(|k| s.token(k))
+            .collect();
+        s.bits.pinned.extend(pins);
+        let before = s.p.weight();
+        assert_eq!(
+            s.reweigh(3, 5),
+            Some(Reweigh::AllPinned),
+            "growing from {grow_from} needs room only pinned pages hold"
+        );
+        assert_eq!(s.p.weight(), before, "the old weight stays");
+        assert!(s.evicted.is_empty());
+        s.p.validate();
+        // Once the others are clean, the same change makes its room.
+        s.bits.pinned.clear();
+        assert_eq!(s.reweigh(3, 5), Some(Reweigh::Done));
+        assert!(s.p.weight() <= 10);
+        assert!(s.token(3).is_some());
+        s.p.validate();
+    }
 }
 
 #[test]
@@ -794,9 +828,10 @@ fn random_operations_with(seed: u64, policy: ClockPro, capacity: u64, steps: usi
             70..=79 => s.remove(key),
             80..=87 => {
                 let w = rng.below(5) as u32;
-                if let Some(ok) = s.reweigh(key, w) {
-                    assert_eq!(ok, u64::from(w) <= capacity);
-                    evicts = ok && w > 0;
+                match s.reweigh(key, w) {
+                    Some(Reweigh::TooHeavy) => assert!(u64::from(w) > capacity),
+                    Some(Reweigh::Done) => evicts = w > 0,
+                    Some(Reweigh::AllPinned) | None => {}
                 }
             }
             88..=95 => {
@@ -825,6 +860,7 @@ fn random_operations_with(seed: u64, policy: ClockPro, capacity: u64, steps: usi
             }
         }
         s.p.validate();
+        assert!(s.p.weight() <= capacity, "weight above capacity");
         assert_eq!(
             s.p.len(),
             s.map.len(),
