@@ -135,14 +135,15 @@ fn read_trace(dir: &Path, name: &str) -> Vec<u64> {
             .collect();
     }
     let arc = dir.join("arc").join(format!("{name}.lis.zst"));
-    let out = std::process::Command::new("zstd")
-        .arg("-dc")
-        .arg(&arc)
-        .output()
-        .expect("the zstd command decompresses the ARC traces");
-    assert!(out.status.success(), "zstd failed on {}", arc.display());
+    let file = std::fs::File::open(&arc).unwrap();
+    let mut text = String::new();
+    std::io::Read::read_to_string(
+        &mut ruzstd::decoding::StreamingDecoder::new(file).unwrap(),
+        &mut text,
+    )
+    .unwrap();
     let mut keys = Vec::new();
-    for line in String::from_utf8(out.stdout).unwrap().lines() {
+    for line in text.lines() {
         let mut f = line.split_whitespace();
         let (Some(start), Some(count)) = (f.next(), f.next()) else {
             continue;
@@ -231,7 +232,8 @@ fn reproduces_reference_simulator_on_lirs_and_web07() {
     assert_eq!(matched, 126, "every lirs and web07 cell was checked");
 }
 
-/// The large traces; run by hand: `cargo test --release --lib clock_pro -- --ignored`.
+/// The large traces: too slow for a debug build, so `.ci/run` runs them in release
+/// (`cargo test --release --lib reproduces_reference -- --ignored`).
 #[test]
 #[ignore]
 fn reproduces_reference_simulator_on_large_traces() {
