@@ -410,10 +410,11 @@ where
     pub fn stats(&self) -> Stats {
         let mut s = Stats::from_counters(&self.inner.counters);
         if let Some(wb) = &self.inner.wb {
-            let (writes, errors, dead) = wb.counts();
+            let (writes, errors, dead, retries) = wb.counts();
             s.store_writes += writes;
             s.store_write_errors += errors;
             s.dead_letters = dead;
+            s.write_retries = retries;
             s.dirty = wb.dirty_count() as u64;
             s.oldest_dirty_nanos = wb
                 .oldest_dirty()

@@ -143,6 +143,9 @@ pub struct Stats {
     pub oldest_dirty_nanos: u64,
     /// Writes given up on and handed to the dead-letter hook.
     pub dead_letters: u64,
+    /// Write-behind rounds that retried writes after a failed round (each waits out the
+    /// back-off first, unless a flush or close asks it to go now).
+    pub write_retries: u64,
 }
 
 impl Stats {
@@ -165,6 +168,7 @@ impl Stats {
             dirty: 0,
             oldest_dirty_nanos: 0,
             dead_letters: 0,
+            write_retries: 0,
         }
     }
 

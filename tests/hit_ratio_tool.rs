@@ -195,5 +195,8 @@ fn a_one_shard_cache_reproduces_the_reference_simulator() {
             }
         }
     }
-    assert_eq!(checked, 92, "every reference row of these traces was checked");
+    assert_eq!(
+        checked, 92,
+        "every reference row of these traces was checked"
+    );
 }

@@ -67,6 +67,11 @@ fn ok_is_in_memory_then_durable_after_flush() {
     assert_eq!(c.flush().unwrap().flushed, 1);
     assert_eq!(store_value(&store, 1), Some(10));
     assert_eq!(c.dirty_count(), 0);
+    assert_eq!(
+        c.stats().write_retries,
+        0,
+        "nothing failed, nothing retried"
+    );
 }
 
 #[test]
@@ -242,7 +247,15 @@ fn store_down_then_up_loses_nothing() {
     for i in 0..100 {
         assert_eq!(store_value(&store, i), Some(i));
     }
-    assert!(c.stats().store_write_errors > 0);
+    // Every failed round was followed by one retry round (the last of which succeeded).
+    let s = c.stats();
+    assert!(s.store_write_errors > 0);
+    assert!(
+        (1..=s.store_write_errors).contains(&s.write_retries),
+        "{} retries, {} errors",
+        s.write_retries,
+        s.store_write_errors
+    );
 }
 
 #[test]

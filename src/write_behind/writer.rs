@@ -270,6 +270,8 @@ struct Shared<K, V> {
     writes: AtomicU64,
     write_errors: AtomicU64,
     dead_letters: AtomicU64,
+    /// Rounds that followed a failed round.
+    retries: AtomicU64,
     /// A std handle: the writer thread exists only outside loom (models use manual mode).
     thread: Mutex<Option<std::thread::JoinHandle<()>>>,
     closed: std::sync::atomic::AtomicBool,
@@ -331,6 +333,7 @@ where
             writes: AtomicU64::new(0),
             write_errors: AtomicU64::new(0),
             dead_letters: AtomicU64::new(0),
+            retries: AtomicU64::new(0),
             thread: Mutex::new(None),
             closed: Default::default(),
             writer_died: Default::default(),
@@ -538,13 +541,14 @@ where
         Some(Duration::from_nanos(sh.clock.now().saturating_sub(oldest)))
     }
 
-    /// (writes, write errors, dead letters) for the stats.
-    pub(crate) fn counts(&self) -> (u64, u64, u64) {
+    /// (writes, write errors, dead letters, retried rounds) for the stats.
+    pub(crate) fn counts(&self) -> (u64, u64, u64, u64) {
         let sh = &*self.shared;
         (
             sh.writes.load(Ordering::Relaxed),
             sh.write_errors.load(Ordering::Relaxed),
             sh.dead_letters.load(Ordering::Relaxed),
+            sh.retries.load(Ordering::Relaxed),
         )
     }
 }
@@ -790,7 +794,11 @@ where
         if gens.is_empty() {
             return Ok(0);
         }
-        let split = self.failed_rounds.load(Ordering::Relaxed) >= 2 && keys > 1;
+        let failed_before = self.failed_rounds.load(Ordering::Relaxed);
+        if failed_before > 0 {
+            self.retries.fetch_add(1, Ordering::Relaxed);
+        }
+        let split = failed_before >= 2 && keys > 1;
         let result = if split {
             self.write_singly(gens)
         } else {
