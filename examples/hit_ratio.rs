@@ -81,7 +81,8 @@ fn parse() -> Result<Args, String> {
             EvictionPolicy::ClockProFixedCold { percent }
         }
         ("clockpro-long", "adaptive") => EvictionPolicy::ClockProLongHistory,
-        ("clock", _) => EvictionPolicy::Clock,
+        // Plain CLOCK has no cold share: only the default `--cold` makes sense with it.
+        ("clock", "adaptive") => EvictionPolicy::Clock,
         (p, c) => return Err(format!("unsupported --policy {p} with --cold {c}")),
     };
     if !["lirs", "arc", "cache2k"].contains(&a.format.as_str()) {

@@ -83,6 +83,38 @@ fn replays_a_generated_trace() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--format"));
+    // The ARC format (`start count ...`: the blocks start..start+count), zstd-compressed,
+    // under both policies: keys 1 2 3 1 2 3 10 hit 3 times.
+    let zst = dir.path().join("blocks.lis.zst");
+    let lis = "1 3 0 0\n1 3 0 0\n10 1 0 0\n";
+    let level = ruzstd::encoding::CompressionLevel::Fastest;
+    std::fs::write(
+        &zst,
+        ruzstd::encoding::compress_to_vec(lis.as_bytes(), level),
+    )
+    .unwrap();
+    for policy in ["clockpro", "clock"] {
+        let out = Command::new(example())
+            .args(["--format", "arc", "--policy", policy, "--capacity", "10"])
+            .arg(&zst)
+            .output()
+            .unwrap();
+        let text = String::from_utf8(out.stdout).unwrap();
+        assert_eq!(
+            text.lines().nth(1),
+            Some("blocks\t10\t7\t3\t42.8571"),
+            "{policy}"
+        );
+    }
+    // Plain CLOCK has no cold share to set.
+    let out = Command::new(example())
+        .args(["--format", "arc", "--policy", "clock", "--cold", "fixed5"])
+        .args(["--capacity", "10"])
+        .arg(&zst)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--policy clock with --cold fixed5"));
 }
 
 /// `--cold fixedN` and `--cold hothits`: a zigzag (sweeps up and down over 200 keys) defeats
