@@ -27,6 +27,10 @@
 //! list, raised the insert rate from 0.41–0.49 to 0.53–0.57 of a cache without a store in
 //! alternated runs, see PERFORMANCE.md.)
 //!
+//! A flush notes each stripe's latest sequence number and waits until every stripe's first
+//! pending record (in both generations) is newer: records sit in the order their keys became
+//! dirty, so that test is O(1) per stripe, the per-stripe form of a published `flushed_seq`.
+//!
 //! Dirty keys are pinned: the eviction policy skips them (it asks through
 //! [`WriteBehindState::is_dirty`]), so a read after an acknowledged write sees it, also under
 //! eviction pressure. Read-through consults the pending records before the store, so a stale

@@ -169,6 +169,12 @@ impl<K: Hash + Eq + Clone, V> Records<K, V> {
         self.list.iter().map(|(_, r)| r)
     }
 
+    /// Whether the records are in the order their keys became dirty (what `stored_upto`
+    /// relies on).
+    fn in_dirty_order(&self) -> bool {
+        self.list.windows(2).all(|w| w[0].1.oldest < w[1].1.oldest)
+    }
+
     /// Empty, keeping the capacity.
     fn clear(&mut self) {
         self.index.clear();
@@ -572,7 +578,7 @@ where
         if sh.cfg.manual {
             let mut step = 0;
             loop {
-                if sh.pending_upto(&target) == 0 {
+                if sh.stored_upto(&target) {
                     return Ok(FlushReport { flushed });
                 }
                 match sh.round_locked() {
@@ -590,7 +596,7 @@ where
         sig.flushers += 1;
         sh.cv.notify_all();
         let r = loop {
-            if sh.pending_upto(&target) == 0 {
+            if sh.stored_upto(&target) {
                 break Ok(FlushReport { flushed });
             }
             if let Some(e) = &sig.died {
@@ -672,7 +678,27 @@ where
         std::array::from_fn(|i| sync::lock(&self.stripes[i]).seq)
     }
 
-    /// How many dirty keys hold a write with a sequence number up to their stripe's target.
+    /// Whether every write with a sequence number up to its stripe's target is stored: the
+    /// flush barrier's test, O(1) per stripe. A generation lists its records in the order
+    /// their keys became dirty, so its first record holds its smallest `oldest` (a rewrite
+    /// keeps a record's place and its `oldest`; a merge after a failure appends only newer
+    /// keys; a partial retirement keeps the order). This is DESIGN's `flushed_seq`, per
+    /// stripe: everything below the first pending record's `oldest` is in the store.
+    fn stored_upto(&self, target: &[u64; STRIPES]) -> bool {
+        if self.dirty.load(Ordering::Acquire) == 0 {
+            return true;
+        }
+        self.stripes.iter().zip(target).all(|(s, &t)| {
+            let st = sync::lock(s);
+            let first = |g: &Records<K, V>| g.list.first().map(|(_, r)| r.oldest);
+            let oldest = [first(&st.live), st.taken.as_deref().and_then(first)];
+            debug_assert!(st.live.in_dirty_order() && st.taken.iter().all(|g| g.in_dirty_order()));
+            oldest.into_iter().flatten().all(|o| o > t)
+        })
+    }
+
+    /// How many dirty keys hold a write with a sequence number up to their stripe's target
+    /// (for reports: it walks every record).
     fn pending_upto(&self, target: &[u64; STRIPES]) -> usize {
         if self.dirty.load(Ordering::Acquire) == 0 {
             return 0;
