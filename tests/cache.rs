@@ -185,6 +185,51 @@ fn weights_and_too_heavy() {
 }
 
 #[test]
+fn the_weight_bound_holds_under_concurrent_inserts_and_reweighs() {
+    let c: Cache<u64, u32> = Cache::builder()
+        .max_weight(1000)
+        .weigher(|_, v: &u32| *v)
+        .build()
+        .unwrap();
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|s| {
+        let writers: Vec<_> = (0..3u64)
+            .map(|t| {
+                let c = &c;
+                s.spawn(move || {
+                    // A small key space: most inserts replace a value with another weight.
+                    let mut x = t + 1;
+                    for _ in 0..20_000 {
+                        x ^= x << 13;
+                        x ^= x >> 7;
+                        x ^= x << 17;
+                        let r = c.insert(x % 500, (x >> 32) as u32 % 21);
+                        assert!(r.is_ok() || matches!(r, Err(Error::TooHeavy)), "{r:?}");
+                    }
+                })
+            })
+            .collect();
+        s.spawn(|| {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                assert!(c.weighted_size() <= 1000, "{}", c.weighted_size());
+                std::thread::yield_now();
+            }
+        });
+        for w in writers {
+            w.join().unwrap();
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    });
+    assert!(c.weighted_size() <= 1000);
+    let held: u64 = c.iter().map(|(_, v)| u64::from(v)).sum();
+    assert_eq!(
+        held,
+        c.weighted_size(),
+        "the reported weight is what is held"
+    );
+}
+
+#[test]
 fn builder_errors_are_values() {
     let e = Cache::<u8, u8>::builder()
         .shards(6)
