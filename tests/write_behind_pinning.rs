@@ -47,7 +47,7 @@ fn a_shard_full_of_dirty_entries_has_them_stored_before_it_evicts() {
 }
 
 #[test]
-fn read_through_prefers_a_pending_put_or_delete_to_a_stale_store_value() {
+fn reads_prefer_a_pending_put_or_delete_to_a_stale_store_value_or_a_loader() {
     let store = MemoryStore::new();
     store.insert(5, 500, None);
     store.insert(6, 600, None);
@@ -57,6 +57,8 @@ fn read_through_prefers_a_pending_put_or_delete_to_a_stale_store_value() {
     // Out of the cache, still pending: read-through must not load 500 or resurrect 600.
     c.invalidate_all();
     assert_eq!(c.dirty_count(), 2);
+    assert_eq!(c.get_with(5, || 999).unwrap(), 5, "nor a loader's value");
+    c.invalidate_all();
     assert_eq!(c.fetch(&5).unwrap(), Some(5), "not the stale 500");
     assert_eq!(c.fetch(&6).unwrap(), None, "the pending delete wins");
     c.flush().unwrap();

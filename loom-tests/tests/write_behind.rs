@@ -137,3 +137,24 @@ fn failed_round_merges_with_newer_writes() {
         assert_eq!(c.get(&1), Some(11));
     });
 }
+
+/// A read-through racing a remove of the same key: once the remove has returned, no read
+/// may see the key's stored value again (the pending delete is the truth, and the load must
+/// not publish the store's stale value over it).
+#[test]
+fn fetch_vs_remove_never_resurrects() {
+    loom::model(|| {
+        let store = MemoryStore::new();
+        store.insert(1, 10, None);
+        let c = cache(&store);
+        let f = {
+            let c = c.clone();
+            spawn(move || c.fetch(&1).unwrap())
+        };
+        c.remove(&1).unwrap();
+        let fetched = f.join().unwrap();
+        assert!(fetched == Some(10) || fetched.is_none());
+        assert_eq!(c.get(&1), None, "the removed key came back");
+        assert_eq!(c.fetch(&1).unwrap(), None);
+    });
+}

@@ -87,15 +87,32 @@ where
         }
         let inner = &*self.inner;
         let hash = self.hash(&key);
-        let ttl = inner.time_to_live;
+        let ttl = Cell::new(inner.time_to_live);
         inner
             .loader
             .run(
                 hash,
                 &key,
                 || self.peek_live(hash, &key),
-                || inner.timed_load(init),
+                || {
+                    // Write-behind: a pending write is the key's value even out of the cache
+                    // (after `invalidate_all`), so `init` does not replace it (read-your-writes).
+                    if let Some(wb) = &inner.wb
+                        && let Some(Some((v, at))) = wb.pending(hash, &key)
+                    {
+                        match at.map(|at| at.duration_since(SystemTime::now())) {
+                            None => return Ok(v),
+                            Some(Ok(left)) if !left.is_zero() => {
+                                ttl.set(Some(left));
+                                return Ok(v);
+                            }
+                            Some(_) => {} // expired: as absent
+                        }
+                    }
+                    inner.timed_load(init)
+                },
                 |v| {
+                    let ttl = ttl.get();
                     let _ = self.write_local(hash, key.clone(), v.clone(), ttl, Cond::IfAbsent);
                 },
             )
@@ -119,40 +136,48 @@ where
             return Ok(None);
         };
         let hash = self.hash(key);
-        // A pending write-behind write or delete is the truth; the store may be stale.
-        if let Some(wb) = &inner.wb
-            && let Some(pending) = wb.pending(hash, key)
-        {
-            return Ok(pending.and_then(|(v, at)| match at {
-                Some(at) if at <= SystemTime::now() => None,
-                _ => Some(v),
-            }));
-        }
         let owned = key.to_owned();
         // The stored deadline, handed from `init` to `publish` (both run on this thread).
         let remaining: Cell<Option<Duration>> = Cell::new(None);
+        // Whether the value came from the store (and not from a pending write).
+        let from_store = Cell::new(false);
+        let live_until = |at: Option<SystemTime>| match at {
+            None => Some(None),
+            Some(at) => match at.duration_since(SystemTime::now()) {
+                Ok(left) if !left.is_zero() => Some(Some(left)),
+                _ => None,
+            },
+        };
         let r = inner.loader.run(
             hash,
             &owned,
             || self.peek_live(hash, key),
             || {
+                // A pending write-behind write or delete is the truth; the store may be
+                // stale. Looked up only now that this load is registered: a write or remove
+                // that records after this look invalidates the load (its value is then not
+                // published), and one that recorded before it is seen here.
+                if let Some(wb) = &inner.wb
+                    && let Some(pending) = wb.pending(hash, key)
+                {
+                    let (v, at) = pending.ok_or(FetchMiss::Absent)?;
+                    remaining.set(live_until(at).ok_or(FetchMiss::Absent)?);
+                    return Ok(v);
+                }
+                from_store.set(true);
                 inner.timed_load(|| match store.load(&owned) {
-                    Ok(Some(stored)) => match stored.expires_at {
-                        None => Ok(stored.value),
-                        Some(at) => match at.duration_since(SystemTime::now()) {
-                            Ok(left) if !left.is_zero() => {
-                                remaining.set(Some(left));
-                                Ok(stored.value)
-                            }
-                            _ => Err(FetchMiss::Absent),
-                        },
-                    },
+                    Ok(Some(stored)) => {
+                        remaining.set(live_until(stored.expires_at).ok_or(FetchMiss::Absent)?);
+                        Ok(stored.value)
+                    }
                     Ok(None) => Err(FetchMiss::Absent),
                     Err(e) => Err(FetchMiss::Store(e)),
                 })
             },
             |v| {
-                inner.counters.incr(Counter::StoreHits);
+                if from_store.get() {
+                    inner.counters.incr(Counter::StoreHits);
+                }
                 let ttl = match (remaining.get(), inner.time_to_live) {
                     (Some(a), Some(b)) => Some(a.min(b)),
                     (a, b) => a.or(b),

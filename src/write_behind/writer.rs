@@ -394,11 +394,11 @@ where
         K: Borrow<Q>,
         Q: Hash + Eq + ?Sized,
     {
-        let sh = &*self.shared;
-        if sh.dirty.load(Ordering::Acquire) == 0 {
-            return None;
-        }
-        sync::lock_spinning(sh.stripe(hash))
+        // No `dirty == 0` shortcut here: read-through registers its load, then looks here,
+        // while a remove records, then looks for loads to invalidate. Through the stripe lock
+        // one of the two sees the other; with a lone atomic load on this side both could miss
+        // (the store-buffering pattern; loom model `fetch_vs_remove_never_resurrects`).
+        sync::lock_spinning(self.shared.stripe(hash))
             .get(key)
             .map(|r| match &r.op {
                 Pending::Put(v, at) => Some((v.clone(), *at)),
