@@ -373,7 +373,10 @@ fn a_poison_entry_goes_to_the_dead_letter_hook() {
 #[test]
 fn close_reports_what_could_not_be_written() {
     let store = MemoryStore::new();
-    let (c, dead) = with_dead_letters(store.clone(), WriteBehind::default());
+    let (c, dead) = with_dead_letters(
+        store.clone(),
+        WriteBehind::default().close_timeout(Duration::from_millis(100)),
+    );
     store.set_down(true);
     c.insert(1, 1).unwrap();
     c.remove(&2).unwrap();
@@ -385,6 +388,68 @@ fn close_reports_what_could_not_be_written() {
     dead.sort_by_key(|(k, _)| *k);
     assert_eq!(dead, vec![(1, DeadLetter::Put(1)), (2, DeadLetter::Delete)]);
     assert!(matches!(c.insert(3, 3), Err(Error::Closed)));
+}
+
+#[test]
+fn close_retries_a_failing_store_until_its_timeout() {
+    let store = MemoryStore::new();
+    let (c, dead) = with_dead_letters(
+        store.clone(),
+        WriteBehind::default()
+            .retry_backoff(Duration::from_millis(1), Duration::from_millis(5))
+            .close_timeout(Duration::from_secs(60)),
+    );
+    store.set_down(true);
+    c.insert(1, 1).unwrap();
+    let c2 = c.clone();
+    // The store comes back once close has seen it fail (a transient outage).
+    let healer = thread::spawn({
+        let store = store.clone();
+        move || {
+            while c2.stats().store_write_errors == 0 {
+                thread::yield_now();
+            }
+            store.set_down(false);
+        }
+    });
+    assert_eq!(c.close().unwrap().flushed, 1);
+    healer.join().unwrap();
+    assert_eq!(store_value(&store, 1), Some(1));
+    assert!(dead.lock().unwrap().is_empty(), "nothing given up");
+}
+
+#[test]
+fn a_close_racing_writes_loses_none_of_those_that_returned_ok() {
+    for _ in 0..20 {
+        let store = MemoryStore::new();
+        let c = threaded(&store, WriteBehind::default());
+        let writer = {
+            let c = c.clone();
+            thread::spawn(move || {
+                let mut acked = Vec::new();
+                for i in 0..10_000u64 {
+                    match c.insert(i, i) {
+                        Ok(()) => acked.push(i),
+                        Err(Error::Closed) => break,
+                        Err(e) => panic!("{e}"),
+                    }
+                }
+                acked
+            })
+        };
+        while c.dirty_count() == 0 && store.is_empty() {
+            thread::yield_now();
+        }
+        c.close().unwrap();
+        let acked = writer.join().unwrap();
+        for i in acked {
+            assert_eq!(
+                store_value(&store, i),
+                Some(i),
+                "acknowledged write {i} lost"
+            );
+        }
+    }
 }
 
 #[test]

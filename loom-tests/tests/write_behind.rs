@@ -158,3 +158,26 @@ fn fetch_vs_remove_never_resurrects() {
         assert_eq!(c.fetch(&1).unwrap(), None);
     });
 }
+
+/// An insert racing `close`: either it is refused (`Closed`), or it returned `Ok` and the
+/// close's final flush stored it. Never `Ok` and then neither stored nor reported.
+#[test]
+fn insert_vs_close_loses_no_acknowledged_write() {
+    loom::model(|| {
+        let store = MemoryStore::new();
+        let c = cache(&store);
+        let w = {
+            let c = c.clone();
+            spawn(move || c.insert(1, 10))
+        };
+        c.close().unwrap();
+        match w.join().unwrap() {
+            Ok(()) => assert_eq!(
+                store.snapshot().get(&1).map(|s| s.value),
+                Some(10),
+                "acknowledged before close returned, yet not stored"
+            ),
+            Err(e) => assert!(matches!(e, cogwheel::Error::Closed), "{e}"),
+        }
+    });
+}

@@ -239,7 +239,7 @@ where
                         // wait on the key lock this call holds, so the record and the cache
                         // agree on the latest write.
                         wb.reserve(hash, &key)?;
-                        wb.record(hash, &key, Pending::Put(v.clone(), expires_at));
+                        wb.record(hash, &key, Pending::Put(v.clone(), expires_at))?;
                     } else if let Some(store) = &inner.store {
                         let op = WriteOp::Put {
                             key: &key,
@@ -264,7 +264,7 @@ where
                     let Some(e) = cur else { return Ok(None) };
                     if let Some(wb) = &inner.wb {
                         wb.reserve(hash, &key)?;
-                        wb.record(hash, &key, Pending::Delete);
+                        wb.record(hash, &key, Pending::Delete)?;
                     } else if let Some(store) = &inner.store {
                         self.write_through(
                             store.as_ref(),

@@ -143,7 +143,7 @@ where
         };
         // Record first: from here on the key is pinned, so the entry published next cannot be
         // evicted before the writer has stored it.
-        wb.record(hash, &key, op);
+        wb.record(hash, &key, op)?;
         inner.loader.invalidate(hash, &key);
         loop {
             match self.write_local(hash, key.clone(), value.clone(), ttl, Cond::Always) {
@@ -258,7 +258,7 @@ where
             // An ordered delete record: the store sees put / remove / put of one key in order.
             wb.reserve(hash, key)?;
             let _key_lock = inner.key_locks.lock(hash);
-            wb.record(hash, &owned, Pending::Delete);
+            wb.record(hash, &owned, Pending::Delete)?;
             inner.loader.invalidate(hash, key);
             return Ok(self.remove_local(hash, key));
         }

@@ -231,6 +231,8 @@ struct Signal {
     /// `Hash`, `Eq` or `Drop`). Nothing will be written any more: flushes and parked writers
     /// fail with this error instead of waiting forever, and later writes are refused.
     died: Option<StdArc<StoreError>>,
+    /// The first `close` has finished (drained, reported, writer joined or detached).
+    closed_done: bool,
     /// Bumped on every failed write attempt, so a flush can tell "failed since I began".
     error_epoch: u64,
     last_error: Option<StdArc<StoreError>>,
@@ -280,9 +282,10 @@ struct Shared<K, V> {
     retries: AtomicU64,
     /// A std handle: the writer thread exists only outside loom (models use manual mode).
     thread: Mutex<Option<std::thread::JoinHandle<()>>>,
-    closed: std::sync::atomic::AtomicBool,
+    /// On the sync facade, so that loom models see `close` racing writers.
+    closed: AtomicBool,
     /// Set once `Signal::died` is (read without the signal lock on the write path).
-    writer_died: std::sync::atomic::AtomicBool,
+    writer_died: AtomicBool,
 }
 
 /// Write-behind state owned by the cache.
@@ -341,8 +344,8 @@ where
             dead_letters: AtomicU64::new(0),
             retries: AtomicU64::new(0),
             thread: Mutex::new(None),
-            closed: Default::default(),
-            writer_died: Default::default(),
+            closed: AtomicBool::new(false),
+            writer_died: AtomicBool::new(false),
         });
         if !manual {
             #[cfg(loom)]
@@ -458,17 +461,22 @@ where
 
     /// Record the latest write of a key (the caller holds the key's lock). Only a key's
     /// clean→dirty transition counts it, and only a stripe's first untaken record enqueues
-    /// the stripe.
-    pub(crate) fn record(&self, hash: u64, key: &K, op: Pending<V>) {
+    /// the stripe. `Closed` once `close` has begun: `close` reads every stripe's sequence
+    /// number after setting `closed`, so a record either lands before that read (and its
+    /// final flush covers it) or sees `closed` here, under the same stripe lock.
+    pub(crate) fn record(&self, hash: u64, key: &K, op: Pending<V>) -> Result<(), Error> {
         let sh = &*self.shared;
         let s = stripe_index(hash);
         let mut st = sync::lock_spinning(&sh.stripes[s]);
+        if sh.closed.load(Ordering::Acquire) {
+            return Err(Error::Closed);
+        }
         st.seq += 1;
         let seq = st.seq;
         if let Some(r) = st.live.get_mut(key) {
             r.op = op;
             r.seq = seq;
-            return;
+            return Ok(());
         }
         let in_taken = st.taken_has(key);
         let since = sh.clock.now();
@@ -488,7 +496,7 @@ where
         if in_taken {
             // Dirty already (its older write is being stored): counted once.
             st.overlap += 1;
-            return;
+            return Ok(());
         }
         // Before the stripe unlocks: the writer cannot retire the record (it needs the
         // stripe) before `dirty` counts it, so `dirty` never undercounts the records.
@@ -504,6 +512,7 @@ where
                 sh.cv.notify_all();
             }
         }
+        Ok(())
     }
 
     /// Every write acknowledged before this call is in the store when it returns `Ok`.
@@ -641,31 +650,56 @@ where
 
     fn close(&self) -> Result<FlushReport, Error> {
         if self.closed.swap(true, Ordering::AcqRel) {
+            // Another close is under way: return once it is done, so that "close returned"
+            // means the same for every caller (everything drained or reported).
+            let mut sig = sync::lock(&self.sig);
+            while !sig.closed_done {
+                sig = wait(&self.cv, sig);
+            }
             return Ok(FlushReport::default());
         }
         let deadline = Instant::now().checked_add(self.cfg.close_timeout);
-        let r = self.flush_within(deadline);
+        let before_deadline = || deadline.is_none_or(|d| Instant::now() < d);
+        // A failed store write is retried (with back-off) until the close timeout: one
+        // transient error must not send everything to the dead-letter hook.
+        let mut backoff = self.cfg.retry_base;
+        let r = loop {
+            let r = self.flush_within(deadline);
+            let retry = matches!(r, Err(Error::Unflushed { .. }))
+                && sync::lock(&self.sig).died.is_none()
+                && before_deadline();
+            if !retry {
+                break r;
+            }
+            let left = deadline.map_or(backoff, |d| d.saturating_duration_since(Instant::now()));
+            std::thread::sleep(backoff.min(left));
+            backoff = (backoff * 2).min(self.cfg.retry_max);
+        };
         let sh = self;
         {
             let mut sig = sync::lock(&sh.sig);
             sig.closing = true;
             sh.cv.notify_all();
         }
-        let timed_out = deadline.is_some_and(|d| Instant::now() >= d);
         if let Some(t) = sync::lock(&self.thread).take() {
-            if timed_out && !t.is_finished() {
-                // The writer is stuck inside the store (it hangs): waiting for it would hang the
-                // closing thread too. It is detached; when the store answers, it sees `closing`
-                // and exits. What it was writing is reported below as not confirmed.
-                drop(t);
-            } else {
-                // The writer holds no cache lock and never calls into the cache: joining is safe.
+            // The writer holds no cache lock and never calls into the cache, so waiting for it
+            // is safe; but it may be stuck inside a hung store, and that must not hang the
+            // closing thread past the timeout: then it is detached (when the store answers,
+            // it sees `closing` and exits) and what it was writing is reported below.
+            while !t.is_finished() && before_deadline() {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            if t.is_finished() {
                 let _ = t.join();
             }
         }
         if r.is_err() {
             sh.dead_letter_all();
         }
+        let mut sig = sync::lock(&sh.sig);
+        sig.closed_done = true;
+        sh.cv.notify_all();
+        drop(sig);
         r
     }
 
@@ -1113,8 +1147,7 @@ where
         let mut sig = sync::lock(&self.sig);
         sig.last_error = Some(StdArc::clone(&e));
         sig.died = Some(e);
-        self.writer_died
-            .store(true, std::sync::atomic::Ordering::Release);
+        self.writer_died.store(true, Ordering::Release);
         self.cv.notify_all();
     }
 
