@@ -49,7 +49,7 @@ pub enum Error {
     Closed,
     /// A flush (or close) could not write everything: the store failed. `pending` writes are
     /// still waiting (they are retried, not dropped; after `close` they went to the
-    /// dead-letter hook).
+    /// dead-letter hook), or were given up during the flush as poison (dead-lettered).
     Unflushed {
         /// How many dirty keys are still not in the store.
         pending: usize,

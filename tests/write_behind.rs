@@ -371,6 +371,35 @@ fn a_poison_entry_goes_to_the_dead_letter_hook() {
 }
 
 #[test]
+fn a_flush_that_gives_up_a_write_does_not_return_ok() {
+    let store = MemoryStore::new();
+    let (c, dead) = with_dead_letters(
+        Poison {
+            inner: store.clone(),
+            poison: 13,
+        },
+        WriteBehind::default().manual(true).max_attempts(1),
+    );
+    c.insert(13, 130).unwrap();
+    c.insert(14, 140).unwrap();
+    let mut results = Vec::new();
+    while dead.lock().unwrap().is_empty() {
+        results.push(c.flush());
+        assert!(results.len() < 100, "13 was never given up");
+    }
+    // The flush during which 13 was given up stored 14, but 13 is not in the store.
+    match results.last().unwrap() {
+        Err(Error::Unflushed { pending: 1, .. }) => {}
+        other => panic!("expected Unflushed with 1 write, got {other:?}"),
+    }
+    assert!(results.iter().all(Result::is_err));
+    assert_eq!(store_value(&store, 14), Some(140));
+    assert_eq!(store_value(&store, 13), None);
+    // Nothing is pending any more: the next flush is Ok.
+    c.flush().unwrap();
+}
+
+#[test]
 fn close_reports_what_could_not_be_written() {
     let store = MemoryStore::new();
     let (c, dead) = with_dead_letters(

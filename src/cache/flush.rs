@@ -15,7 +15,9 @@ where
     /// A barrier: when it returns `Ok`, every write that returned before `flush` was called
     /// is in the store, in per-key order. If the store fails meanwhile it returns
     /// [`Error::Unflushed`] with the number of writes still pending (they stay queued and
-    /// are retried, never dropped). Without write-behind there is nothing to wait for.
+    /// are retried, never dropped). A flush during which a poison write was given up (handed
+    /// to the dead-letter hook) also returns `Unflushed`, counting the writes given up.
+    /// Without write-behind there is nothing to wait for.
     pub fn flush(&self) -> Result<FlushReport, Error> {
         match &self.inner.wb {
             Some(wb) => wb.flush(),

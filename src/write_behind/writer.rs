@@ -584,11 +584,26 @@ where
         let sh = self;
         let target = sh.seq_targets();
         let flushed = sh.pending_upto(&target);
+        // Writes given up on during this flush (dead-lettered) are not in the store: the flush
+        // reports them instead of `Ok`. (Counted from the start, so a give-up of a write made
+        // after the flush began also fails it: conservative, never a false `Ok`.)
+        let dead_before = sh.dead_letters.load(Ordering::Acquire);
+        let done = || match sh.dead_letters.load(Ordering::Acquire) - dead_before {
+            0 => Ok(FlushReport { flushed }),
+            given_up => Err(Error::Unflushed {
+                pending: usize::try_from(given_up).unwrap_or(usize::MAX),
+                cause: sync::lock(&sh.sig).last_error.clone().unwrap_or_else(|| {
+                    StdArc::new(StoreError::fail(
+                        "writes were handed to the dead-letter hook",
+                    ))
+                }),
+            }),
+        };
         if sh.cfg.manual {
             let mut step = 0;
             loop {
                 if sh.stored_upto(&target) {
-                    return Ok(FlushReport { flushed });
+                    return done();
                 }
                 match sh.round_locked() {
                     Err(e) => return Err(sh.unflushed(e)),
@@ -606,7 +621,10 @@ where
         sh.cv.notify_all();
         let r = loop {
             if sh.stored_upto(&target) {
-                break Ok(FlushReport { flushed });
+                drop(sig);
+                let r = done();
+                sig = sync::lock(&sh.sig);
+                break r;
             }
             if let Some(e) = &sig.died {
                 break Err(Error::Unflushed {
