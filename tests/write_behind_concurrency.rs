@@ -113,3 +113,42 @@ fn puts_and_removes_racing_the_writer_reach_the_store_in_order() {
         "every key was written"
     );
 }
+
+#[test]
+fn writers_parked_on_a_failing_store_wait_out_the_back_off() {
+    let store = MemoryStore::new();
+    store.set_down(true);
+    let backoff = Duration::from_millis(20);
+    let c = Arc::new(threaded(
+        &store,
+        WriteBehind::default()
+            .max_dirty(2)
+            .retry_backoff(backoff, backoff),
+    ));
+    let start = std::time::Instant::now();
+    let writer = {
+        let c = c.clone();
+        std::thread::spawn(move || {
+            for i in 0..5 {
+                c.insert(i, i).unwrap();
+            }
+        })
+    };
+    // The writer parks at the budget. Its waiting must not drive the store: retries come
+    // at the back-off's pace (the first one may be immediate), however often it wakes.
+    // (Rounds, not failed store calls: after two failed rounds a round writes key by key.)
+    while c.stats().write_retries < 3 {
+        std::thread::yield_now();
+    }
+    let retries = c.stats().write_retries;
+    let paced = (start.elapsed().as_millis() / backoff.as_millis()) as u64 + 1;
+    assert!(
+        retries <= paced,
+        "{retries} retried rounds in {:?}",
+        start.elapsed()
+    );
+    store.set_down(false);
+    writer.join().unwrap();
+    c.flush().unwrap();
+    assert_eq!(store.len(), 5);
+}

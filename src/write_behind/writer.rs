@@ -442,8 +442,13 @@ where
             return sh.round_locked().map(|_| ()).map_err(|e| sh.unflushed(e));
         }
         let mut sig = sync::lock(&sh.sig);
-        sig.kick = true;
-        sh.cv.notify_all();
+        // Ask for a round now (no waiting for a batch to fill), unless the store is failing:
+        // then the writer's back-off paces the retries, and parked writers wait for them
+        // instead of driving the store in a tight loop.
+        if sh.failed_rounds.load(Ordering::Relaxed) == 0 {
+            sig.kick = true;
+            sh.cv.notify_all();
+        }
         let epoch = sig.error_epoch;
         let dirty = sh.dirty.load(Ordering::Acquire);
         while sh.dirty.load(Ordering::Acquire) >= dirty
@@ -822,12 +827,18 @@ where
             match self.round_locked() {
                 Ok(_) => backoff = self.cfg.retry_base,
                 Err(_) => {
-                    // Back off, unless a flush or close asks to go now.
+                    // Back off, unless a flush or close asks to go now. (Other wake-ups, such
+                    // as a caller's new dirty key, do not cut the back-off short.)
                     let mut sig = sync::lock(&self.sig);
-                    if !sig.kick && !sig.closing {
+                    let until = Instant::now() + backoff;
+                    while !sig.kick && !sig.closing {
+                        let left = until.saturating_duration_since(Instant::now());
+                        if left.is_zero() {
+                            break;
+                        }
                         sig = self
                             .cv
-                            .wait_timeout(sig, backoff)
+                            .wait_timeout(sig, left)
                             .map_or_else(|p| p.into_inner().0, |(g, _)| g);
                     }
                     sig.kick = false;
