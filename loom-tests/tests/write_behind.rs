@@ -181,3 +181,28 @@ fn insert_vs_close_loses_no_acknowledged_write() {
         }
     });
 }
+
+/// `compute` deciding on an absent key (put-if-absent) racing a read-through that loads the
+/// key's stored value: whichever wins in the cache, the store ends at the same value (a
+/// recorded write is never left behind for a decision the cache did not apply).
+#[test]
+fn compute_vs_fetch_agree_with_the_store() {
+    loom::model(|| {
+        let store = MemoryStore::new();
+        store.insert(1, 5, None);
+        let c = cache(&store);
+        let f = {
+            let c = c.clone();
+            spawn(move || c.fetch(&1).unwrap())
+        };
+        c.compute(1, |cur| match cur {
+            None => cogwheel::Compute::Put(7),
+            Some(_) => cogwheel::Compute::Keep,
+        })
+        .unwrap();
+        f.join().unwrap();
+        c.flush().unwrap();
+        let stored = store.snapshot().get(&1).map(|s| s.value);
+        assert_eq!(c.fetch(&1).unwrap(), stored, "cache and store disagree");
+    });
+}

@@ -202,7 +202,11 @@ where
     /// `insert` or `remove` of the key lands while `f` runs, `f` is called again with the new
     /// value, so its decision is always applied to the value it saw. `f` must not call
     /// `compute` for the same key (that would wait for itself). With a backing store, a `Put`
-    /// or `Remove` is written through first.
+    /// or `Remove` goes to the store first (written through, or recorded for write-behind);
+    /// from then on it is decided and lands in the cache even if a read-through load filled
+    /// the key meanwhile. A `Remove` also deletes a key the cache does not hold (`f` saw
+    /// `None`, but the store may have it); a value heavier than its shard can hold is refused
+    /// before any store I/O, as by `insert`.
     ///
     /// ```
     /// use cogwheel::{Cache, Compute};
@@ -234,10 +238,19 @@ where
                     let expires_at = inner
                         .time_to_live
                         .and_then(|t| SystemTime::now().checked_add(t));
+                    // With a store the write is decided once the store has it (or, behind, once
+                    // it is recorded for it): it then lands in the cache whatever a load
+                    // published meanwhile (loads are not writes; plain writers of the key wait
+                    // on the key lock this call holds). Without a store a changed key is
+                    // decided again on its new value.
+                    let decided = inner.store.is_some();
+                    if decided {
+                        // Refused before any store I/O, as `insert` does.
+                        self.refuse_too_heavy(hash, &key, &v)?;
+                    }
                     if let Some(wb) = &inner.wb {
-                        // Write-behind: record it (pinning the key); plain writers of the key
-                        // wait on the key lock this call holds, so the record and the cache
-                        // agree on the latest write.
+                        // Write-behind: record it (pinning the key), so the record and the
+                        // cache agree on the latest write.
                         wb.reserve(hash, &key)?;
                         wb.record(hash, &key, Pending::Put(v.clone(), expires_at))?;
                     } else if let Some(store) = &inner.store {
@@ -249,19 +262,43 @@ where
                         self.write_through(store.as_ref(), hash, &key, op)?;
                     }
                     inner.loader.invalidate(hash, &key);
-                    let out = self.write_local(
-                        hash,
-                        key.clone(),
-                        v.clone(),
-                        inner.time_to_live,
-                        Cond::IfCurrent(id),
-                    )?;
+                    let cond = if decided {
+                        Cond::Always
+                    } else {
+                        Cond::IfCurrent(id)
+                    };
+                    let out = loop {
+                        match self.write_local(
+                            hash,
+                            key.clone(),
+                            v.clone(),
+                            inner.time_to_live,
+                            cond,
+                        ) {
+                            // Every evictable entry of the shard is dirty: wait for the writer.
+                            Err(Error::Full) => match &inner.wb {
+                                Some(wb) => wb.wait_for_progress()?,
+                                None => return Err(Error::Full),
+                            },
+                            r => break r?,
+                        }
+                    };
                     if out != crate::shard::InsertOutcome::Unchanged {
                         return Ok(Some(v));
                     }
                 }
                 Compute::Remove => {
-                    let Some(e) = cur else { return Ok(None) };
+                    if inner.store.is_none() {
+                        let Some(e) = cur else { return Ok(None) };
+                        inner.loader.invalidate(hash, &key);
+                        if self.shard(hash).remove_exact(hash, e, &guard) {
+                            inner.report_one(e, crate::listener::RemovalCause::Removed);
+                            return Ok(None);
+                        }
+                        continue;
+                    }
+                    // With a store the delete goes there whether or not the cache held the
+                    // key (it may be in the store only), and once there it is decided.
                     if let Some(wb) = &inner.wb {
                         wb.reserve(hash, &key)?;
                         wb.record(hash, &key, Pending::Delete)?;
@@ -274,10 +311,9 @@ where
                         )?;
                     }
                     inner.loader.invalidate(hash, &key);
-                    if self.shard(hash).remove_exact(hash, e, &guard) {
-                        inner.report_one(e, crate::listener::RemovalCause::Removed);
-                        return Ok(None);
-                    }
+                    drop(guard);
+                    self.remove_local(hash, &key);
+                    return Ok(None);
                 }
             }
             // A plain write changed the key while `f` ran: decide again on the new value.

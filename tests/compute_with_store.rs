@@ -1,0 +1,78 @@
+//! `compute` over a backing store, write-through and write-behind: a refused value touches
+//! neither the store nor the cache, and a `Remove` decided on a key the cache does not hold
+//! still deletes it from the store.
+
+use cogwheel::store::MemoryStore;
+use cogwheel::{Cache, Compute, Error, WriteBehind, WritePolicy};
+
+fn caches(store: &MemoryStore<u64, Vec<u8>>) -> [(&'static str, Cache<u64, Vec<u8>>); 2] {
+    let build = |policy: WritePolicy| {
+        Cache::builder()
+            .max_weight(100)
+            .weigher(|_, v: &Vec<u8>| v.len() as u32)
+            .shards(1)
+            .store(store.clone())
+            .write_policy(policy)
+            .build()
+            .unwrap()
+    };
+    [
+        ("write-through", build(WritePolicy::WriteThrough)),
+        (
+            "write-behind",
+            build(WritePolicy::WriteBehind(
+                WriteBehind::default().manual(true),
+            )),
+        ),
+    ]
+}
+
+#[test]
+fn a_computed_value_too_heavy_for_its_shard_changes_nothing() {
+    for i in 0..2 {
+        let store = MemoryStore::new();
+        let (mode, c) = caches(&store).into_iter().nth(i).unwrap();
+        c.insert(1, vec![1; 10]).unwrap();
+        c.flush().unwrap();
+        let r = c.compute(1, |_| Compute::Put(vec![2; 101]));
+        assert!(matches!(r, Err(Error::TooHeavy)), "{mode}: {r:?}");
+        assert_eq!(c.dirty_count(), 0, "{mode}: nothing recorded");
+        c.flush().unwrap();
+        assert_eq!(
+            c.get(&1),
+            Some(vec![1; 10]),
+            "{mode}: the cache kept its value"
+        );
+        assert_eq!(
+            store.snapshot().get(&1).map(|s| s.value.clone()),
+            Some(vec![1; 10]),
+            "{mode}: the store kept its value"
+        );
+    }
+}
+
+#[test]
+fn a_remove_decided_on_a_key_only_in_the_store_deletes_it_there() {
+    for i in 0..2 {
+        let store = MemoryStore::new();
+        store.insert(1, vec![1], None);
+        let (mode, c) = caches(&store).into_iter().nth(i).unwrap();
+        let seen = c
+            .compute(1, |cur| {
+                assert!(cur.is_none(), "compute does not read through");
+                Compute::Remove
+            })
+            .unwrap();
+        assert_eq!(seen, None);
+        assert_eq!(
+            c.fetch(&1).unwrap(),
+            None,
+            "{mode}: not read back from the store"
+        );
+        c.flush().unwrap();
+        assert!(
+            !store.snapshot().contains_key(&1),
+            "{mode}: deleted in the store"
+        );
+    }
+}
