@@ -52,7 +52,9 @@
 //! what was kept (a key's newer write replaces its older one). After repeated failures a batch is split into single writes; a key that keeps failing while
 //! other writes succeed is a *poison* key and goes to the dead-letter hook after
 //! `max_attempts` tries, so it cannot block the queue. When every write fails (the store is
-//! down) nothing is dead-lettered: the writer keeps retrying until the store comes back.
+//! down) nothing is dead-lettered: the writer keeps retrying until the store comes back. (One
+//! exception: a key already suspected of being poison that is the only pending write keeps
+//! counting its failures, since then nothing tells an outage from poison.)
 //!
 //! A panicking store is a failed write (`Unknown`), and a panicking dead-letter hook is
 //! caught. Any other panic on the writer thread (a bug, or a key's or value's `Clone`, `Hash`,
@@ -155,7 +157,9 @@ impl WriteBehind {
 
     /// The most keys that may be dirty at once (default: half the cache's capacity, so dirty
     /// entries, which are pinned, never fill the cache); beyond it writers wait for the writer
-    /// thread (or fail, with [`fail_fast`](Self::fail_fast)).
+    /// thread (or fail, with [`fail_fast`](Self::fail_fast)). The check and the write are not
+    /// one atomic step, so writers of new keys that pass the check together may overshoot it
+    /// by at most their number minus one.
     pub fn max_dirty(mut self, n: usize) -> Self {
         self.max_dirty = Some(n.max(1));
         self

@@ -916,25 +916,28 @@ where
         if st.live.is_empty() {
             return st.taken.clone();
         }
-        let generation = match st.taken.take() {
+        let generation = match &st.taken {
             None => {
                 let fresh = st.spare.take().unwrap_or_default();
                 std::mem::replace(&mut st.live, fresh)
             }
             Some(old) => {
                 // A newer write of a key replaces its older one (only the latest state needs
-                // storing); the older `oldest` and `since` stay, for flush and age.
-                let mut merged = Arc::try_unwrap(old).unwrap_or_else(|g| (*g).clone());
-                st.live.index.clear();
-                for (k, r) in st.live.list.drain(..) {
-                    match merged.get_mut(&k) {
+                // storing); the older `oldest` and `since` stay, for flush and age. Built
+                // aside (failure rounds only, so the copies are rare) and swapped in when
+                // complete: a panic in a key's or value's `Clone`, `Hash` or `Eq` here ends
+                // the writer thread but leaves both generations for `close` to report.
+                let mut merged = Records::clone(old);
+                for (k, r) in st.live.iter() {
+                    match merged.get_mut(k) {
                         Some(m) => {
-                            m.op = r.op;
+                            m.op = r.op.clone();
                             m.seq = r.seq;
                         }
-                        None => merged.insert_new(k, r),
+                        None => merged.insert_new(k.clone(), r.clone()),
                     }
                 }
+                st.live.clear();
                 st.overlap = 0;
                 merged
             }
@@ -961,7 +964,7 @@ where
                     // A single pending key: a suspect's failure counts (see `single_failed`).
                     let (s, g) = &gens[0];
                     let (k, r) = g.iter().next().expect("one key");
-                    if self.single_failed(*s, k, r, &e, false) {
+                    if self.single_failed(*s, k, r, &e, false, true) {
                         self.retire_some(*s, g, &[k]);
                     }
                 }
@@ -1013,7 +1016,7 @@ where
         }
         for (s, g, mut done, failed) in outcome {
             for (k, r, e) in failed {
-                if self.single_failed(s, k, r, &e, ok > 0) {
+                if self.single_failed(s, k, r, &e, ok > 0, false) {
                     done.push(k);
                 }
             }
@@ -1027,10 +1030,11 @@ where
     }
 
     /// A write of one key failed. The key becomes a *suspect* when other writes succeeded in
-    /// the same round (the store works, this key does not); a suspect's every further failure
-    /// counts, and after `max_attempts` it is dead-lettered (unless a newer write of the key
-    /// is pending, which gets its own chances). Keys that fail while everything fails (the
-    /// store is down) are never given up. Returns whether the write was dead-lettered.
+    /// the same round (the store works, this key does not). A suspect's failure counts when
+    /// other writes succeeded again, or when it was the only write (`alone`: nothing tells
+    /// then whether the store is down); not when the others failed too (the store is down).
+    /// After `max_attempts` counted failures it is dead-lettered (unless a newer write of the
+    /// key is pending, which gets its own chances). Returns whether it was dead-lettered.
     fn single_failed(
         &self,
         s: usize,
@@ -1038,12 +1042,15 @@ where
         r: &Record<V>,
         e: &StdArc<StoreError>,
         others_ok: bool,
+        alone: bool,
     ) -> bool {
         let give_up = {
             let mut p = sync::lock(&self.poison);
             match p.get_mut(k) {
                 Some(n) => {
-                    *n += 1;
+                    if others_ok || alone {
+                        *n += 1;
+                    }
                     *n >= self.cfg.max_attempts
                 }
                 None if others_ok => {
@@ -1193,18 +1200,32 @@ where
 
     /// At close, after a failed final flush: report every remaining write (a key's latest).
     fn dead_letter_all(&self) {
+        // No round may be writing what is handed over here (it would be both stored and
+        // reported): in manual mode wait for a flush on another thread to finish its round;
+        // in threaded mode the writer has exited, unless it is stuck in a hung store and was
+        // detached (what it is writing is then reported as not confirmed: it may land).
+        let no_round = if self.cfg.manual {
+            Some(sync::lock(&self.drain))
+        } else {
+            sync::try_lock(&self.drain)
+        };
         let e = sync::lock(&self.sig)
             .last_error
             .clone()
             .unwrap_or_else(|| StdArc::new(StoreError::fail("closed before it could be written")));
-        for s in self.stripes.iter() {
-            let (live, taken) = {
+        // Taken out under the lock, handed to the hook after it: the hook is user code and
+        // may call into the cache (a flush would wait for the drain lock).
+        let taken: Vec<_> = self
+            .stripes
+            .iter()
+            .map(|s| {
                 let mut st = sync::lock(s);
-                let live = std::mem::take(&mut st.live);
-                let taken = st.taken.take();
                 st.overlap = 0;
-                (live, taken)
-            };
+                (std::mem::take(&mut st.live), st.taken.take())
+            })
+            .collect();
+        drop(no_round);
+        for (live, taken) in taken {
             let older = taken.iter().flat_map(|g| g.iter());
             let older = older.filter(|(k, _)| !live.contains_key(*k));
             let all: Vec<(&K, &Record<V>)> = live.iter().chain(older).collect();
