@@ -172,15 +172,7 @@ fn print_row(name: &str, p: [f64; 5]) {
 fn preload<S: BackingStore<u64, V>>(store: &S, n: usize) {
     let values: Vec<(u64, V)> = (0..n as u64).map(|k| (k, value_of(k))).collect();
     for chunk in values.chunks(5_000) {
-        let ops: Vec<WriteOp<'_, u64, V>> = chunk
-            .iter()
-            .map(|(k, v)| WriteOp::Put {
-                key: k,
-                value: v,
-                expires_at: None,
-            })
-            .collect();
-        store.write_batch(&ops).expect("preload");
+        store.write_batch(&common::puts(chunk)).expect("preload");
     }
 }
 

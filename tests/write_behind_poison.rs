@@ -13,13 +13,18 @@ fn store_value(store: &MemoryStore<u64, u64>, k: u64) -> Option<u64> {
 /// Dead letters as `(key, what)`.
 type Dead = Arc<Mutex<Vec<(u64, DeadLetter<u64>)>>>;
 
-/// A manual write-behind cache over `store` whose dead letters are recorded.
-fn with_dead_letters(store: Poison, max_attempts: u32) -> (Cache<u64, u64>, Dead) {
+/// A manual write-behind cache over a memory store that always refuses key 13, with its dead
+/// letters recorded.
+fn poisoned(max_attempts: u32) -> (MemoryStore<u64, u64>, Cache<u64, u64>, Dead) {
+    let store = MemoryStore::new();
     let dead: Dead = Arc::default();
     let d2 = dead.clone();
     let c = Cache::builder()
         .max_capacity(1000)
-        .store(store)
+        .store(Poison {
+            inner: store.clone(),
+            poison: 13,
+        })
         .write_policy(WritePolicy::WriteBehind(
             WriteBehind::default()
                 .manual(true)
@@ -28,7 +33,7 @@ fn with_dead_letters(store: Poison, max_attempts: u32) -> (Cache<u64, u64>, Dead
         .dead_letter(move |k, op, _| d2.lock().unwrap().push((*k, op)))
         .build()
         .unwrap();
-    (c, dead)
+    (store, c, dead)
 }
 
 /// A store that always fails writes of one key.
@@ -55,14 +60,7 @@ impl BackingStore<u64, u64> for Poison {
 
 #[test]
 fn a_poison_entry_goes_to_the_dead_letter_hook() {
-    let store = MemoryStore::new();
-    let (c, dead) = with_dead_letters(
-        Poison {
-            inner: store.clone(),
-            poison: 13,
-        },
-        3,
-    );
+    let (store, c, dead) = poisoned(3);
     for i in 0..20 {
         c.insert(i, i * 10).unwrap();
     }
@@ -80,14 +78,7 @@ fn a_poison_entry_goes_to_the_dead_letter_hook() {
 
 #[test]
 fn a_flush_that_gives_up_a_write_does_not_return_ok() {
-    let store = MemoryStore::new();
-    let (c, dead) = with_dead_letters(
-        Poison {
-            inner: store.clone(),
-            poison: 13,
-        },
-        1,
-    );
+    let (store, c, dead) = poisoned(1);
     c.insert(13, 130).unwrap();
     c.insert(14, 140).unwrap();
     let mut results = Vec::new();
@@ -109,14 +100,7 @@ fn a_flush_that_gives_up_a_write_does_not_return_ok() {
 
 #[test]
 fn failures_during_an_outage_do_not_count_against_a_suspect() {
-    let store = MemoryStore::new();
-    let (c, dead) = with_dead_letters(
-        Poison {
-            inner: store.clone(),
-            poison: 13,
-        },
-        4,
-    );
+    let (store, c, dead) = poisoned(4);
     c.insert(13, 130).unwrap();
     c.insert(1, 10).unwrap();
     // Two failed batches, then key by key: 1 is stored, 13 fails and becomes a suspect; the

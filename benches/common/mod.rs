@@ -205,3 +205,15 @@ impl Target for RefMap {
         self.0.len()
     }
 }
+
+/// Store puts of `pairs`, without deadlines (for benches that feed a store directly).
+pub fn puts<V>(pairs: &[(u64, V)]) -> Vec<cogwheel::store::WriteOp<'_, u64, V>> {
+    pairs
+        .iter()
+        .map(|(k, v)| cogwheel::store::WriteOp::Put {
+            key: k,
+            value: v,
+            expires_at: None,
+        })
+        .collect()
+}

@@ -17,7 +17,7 @@
 //! exist to show where the machine, not the design, puts the ceiling.
 
 use super::{C, SlowStore, insert_pass, median, plain, store_from_env};
-use cogwheel::store::{BackingStore, WriteOp};
+use cogwheel::store::BackingStore;
 use crossbeam_utils::CachePadded;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -143,14 +143,7 @@ impl<L: Log> Toy<L> {
                         std::thread::sleep(Duration::from_micros(100));
                         continue;
                     }
-                    let ops: Vec<WriteOp<'_, u64, u64>> = batch
-                        .iter()
-                        .map(|(k, v)| WriteOp::Put {
-                            key: k,
-                            value: v,
-                            expires_at: None,
-                        })
-                        .collect();
+                    let ops = crate::common::puts(&batch);
                     store.write_batch(&ops).expect("toy store");
                     drop(ops);
                     written.fetch_add(batch.len() as u64, Ordering::Release);
