@@ -35,11 +35,11 @@ pub(crate) use std::thread_local;
 pub(crate) mod thread {
     #[cfg(not(loom))]
     #[allow(unused_imports)]
-    pub(crate) use std::thread::{JoinHandle, Thread, current, park, spawn, yield_now};
+    pub(crate) use std::thread::{JoinHandle, Thread, ThreadId, current, park, spawn, yield_now};
 
     #[cfg(loom)]
     #[allow(unused_imports)]
-    pub(crate) use loom::thread::{JoinHandle, Thread, current, park, spawn, yield_now};
+    pub(crate) use loom::thread::{JoinHandle, Thread, ThreadId, current, park, spawn, yield_now};
 }
 
 /// Lock a mutex, ignoring poisoning.

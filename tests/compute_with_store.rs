@@ -76,3 +76,21 @@ fn a_remove_decided_on_a_key_only_in_the_store_deletes_it_there() {
         );
     }
 }
+
+#[test]
+fn a_compute_whose_value_the_cache_cannot_keep_returns() {
+    // A zero TTL: nothing is kept in the cache, but with a store the write is still made.
+    let store = MemoryStore::new();
+    let c: Cache<u64, u64> = Cache::builder()
+        .max_capacity(10)
+        .time_to_live(std::time::Duration::ZERO)
+        .store(store.clone())
+        .build()
+        .unwrap();
+    assert_eq!(c.compute(1, |_| Compute::Put(10)).unwrap(), None);
+    assert_eq!(store.snapshot().get(&1).map(|s| s.value), Some(10));
+    // Capacity 0 without a store.
+    let plain: Cache<u64, u64> = Cache::builder().max_capacity(0).build().unwrap();
+    assert_eq!(plain.compute(1, |_| Compute::Put(10)).unwrap(), None);
+    assert_eq!(plain.get(&1), None);
+}

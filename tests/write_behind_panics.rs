@@ -227,3 +227,36 @@ fn a_dead_writer_thread_fails_flushes_and_writes_instead_of_hanging_them() {
     assert!(first.contains("a grenade went off"), "{first}");
     assert!(later.contains("writer thread panicked"), "{later}");
 }
+
+#[test]
+fn a_dead_letter_hook_that_closes_the_cache_does_not_wait_for_itself() {
+    let store = MemoryStore::new();
+    let slot: Arc<std::sync::OnceLock<Cache<u64, u64>>> = Arc::default();
+    let hook_slot = slot.clone();
+    let c: Cache<u64, u64> = Cache::builder()
+        .max_capacity(1000)
+        .store(store.clone())
+        .write_policy(WritePolicy::WriteBehind(
+            WriteBehind::default().close_timeout(Duration::from_millis(20)),
+        ))
+        .dead_letter(move |_, _, _| {
+            // Called by the close below, on its own thread: this close must return at once.
+            let r = hook_slot.get().expect("set").close();
+            assert!(
+                r.is_ok() || matches!(r, Err(Error::Unflushed { .. })),
+                "{r:?}"
+            );
+        })
+        .build()
+        .unwrap();
+    let _ = slot.set(c.clone());
+    store.set_down(true);
+    c.insert(1, 1).unwrap();
+    let r = within_a_minute(move || c.close());
+    assert!(
+        matches!(r, Err(Error::Unflushed { pending: 1, .. })),
+        "{r:?}"
+    );
+    // The hook's clone keeps the cache alive; break the cycle.
+    drop(slot);
+}

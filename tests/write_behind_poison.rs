@@ -127,3 +127,37 @@ fn failures_during_an_outage_do_not_count_against_a_suspect() {
     assert_eq!(store_value(&store, 2), Some(20));
     c.flush().unwrap();
 }
+
+#[test]
+fn close_reports_a_write_it_gave_up_even_if_its_last_attempt_succeeded() {
+    let store = MemoryStore::new();
+    let c: Cache<u64, u64> = Cache::builder()
+        .max_capacity(1000)
+        .store(Poison {
+            inner: store.clone(),
+            poison: 13,
+        })
+        .write_policy(WritePolicy::WriteBehind(
+            WriteBehind::default().max_attempts(2).retry_backoff(
+                std::time::Duration::from_millis(1),
+                std::time::Duration::from_millis(2),
+            ),
+        ))
+        .build()
+        .unwrap();
+    c.insert(13, 130).unwrap();
+    c.insert(1, 10).unwrap();
+    // Close retries until 13 is given up; the attempt after that stores nothing and
+    // succeeds, but close must still report the write it gave up.
+    match c.close() {
+        Err(Error::Unflushed { pending: 1, .. }) => {}
+        other => panic!("expected Unflushed with the given-up write, got {other:?}"),
+    }
+    assert_eq!(c.stats().dead_letters, 1);
+    assert_eq!(store_value(&store, 1), Some(10));
+    // A later close reports the same outcome.
+    assert!(matches!(
+        c.close(),
+        Err(Error::Unflushed { pending: 1, .. })
+    ));
+}

@@ -277,7 +277,7 @@ where
                         ) {
                             // Every evictable entry of the shard is dirty: wait for the writer.
                             Err(Error::Full) => match &inner.wb {
-                                Some(wb) => wb.wait_for_progress()?,
+                                Some(wb) => self.wait_after_record(wb, hash, &key)?,
                                 None => return Err(Error::Full),
                             },
                             r => break r?,
@@ -285,6 +285,17 @@ where
                     };
                     if out != crate::shard::InsertOutcome::Unchanged {
                         return Ok(Some(v));
+                    }
+                    // Unchanged: either the cache does not keep the value at all (capacity 0,
+                    // a zero TTL), or (without a store) a load filled the key meanwhile. Only
+                    // the second is decided again; the first would loop forever.
+                    let now_id = entry_id(
+                        self.shard(hash)
+                            .peek(hash, |k| *k == key, &guard)
+                            .filter(|e| !inner.is_expired(*e)),
+                    );
+                    if decided || now_id == id {
+                        return Ok(None);
                     }
                 }
                 Compute::Remove => {

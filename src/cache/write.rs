@@ -148,10 +148,25 @@ where
         loop {
             match self.write_local(hash, key.clone(), value.clone(), ttl, Cond::Always) {
                 // Every evictable entry of the shard is dirty: wait for the writer (never spin).
-                Err(Error::Full) => wb.wait_for_progress()?,
+                Err(Error::Full) => self.wait_after_record(wb, hash, &key)?,
                 r => return r.map(|_| ()),
             }
         }
+    }
+
+    /// A recorded write-behind write found its shard full of dirty entries: wait for the
+    /// writer. If that fails (manual mode: the round this thread ran failed), the write stays
+    /// recorded and reaches the store with a later flush; the cache forgets the key's older
+    /// value, which it must no longer serve, and the caller gets the error.
+    pub(super) fn wait_after_record(
+        &self,
+        wb: &WriteBehindState<K, V>,
+        hash: u64,
+        key: &K,
+    ) -> Result<(), Error> {
+        wb.wait_for_progress().inspect_err(|_| {
+            self.remove_local(hash, key);
+        })
     }
 
     /// Write into the cache only (no store, no loader invalidation).

@@ -231,8 +231,13 @@ struct Signal {
     /// `Hash`, `Eq` or `Drop`). Nothing will be written any more: flushes and parked writers
     /// fail with this error instead of waiting forever, and later writes are refused.
     died: Option<StdArc<StoreError>>,
-    /// The first `close` has finished (drained, reported, writer joined or detached).
+    /// The first `close` has finished (drained, reported, writer joined or detached), however
+    /// it ended; and what it reported, for later closes.
     closed_done: bool,
+    close_failed: Option<(usize, StdArc<StoreError>)>,
+    /// The thread running the first `close` (a close from inside it, e.g. from the dead-letter
+    /// hook, must not wait for itself).
+    closer: Option<sync::thread::ThreadId>,
     /// Bumped on every failed write attempt, so a flush can tell "failed since I began".
     error_epoch: u64,
     last_error: Option<StdArc<StoreError>>,
@@ -587,12 +592,13 @@ where
     /// thread does the writing and cannot be interrupted).
     fn flush_within(&self, deadline: Option<Instant>) -> Result<FlushReport, Error> {
         let sh = self;
+        // Writes given up on during this flush (dead-lettered) are not in the store: the flush
+        // reports them instead of `Ok`. Read before the targets: a write retired as given up
+        // after its stripe's target was read is counted after this read (see
+        // `single_failed`). Conservative: a give-up of a later write also fails the flush.
+        let dead_before = sh.dead_letters.load(Ordering::Acquire);
         let target = sh.seq_targets();
         let flushed = sh.pending_upto(&target);
-        // Writes given up on during this flush (dead-lettered) are not in the store: the flush
-        // reports them instead of `Ok`. (Counted from the start, so a give-up of a write made
-        // after the flush began also fails it: conservative, never a false `Ok`.)
-        let dead_before = sh.dead_letters.load(Ordering::Acquire);
         let done = || match sh.dead_letters.load(Ordering::Acquire) - dead_before {
             0 => Ok(FlushReport { flushed }),
             given_up => Err(Error::Unflushed {
@@ -672,15 +678,36 @@ where
     }
 
     fn close(&self) -> Result<FlushReport, Error> {
+        let me = sync::thread::current().id();
         if self.closed.swap(true, Ordering::AcqRel) {
             // Another close is under way: return once it is done, so that "close returned"
-            // means the same for every caller (everything drained or reported).
+            // means the same for every caller (everything drained or reported), with its
+            // outcome. From inside that close (its own thread) there is nothing to wait for.
             let mut sig = sync::lock(&self.sig);
-            while !sig.closed_done {
+            while !sig.closed_done && sig.closer != Some(me) {
                 sig = wait(&self.cv, sig);
             }
-            return Ok(FlushReport::default());
+            return match &sig.close_failed {
+                None => Ok(FlushReport::default()),
+                Some((pending, cause)) => Err(Error::Unflushed {
+                    pending: *pending,
+                    cause: StdArc::clone(cause),
+                }),
+            };
         }
+        sync::lock(&self.sig).closer = Some(me);
+        // Marks the close done however it ends, a panic in user code it runs included, so
+        // that later closes never wait forever.
+        struct Done<'a, K, V>(&'a Shared<K, V>);
+        impl<K, V> Drop for Done<'_, K, V> {
+            fn drop(&mut self) {
+                let mut sig = sync::lock(&self.0.sig);
+                sig.closed_done = true;
+                self.0.cv.notify_all();
+            }
+        }
+        let _done = Done(self);
+        let dead_at_start = self.dead_letters.load(Ordering::Acquire);
         let deadline = Instant::now().checked_add(self.cfg.close_timeout);
         let before_deadline = || deadline.is_none_or(|d| Instant::now() < d);
         // A failed store write is retried (with back-off) until the close timeout: one
@@ -696,7 +723,17 @@ where
             }
             let left = deadline.map_or(backoff, |d| d.saturating_duration_since(Instant::now()));
             std::thread::sleep(backoff.min(left));
-            backoff = (backoff * 2).min(self.cfg.retry_max);
+            backoff = backoff.saturating_mul(2).min(self.cfg.retry_max);
+        };
+        // A write given up during an earlier attempt (poison) is not in the store: a later
+        // attempt's `Ok` must not hide it.
+        let r = match (r, self.dead_letters.load(Ordering::Acquire) - dead_at_start) {
+            (Ok(report), 0) => Ok(report),
+            (Ok(_), given_up) => Err(Error::Unflushed {
+                pending: usize::try_from(given_up).unwrap_or(usize::MAX),
+                cause: self.sig_last_error("writes were handed to the dead-letter hook"),
+            }),
+            (r, _) => r,
         };
         let sh = self;
         {
@@ -719,11 +756,18 @@ where
         if r.is_err() {
             sh.dead_letter_all();
         }
-        let mut sig = sync::lock(&sh.sig);
-        sig.closed_done = true;
-        sh.cv.notify_all();
-        drop(sig);
+        if let Err(Error::Unflushed { pending, cause }) = &r {
+            sync::lock(&sh.sig).close_failed = Some((*pending, StdArc::clone(cause)));
+        }
         r
+    }
+
+    /// The last store error, or `fallback` when there was none.
+    fn sig_last_error(&self, fallback: &str) -> StdArc<StoreError> {
+        sync::lock(&self.sig)
+            .last_error
+            .clone()
+            .unwrap_or_else(|| StdArc::new(StoreError::fail(fallback)))
     }
 
     fn stripe(&self, hash: u64) -> &Stripe<K, V> {
@@ -823,6 +867,10 @@ where
                 }
                 self.wake.done();
                 sig.kick = false;
+                if sig.closing {
+                    // Close came while a batch was filling: its own flush has the records.
+                    return;
+                }
             }
             match self.round_locked() {
                 Ok(_) => backoff = self.cfg.retry_base,
@@ -830,9 +878,9 @@ where
                     // Back off, unless a flush or close asks to go now. (Other wake-ups, such
                     // as a caller's new dirty key, do not cut the back-off short.)
                     let mut sig = sync::lock(&self.sig);
-                    let until = Instant::now() + backoff;
+                    let start = Instant::now();
                     while !sig.kick && !sig.closing {
-                        let left = until.saturating_duration_since(Instant::now());
+                        let left = backoff.saturating_sub(start.elapsed());
                         if left.is_zero() {
                             break;
                         }
@@ -843,7 +891,7 @@ where
                     }
                     sig.kick = false;
                     drop(sig);
-                    backoff = (backoff * 2).min(self.cfg.retry_max);
+                    backoff = backoff.saturating_mul(2).min(self.cfg.retry_max);
                 }
             }
         }
@@ -966,6 +1014,8 @@ where
                     let (k, r) = g.iter().next().expect("one key");
                     if self.single_failed(*s, k, r, &e, false, true) {
                         self.retire_some(*s, g, &[k]);
+                        // Counted once retired (see `single_failed`).
+                        self.dead_letters.fetch_add(1, Ordering::AcqRel);
                     }
                 }
                 // The batches before the failed one are stored: retire their keys (the ops
@@ -1015,12 +1065,16 @@ where
             outcome.push((*s, g, done, failed));
         }
         for (s, g, mut done, failed) in outcome {
+            let mut given_up = 0;
             for (k, r, e) in failed {
                 if self.single_failed(s, k, r, &e, ok > 0, false) {
                     done.push(k);
+                    given_up += 1;
                 }
             }
             self.retire_some(s, g, &done);
+            // Counted once retired (see `single_failed`).
+            self.dead_letters.fetch_add(given_up, Ordering::AcqRel);
         }
         self.requeue(gens.iter().map(|(s, _)| *s));
         match last {
@@ -1034,7 +1088,9 @@ where
     /// other writes succeeded again, or when it was the only write (`alone`: nothing tells
     /// then whether the store is down); not when the others failed too (the store is down).
     /// After `max_attempts` counted failures it is dead-lettered (unless a newer write of the
-    /// key is pending, which gets its own chances). Returns whether it was dead-lettered.
+    /// key is pending, which gets its own chances). Returns whether it was dead-lettered; the
+    /// caller retires the key, then counts it in `dead_letters` (in that order: a flush that
+    /// finds the key gone also finds it counted, so it cannot report a false `Ok`).
     fn single_failed(
         &self,
         s: usize,
@@ -1061,10 +1117,14 @@ where
                 None => false,
             }
         };
-        if !give_up || sync::lock(&self.stripes[s]).live.contains_key(k) {
+        if !give_up {
             return false;
         }
-        self.dead_letters.fetch_add(1, Ordering::Relaxed);
+        if sync::lock(&self.stripes[s]).live.contains_key(k) {
+            // The newer write gets chances of its own.
+            self.forgive(k);
+            return false;
+        }
         self.forgive(k);
         self.dead_letter(k, r, e);
         true
@@ -1215,23 +1275,28 @@ where
             .unwrap_or_else(|| StdArc::new(StoreError::fail("closed before it could be written")));
         // Taken out under the lock, handed to the hook after it: the hook is user code and
         // may call into the cache (a flush would wait for the drain lock).
+        // Counted (dirty, dead letters) under each stripe's lock as its records leave, so a
+        // flush that finds the stripe empty also finds them counted as given up.
         let taken: Vec<_> = self
             .stripes
             .iter()
             .map(|s| {
                 let mut st = sync::lock(s);
+                let live = std::mem::take(&mut st.live);
+                let taken = st.taken.take();
+                let older = taken.iter().flat_map(|g| g.keys());
+                let n = live.len() + older.filter(|k| !live.contains_key(*k)).count();
                 st.overlap = 0;
-                (std::mem::take(&mut st.live), st.taken.take())
+                self.dirty.fetch_sub(n, Ordering::AcqRel);
+                self.dead_letters.fetch_add(n as u64, Ordering::AcqRel);
+                (live, taken)
             })
             .collect();
         drop(no_round);
         for (live, taken) in taken {
             let older = taken.iter().flat_map(|g| g.iter());
             let older = older.filter(|(k, _)| !live.contains_key(*k));
-            let all: Vec<(&K, &Record<V>)> = live.iter().chain(older).collect();
-            for (k, r) in all {
-                self.dirty.fetch_sub(1, Ordering::AcqRel);
-                self.dead_letters.fetch_add(1, Ordering::Relaxed);
+            for (k, r) in live.iter().chain(older) {
                 self.dead_letter(k, r, &e);
             }
         }
