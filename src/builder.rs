@@ -193,7 +193,9 @@ where
     /// failing while other writes succeeded, or whatever was still unwritten when the cache
     /// was closed. Nothing is ever dropped without passing through here. A panic in the hook
     /// is caught (the write still counts in `stats().dead_letters`), so it cannot stop the
-    /// writer thread.
+    /// writer thread. The hook runs on the writer thread (or on the thread that closes the
+    /// cache): it must not call `flush` on this cache, which would wait for the writer that
+    /// is running the hook, nor write to it while its dirty budget is full.
     pub fn dead_letter(
         mut self,
         f: impl Fn(&K, DeadLetter<V>, &crate::store::StoreError) + Send + Sync + 'static,
