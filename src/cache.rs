@@ -77,6 +77,10 @@ struct Inner<K, V, S> {
     maintenance: std::sync::OnceLock<std::thread::Thread>,
 }
 
+/// The most entries one shard of an entry-bounded cache may hold (2^30): its table is
+/// allocated up front, and the policy's tokens (residents and as many ghosts) are `u32`.
+const MAX_ENTRIES_PER_SHARD: u64 = 1 << 30;
+
 impl<K, V, S> Drop for Inner<K, V, S> {
     fn drop(&mut self) {
         #[cfg(not(loom))]
@@ -109,6 +113,15 @@ where
         shards: usize,
     ) -> Result<Self, BuildError> {
         let n = shards as u64;
+        // Tables are allocated up front for their shard's capacity, and tokens are `u32`: a
+        // capacity beyond what that can hold is a setting error, not an allocation abort.
+        if b.weigher.is_none() && capacity.div_ceil(n.max(1)) > MAX_ENTRIES_PER_SHARD {
+            return Err(BuildError::Invalid(format!(
+                "max_capacity {capacity} is more than {MAX_ENTRIES_PER_SHARD} entries per shard \
+                 ({shards} shards; tables are allocated up front): use more shards, or \
+                 max_weight with a weigher"
+            )));
+        }
         let shard_list: Box<[Shard<K, V>]> = (0..n)
             .map(|i| {
                 // An exact split: the shards' capacities add up to the cache's, so the sum of

@@ -200,15 +200,16 @@ impl<'g, K, V> EntryRef<'g, K, V> {
     }
 
     /// Push the deadline forward after a read (time-to-idle), never past the time-to-live
-    /// deadline. The store is skipped unless it moves the deadline by more than `slack`, so
-    /// concurrent reads of a hot entry do not write its cache line on every hit.
+    /// deadline. The write is skipped unless it moves the deadline by more than `slack`, so
+    /// concurrent reads of a hot entry do not write its cache line on every hit; it is a
+    /// `fetch_max`, so a reader that read the clock earlier never moves it back.
     #[inline]
     pub(crate) fn extend_idle(self, now: u64, tti: u64, slack: u64) {
         let Some(t) = self.timed() else { return };
         let want = now.saturating_add(tti).min(t.expires_at);
         let cur = t.deadline.load(Ordering::Relaxed);
         if want > cur.saturating_add(slack) {
-            t.deadline.store(want, Ordering::Relaxed);
+            t.deadline.fetch_max(want, Ordering::Relaxed);
         }
     }
 }

@@ -237,6 +237,15 @@ fn builder_errors_are_values() {
         .build()
         .unwrap_err();
     assert_eq!(e, BuildError::Shards(6));
+    // "Unbounded" by entry count is refused with a clear error, not an allocation abort.
+    let e = Cache::<u8, u8>::builder()
+        .max_capacity(u64::MAX)
+        .build()
+        .unwrap_err();
+    assert!(
+        matches!(&e, BuildError::Invalid(m) if m.contains("max_weight")),
+        "{e:?}"
+    );
 }
 
 #[test]

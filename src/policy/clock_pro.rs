@@ -1056,7 +1056,7 @@ impl ClockPro {
                     self.drop_ghost(g);
                 }
             }
-        } else if self.free_space() >= w + self.min_cold {
+        } else if self.free_space() >= w.saturating_add(self.min_cold) {
             // Warm-up: fill the hot share first.
             return Admit::Resident(self.link_new(None, hash, weight, true));
         }
