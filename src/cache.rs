@@ -468,7 +468,7 @@ where
     }
 }
 
-impl<K: Eq, V, S> Inner<K, V, S> {
+impl<K: Eq + Clone + 'static, V: Clone + 'static, S> Inner<K, V, S> {
     #[inline]
     fn weigh(&self, key: &K, value: &V) -> u32 {
         self.weigher.as_ref().map_or(1, |w| w(key, value))
@@ -512,8 +512,19 @@ impl<K: Eq, V, S> Inner<K, V, S> {
             RemovalCause::Replaced => {}
         }
         if let Some(l) = &self.listener {
-            l(&e.key, &e.value, cause);
+            if crate::listener::held() {
+                let (l, k, v) = (std::sync::Arc::clone(l), e.key.clone(), e.value.clone());
+                crate::listener::defer(Box::new(move || l(&k, &v, cause)));
+            } else {
+                l(&e.key, &e.value, cause);
+            }
         }
+    }
+
+    /// Hold this thread's listener calls while it holds a lock a listener could need (only
+    /// when there is a listener).
+    pub(crate) fn hold_listeners(&self) -> Option<crate::listener::Hold> {
+        self.listener.as_ref().map(|_| crate::listener::hold())
     }
 }
 

@@ -29,3 +29,67 @@ pub(crate) type Listener<K, V> = Arc<dyn Fn(&K, &V, RemovalCause) + Send + Sync 
 
 /// The weigher: the weight of an entry, in the unit of `max_weight`.
 pub(crate) type Weigher<K, V> = Arc<dyn Fn(&K, &V) -> u32 + Send + Sync + 'static>;
+
+// Listener calls are held back while this thread holds a lock a listener could need: a
+// per-key write lock, or a loader flight's lock while it publishes. A listener that writes
+// to the cache (a documented use) would otherwise wait for a lock its own thread holds. They
+// run, in order, when the outermost hold ends. (Only caches with a listener take holds.)
+#[cfg(not(loom))]
+thread_local! {
+    static HELD: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+    static QUEUE: std::cell::RefCell<Vec<Deferred>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+#[cfg(loom)]
+loom::thread_local! {
+    static HELD: std::cell::Cell<u32> = std::cell::Cell::new(0);
+    static QUEUE: std::cell::RefCell<Vec<Deferred>> = std::cell::RefCell::new(Vec::new());
+}
+
+/// A listener call, with its own copies of the key and value.
+type Deferred = Box<dyn FnOnce()>;
+
+/// While alive, this thread's listener calls wait (see `defer`).
+pub(crate) struct Hold(());
+
+/// Hold this thread's listener calls until the returned guard (and any outer one) drops.
+pub(crate) fn hold() -> Hold {
+    HELD.with(|h| h.set(h.get() + 1));
+    Hold(())
+}
+
+impl Drop for Hold {
+    fn drop(&mut self) {
+        let left = HELD.with(|h| {
+            let n = h.get() - 1;
+            h.set(n);
+            n
+        });
+        if left > 0 {
+            return;
+        }
+        // The outermost hold: run what waited (listeners may hold and defer again).
+        loop {
+            let batch = QUEUE.with(|q| std::mem::take(&mut *q.borrow_mut()));
+            if batch.is_empty() {
+                return;
+            }
+            if std::thread::panicking() {
+                // Unwinding out of the locked region: a panicking listener now would abort.
+                return;
+            }
+            for call in batch {
+                call();
+            }
+        }
+    }
+}
+
+/// Whether listener calls must wait on this thread.
+pub(crate) fn held() -> bool {
+    HELD.with(|h| h.get() > 0)
+}
+
+/// Run `call` when this thread's outermost hold ends.
+pub(crate) fn defer(call: Deferred) {
+    QUEUE.with(|q| q.borrow_mut().push(call));
+}

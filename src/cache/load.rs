@@ -88,6 +88,9 @@ where
         let inner = &*self.inner;
         let hash = self.hash(&key);
         let ttl = Cell::new(inner.time_to_live);
+        // Listener calls of the publish (which runs under the flight's lock) wait until the
+        // load is over: a listener writing this key would invalidate this very flight.
+        let _hold = inner.hold_listeners();
         inner
             .loader
             .run(
@@ -148,6 +151,8 @@ where
                 _ => None,
             },
         };
+        // Listener calls of the publish wait until the load is over (see `try_get_with`).
+        let _hold = inner.hold_listeners();
         let r = inner.loader.run(
             hash,
             &owned,
@@ -224,6 +229,8 @@ where
     ) -> Result<Option<V>, Error> {
         let inner = &*self.inner;
         let hash = self.hash(&key);
+        // Declared first, dropped last: listener calls wait until the key lock is released.
+        let _hold = inner.hold_listeners();
         let _key_lock = inner.key_locks.lock(hash);
         loop {
             let guard = inner.reclaim.pin();

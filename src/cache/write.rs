@@ -66,6 +66,8 @@ where
         // Write-through: store first, cache only on success. The key's lock orders writers of
         // one key, so the store and the cache see their writes in the same order.
         self.refuse_too_heavy(hash, &key, &value)?;
+        // Declared first, dropped last: listener calls wait until the key lock is released.
+        let _hold = self.inner.hold_listeners();
         let _key_lock = self.inner.key_locks.lock(hash);
         let op = if ttl == Some(Duration::ZERO) {
             WriteOp::Delete { key: &key }
@@ -132,6 +134,8 @@ where
         let inner = &*self.inner;
         self.refuse_too_heavy(hash, &key, &value)?;
         wb.reserve(hash, &key)?;
+        // Declared first, dropped last: listener calls wait until the key lock is released.
+        let _hold = inner.hold_listeners();
         let _key_lock = inner.key_locks.lock(hash);
         let op = if ttl == Some(Duration::ZERO) {
             Pending::Delete
@@ -272,11 +276,15 @@ where
         if let Some(wb) = &inner.wb {
             // An ordered delete record: the store sees put / remove / put of one key in order.
             wb.reserve(hash, key)?;
+            // Declared first, dropped last: listener calls wait until the key lock is released.
+            let _hold = inner.hold_listeners();
             let _key_lock = inner.key_locks.lock(hash);
             wb.record(hash, &owned, Pending::Delete)?;
             inner.loader.invalidate(hash, key);
             return Ok(self.remove_local(hash, key));
         }
+        // Declared first, dropped last: listener calls wait until the key lock is released.
+        let _hold = inner.hold_listeners();
         let _key_lock = inner.key_locks.lock(hash);
         self.write_through(
             store.as_ref(),

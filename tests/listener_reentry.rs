@@ -1,0 +1,93 @@
+//! An eviction listener may write to the cache, also to the key whose removal it hears about,
+//! even when that removal happened while the caller held a per-key lock (write-through) or
+//! a loader's publish lock (read-through and `get_with` replacing an expired entry).
+
+use cogwheel::store::MemoryStore;
+use cogwheel::{Cache, ManualClock, RemovalCause};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+/// Run `f` on its own thread; fail instead of hanging the run if it deadlocks.
+fn within_a_minute<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    rx.recv_timeout(Duration::from_secs(60))
+        .expect("deadlocked (or panicked)")
+}
+
+type Heard = Arc<Mutex<Vec<(u32, u32, RemovalCause)>>>;
+
+/// A cache whose listener records what it hears and, on `Replaced` or `Expired` of key 1,
+/// writes key 1 again (value 99) through the cache itself.
+fn rewriting(b: cogwheel::CacheBuilder<u32, u32>) -> (Cache<u32, u32>, Heard) {
+    let slot: Arc<OnceLock<Cache<u32, u32>>> = Arc::default();
+    let heard: Heard = Arc::default();
+    let (s2, h2) = (slot.clone(), heard.clone());
+    let c = b
+        .eviction_listener(move |k, v, cause| {
+            h2.lock().unwrap().push((*k, *v, cause));
+            if *k == 1
+                && *v != 99
+                && matches!(cause, RemovalCause::Replaced | RemovalCause::Expired)
+            {
+                s2.get().unwrap().insert(1, 99).unwrap();
+            }
+        })
+        .build()
+        .unwrap();
+    let _ = slot.set(c.clone());
+    (c, heard)
+}
+
+#[test]
+fn a_listener_can_rewrite_the_key_a_write_through_insert_replaced() {
+    let store = MemoryStore::new();
+    let (c, heard) = rewriting(Cache::builder().max_capacity(100).store(store.clone()));
+    c.insert(1, 10).unwrap();
+    let c2 = c.clone();
+    within_a_minute(move || c2.insert(1, 11).unwrap());
+    assert!(
+        heard
+            .lock()
+            .unwrap()
+            .contains(&(1, 10, RemovalCause::Replaced))
+    );
+    assert_eq!(
+        c.get(&1),
+        Some(99),
+        "the listener's write came after the insert"
+    );
+    assert_eq!(store.snapshot().get(&1).map(|s| s.value), Some(99));
+}
+
+#[test]
+fn a_listener_can_rewrite_the_key_a_loader_replaced_after_expiry() {
+    let clock = ManualClock::new();
+    let (c, heard) = rewriting(
+        Cache::builder()
+            .max_capacity(100)
+            .time_to_live(Duration::from_secs(1))
+            .clock(clock.clone()),
+    );
+    c.insert(1, 10).unwrap();
+    clock.advance(Duration::from_secs(2));
+    // The expired entry is still in the table: get_with's publish replaces it, and the
+    // listener hears `Expired` while the load's flight is still registered.
+    let c2 = c.clone();
+    let got = within_a_minute(move || c2.get_with(1, || 20).unwrap());
+    assert_eq!(got, 20);
+    assert!(
+        heard
+            .lock()
+            .unwrap()
+            .contains(&(1, 10, RemovalCause::Expired))
+    );
+    assert_eq!(
+        c.get(&1),
+        Some(99),
+        "the listener's write landed after the load"
+    );
+}
