@@ -371,7 +371,9 @@ where
             let guard = self.inner.reclaim.pin();
             let doomed: Vec<EntryRef<'_, K, V>> = shard
                 .entries(&guard)
-                .filter(|e| predicate(&e.key, &e.value))
+                // Expired entries are no longer in the cache: not offered (maintenance
+                // reclaims them, as `Expired`).
+                .filter(|e| !self.inner.is_expired(*e) && predicate(&e.key, &e.value))
                 .collect();
             for e in doomed {
                 if shard.remove_exact(self.hash(&e.key), e, &guard) {

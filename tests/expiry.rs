@@ -157,6 +157,21 @@ fn replacing_an_expired_entry_reports_it_as_expired() {
     assert_eq!(*seen.lock().unwrap(), vec![(1, 1, RemovalCause::Expired)]);
     let s = c.stats();
     assert_eq!((s.inserts, s.updates, s.expirations), (2, 0, 1));
+    // The same through a zero-TTL write, and an expired entry is not offered to (nor
+    // removed by) invalidate_if.
+    clock.advance(S);
+    c.insert_with_ttl(1, 3, Duration::ZERO).unwrap();
+    c.insert(2, 2).unwrap();
+    clock.advance(S);
+    assert_eq!(
+        c.invalidate_if(|_, _| true),
+        0,
+        "2 had expired: nothing to remove"
+    );
+    assert_eq!(
+        *seen.lock().unwrap(),
+        vec![(1, 1, RemovalCause::Expired), (1, 2, RemovalCause::Expired)]
+    );
 }
 
 #[test]

@@ -198,7 +198,13 @@ where
             if cond == Cond::Always {
                 let guard = inner.reclaim.pin();
                 if let Some(e) = self.shard(hash).remove(hash, |k| *k == key, &guard) {
-                    self.inner.report_one(e, RemovalCause::Replaced);
+                    // An old value already past its deadline expired; a live one is replaced.
+                    let cause = if now.passed(e.deadline()) {
+                        RemovalCause::Expired
+                    } else {
+                        RemovalCause::Replaced
+                    };
+                    self.inner.report_one(e, cause);
                 }
             }
             return Ok(InsertOutcome::Unchanged);
