@@ -361,7 +361,12 @@ impl<K: Eq, V> Shard<K, V> {
                             // serve a value the caller has superseded. It leaves as `Replaced`.
                             let e = self.unlink(w, table, slot, token, guard);
                             w.policy.remove(token);
-                            out.push((e, RemovalCause::Replaced));
+                            let cause = if live {
+                                RemovalCause::Replaced
+                            } else {
+                                RemovalCause::Expired
+                            };
+                            out.push((e, cause));
                             self.publish_counts(w);
                             return InsertOutcome::TooHeavy;
                         }
