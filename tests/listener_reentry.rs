@@ -2,21 +2,13 @@
 //! even when that removal happened while the caller held a per-key lock (write-through) or
 //! a loader's publish lock (read-through and `get_with` replacing an expired entry).
 
+mod support;
+use support::within_a_minute;
+
 use cogwheel::store::MemoryStore;
 use cogwheel::{Cache, ManualClock, RemovalCause};
-use std::sync::mpsc;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
-
-/// Run `f` on its own thread; fail instead of hanging the run if it deadlocks.
-fn within_a_minute<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(f());
-    });
-    rx.recv_timeout(Duration::from_secs(60))
-        .expect("deadlocked (or panicked)")
-}
 
 type Heard = Arc<Mutex<Vec<(u32, u32, RemovalCause)>>>;
 

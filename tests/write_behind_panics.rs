@@ -2,22 +2,14 @@
 //! a value whose `Drop` panics on the writer thread. None of them may hang a flush, a parked
 //! writer or `close`, and none may be swallowed silently.
 
+mod support;
+use support::within_a_minute;
+
 use cogwheel::store::{BackingStore, MemoryStore, StoreError, Stored, WriteOp};
 use cogwheel::{Cache, Error, WriteBehind, WritePolicy};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, mpsc};
 use std::time::Duration;
-
-/// Run `f` on its own thread and fail (instead of hanging the test run) if it takes longer
-/// than a minute: the bugs these tests look for show up as waits that never end.
-fn within_a_minute<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(f());
-    });
-    rx.recv_timeout(Duration::from_secs(60))
-        .expect("the operation hung (or panicked)")
-}
 
 /// A memory store that refuses every batch holding `key`.
 struct RefusesKey {

@@ -1,4 +1,4 @@
-//! Helpers shared by the integration tests that talk to real Redis servers.
+//! Helpers shared by integration tests: real Redis servers, and a bound on waits that must end.
 #![allow(dead_code)]
 
 use std::time::{Duration, SystemTime};
@@ -22,4 +22,15 @@ pub fn eventually<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
         std::thread::sleep(Duration::from_millis(50));
     }
     panic!("timed out waiting for {what}");
+}
+
+/// Run `f` on its own thread and fail (instead of hanging the test run) if it takes longer
+/// than a minute: for tests whose bug shows up as a wait that never ends.
+pub fn within_a_minute<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    rx.recv_timeout(Duration::from_secs(60))
+        .expect("the operation hung (or panicked)")
 }
