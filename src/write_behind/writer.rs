@@ -1273,11 +1273,10 @@ where
             .last_error
             .clone()
             .unwrap_or_else(|| StdArc::new(StoreError::fail("closed before it could be written")));
-        // Taken out under the lock, handed to the hook after it: the hook is user code, and
-        // one that calls into the cache (say, close from the closing thread) must not find
-        // the drain lock held.
-        // Counted (dirty, dead letters) under each stripe's lock as its records leave, so a
-        // flush that finds the stripe empty also finds them counted as given up.
+        // Each stripe's records are taken out, and counted (dirty, dead letters), under its
+        // lock, so a flush that finds the stripe empty also finds them counted as given up.
+        // The hook is called after the drain lock is released: it is user code, and one that
+        // calls into the cache (say, close from the closing thread) must not find it held.
         let taken: Vec<_> = self
             .stripes
             .iter()
