@@ -89,3 +89,22 @@ fn a_weight_update_over_dirty_entries_never_exceeds_max_weight() {
     c.flush().unwrap();
     assert_eq!(store_value(&store, 3), Some(5));
 }
+
+#[test]
+fn a_preload_never_undoes_a_pending_write_or_delete() {
+    let store = MemoryStore::new();
+    store.insert(5, 500, None);
+    store.insert(6, 600, None);
+    let c = all_dirty_able(&store).max_capacity(100).build().unwrap();
+    c.insert(5, 5).unwrap();
+    c.remove(&6).unwrap();
+    c.invalidate_all();
+    let p = c.preload(|_, _| true, |_| {}).unwrap();
+    assert_eq!(
+        (p.loaded, p.skipped),
+        (0, 2),
+        "both keys have newer pending writes"
+    );
+    assert_eq!(c.get(&6), None, "the removed key did not come back");
+    assert_eq!(c.fetch(&5).unwrap(), Some(5));
+}

@@ -436,10 +436,16 @@ where
                     _ => Some(Duration::ZERO),
                 },
             };
-            if ttl == Some(Duration::ZERO) || !filter(&key, &stored.value) {
+            let hash = self.hash(&key);
+            // Write-behind: a key with a pending write or delete is newer than the store's
+            // copy; loading the store's would undo it (a removed key would come back).
+            let pending = inner
+                .wb
+                .as_ref()
+                .is_some_and(|wb| wb.pending(hash, &key).is_some());
+            if pending || ttl == Some(Duration::ZERO) || !filter(&key, &stored.value) {
                 p.skipped += 1;
             } else {
-                let hash = self.hash(&key);
                 match self.write_local(hash, key, stored.value, ttl, Cond::IfAbsent) {
                     Ok(crate::shard::InsertOutcome::Inserted) => p.loaded += 1,
                     _ => p.skipped += 1,

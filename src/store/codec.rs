@@ -105,7 +105,8 @@ impl PostcardCodec {
     #[cfg(feature = "compression")]
     fn maybe_compress(&self, body: Vec<u8>) -> (Vec<u8>, bool) {
         match self.compress_min {
-            Some(min) if body.len() >= min => {
+            // lz4_flex prepends the length as a `u32`: a longer body would decompress wrong.
+            Some(min) if body.len() >= min && u32::try_from(body.len()).is_ok() => {
                 let packed = lz4_flex::compress_prepend_size(&body);
                 if packed.len() < body.len() {
                     (packed, true)

@@ -207,11 +207,17 @@ fn glob_escape(prefix: &[u8]) -> Vec<u8> {
     out
 }
 
-/// Milliseconds left until `deadline` (rounded up), or `None` if it has passed.
+/// The longest `PX` sent: Redis refuses an expiry whose absolute time passes `i64::MAX`
+/// milliseconds, so a very long TTL would fail every write of its batch. (Capping changes
+/// nothing readers see: the stored record carries its exact deadline.)
+const MAX_PX: u64 = 1 << 62;
+
+/// Milliseconds left until `deadline` (rounded up, at most `MAX_PX`), or `None` if it has
+/// passed.
 fn ttl_millis(deadline: SystemTime, now: SystemTime) -> Option<u64> {
     let left = deadline.duration_since(now).ok().filter(|d| !d.is_zero())?;
     let ms = left.as_nanos().div_ceil(1_000_000);
-    Some(u64::try_from(ms).unwrap_or(u64::MAX).max(1))
+    Some(u64::try_from(ms).unwrap_or(u64::MAX).clamp(1, MAX_PX))
 }
 
 /// The primaries of a cluster, from `CLUSTER NODES`: `(host, port)` of every connected master
@@ -606,6 +612,12 @@ mod tests {
             Some(1501)
         );
         assert_eq!(ttl_millis(now, now), None);
+        let aeons = Duration::from_secs(10u64.pow(16));
+        assert_eq!(
+            ttl_millis(now + aeons, now),
+            Some(MAX_PX),
+            "capped for Redis"
+        );
         assert_eq!(ttl_millis(now - Duration::from_secs(1), now), None);
     }
 
