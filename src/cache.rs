@@ -356,7 +356,15 @@ where
             let guard = self.inner.reclaim.pin();
             let mut out = Removals::new();
             shard.clear(&guard, &mut out);
-            self.inner.report(&out);
+            for (e, cause) in out.iter() {
+                // An entry past its deadline had already expired; it was not removed.
+                let cause = if self.inner.is_expired(e) {
+                    RemovalCause::Expired
+                } else {
+                    cause
+                };
+                self.inner.report_one(e, cause);
+            }
         }
     }
 

@@ -67,14 +67,15 @@ impl Drop for Hold {
         if left > 0 {
             return;
         }
+        if std::thread::panicking() {
+            // Unwinding out of the locked region: a listener that panicked now would abort
+            // the process. The calls stay queued and run when this thread's next hold ends.
+            return;
+        }
         // The outermost hold: run what waited (listeners may hold and defer again).
         loop {
             let batch = QUEUE.with(|q| std::mem::take(&mut *q.borrow_mut()));
             if batch.is_empty() {
-                return;
-            }
-            if std::thread::panicking() {
-                // Unwinding out of the locked region: a panicking listener now would abort.
                 return;
             }
             for call in batch {

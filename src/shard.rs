@@ -511,6 +511,10 @@ impl<K: Eq, V> Shard<K, V> {
     ) -> bool {
         let mut due = std::mem::take(&mut w.due);
         let done = w.wheel.advance(now, budget, &mut due);
+        // Judge by the wheel's clamped time: a caller's `now` read before another writer
+        // advanced the wheel is older, and an entry it fired but `now` found not yet due would
+        // go straight back into the due list, to be fired again by the same sweep, forever.
+        let now = now.max(w.wheel.now());
         for token in due.drain(..) {
             let Some(e) = table.entry_at(w.slot_of[token as usize], guard) else {
                 debug_assert!(false, "wheel token {token} has no entry");

@@ -168,9 +168,14 @@ fn replacing_an_expired_entry_reports_it_as_expired() {
         0,
         "2 had expired: nothing to remove"
     );
+    c.invalidate_all(); // an expired entry it clears is reported as expired
     assert_eq!(
         *seen.lock().unwrap(),
-        vec![(1, 1, RemovalCause::Expired), (1, 2, RemovalCause::Expired)]
+        vec![
+            (1, 1, RemovalCause::Expired),
+            (1, 2, RemovalCause::Expired),
+            (2, 2, RemovalCause::Expired)
+        ]
     );
 }
 
@@ -371,5 +376,64 @@ fn the_maintenance_thread_expires_without_traffic_and_stops_with_the_cache() {
     assert_eq!(
         rx.recv_timeout(Duration::from_secs(60)),
         Err(mpsc::RecvTimeoutError::Disconnected)
+    );
+}
+
+#[test]
+fn maintenance_after_the_clock_went_back_returns() {
+    let clock = ManualClock::new();
+    let c: Cache<u32, u32> = Cache::builder()
+        .max_capacity(10_000)
+        .shards(1)
+        .time_to_live(10 * S)
+        .clock(clock.clone())
+        .build()
+        .unwrap();
+    for i in 0..2000 {
+        c.insert(i, i).unwrap();
+    }
+    clock.set_nanos(20_000_000_000);
+    c.insert(5000, 0).unwrap(); // advances the wheel to 20 s (a budgeted slice)
+    clock.set_nanos(5_000_000_000); // a reader of an older `now`
+    let c2 = c.clone();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        c2.run_pending_tasks();
+        let _ = tx.send(());
+    });
+    rx.recv_timeout(std::time::Duration::from_secs(60))
+        .expect("run_pending_tasks did not return");
+    assert!(
+        c.len() <= 1,
+        "everything due by 20 s was reclaimed: {}",
+        c.len()
+    );
+}
+
+#[test]
+fn listener_calls_held_back_by_a_panicking_operation_run_later() {
+    let heard = Arc::new(Mutex::new(Vec::new()));
+    let h2 = heard.clone();
+    let c: Cache<u32, u32> = Cache::builder()
+        .max_capacity(1)
+        .shards(1)
+        .eviction_listener(move |k, _, cause| h2.lock().unwrap().push((*k, cause)))
+        .build()
+        .unwrap();
+    c.insert(0, 0).unwrap();
+    let c2 = c.clone();
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        c2.compute(1, |_| {
+            c2.insert(2, 2).unwrap(); // evicts 0 while compute holds listener calls
+            panic!("the compute function failed");
+        })
+    }));
+    assert!(r.is_err());
+    // The next operation that holds listener calls runs the waiting one.
+    c.get_with(3, || 3).unwrap();
+    assert!(
+        heard.lock().unwrap().contains(&(0, RemovalCause::Evicted)),
+        "{:?}",
+        heard.lock().unwrap()
     );
 }
