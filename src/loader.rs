@@ -168,28 +168,43 @@ impl<K: Hash + Eq + Clone, V: Clone> Loader<K, V> {
         let shard = self.shard(hash);
         let me = thread::current();
         loop {
-            let flight = {
+            let flight = 'join: {
                 let mut map = sync::lock(&shard.map);
-                match map.get(key) {
+                let replace = match map.get(key) {
                     Some(flight) if flight.leader.id() == me.id() => {
                         return Err(LoadError::Recursive);
                     }
-                    Some(flight) => Arc::clone(flight),
-                    None => {
-                        let flight = Arc::new(Flight {
-                            leader: me,
-                            state: Mutex::new(State::Running { stale: false }),
-                            done: Condvar::new(),
-                        });
-                        // SeqCst pairs with the load in `invalidate`: a writer that misses this
-                        // increment started before the flight existed, and any load that then
-                        // starts is ordered after the writer's change by `check`/`publish`.
-                        shard.flights.fetch_add(1, Ordering::SeqCst);
-                        map.insert(key.clone(), Arc::clone(&flight));
-                        drop(map);
-                        return lead(shard, key, &flight, check, init, publish);
+                    // Joinable only while running and not invalidated: a stale flight's value
+                    // is older than a write this caller must see (a removed key would come
+                    // back through it), and a finished one still registered may be stale too.
+                    // Such a flight is replaced by a new one this caller leads. (Registry lock,
+                    // then flight lock: no path takes them the other way round.)
+                    Some(flight) => {
+                        let joinable =
+                            matches!(*sync::lock(&flight.state), State::Running { stale: false });
+                        if joinable {
+                            break 'join Arc::clone(flight);
+                        }
+                        true
                     }
+                    None => false,
+                };
+                let flight = Arc::new(Flight {
+                    leader: me,
+                    state: Mutex::new(State::Running { stale: false }),
+                    done: Condvar::new(),
+                });
+                if !replace {
+                    // SeqCst pairs with the load in `invalidate`: a writer that misses this
+                    // increment started before the flight existed, and any load that then
+                    // starts is ordered after the writer's change by `check`/`publish`. (A
+                    // replaced flight's entry is reused: its leader's `unregister` finds a
+                    // stranger and leaves the count to this flight's.)
+                    shard.flights.fetch_add(1, Ordering::SeqCst);
                 }
+                map.insert(key.clone(), Arc::clone(&flight));
+                drop(map);
+                return lead(shard, key, &flight, check, init, publish);
             };
             let mut state = sync::lock(&flight.state);
             while let State::Running { .. } = *state {
