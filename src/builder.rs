@@ -155,7 +155,10 @@ where
     }
 
     /// Called once for every entry that leaves the cache, with the reason, after the shard's
-    /// lock is released (so the listener may use the cache).
+    /// lock is released (so the listener may use the cache). On the thread whose operation
+    /// removed the entry; if that operation holds a per-key lock (a write through a store,
+    /// `compute`) or is publishing a load, the call waits, with its own copies of key and
+    /// value, until the operation has released it, so a listener may write to any key.
     pub fn eviction_listener(
         mut self,
         f: impl Fn(&K, &V, RemovalCause) + Send + Sync + 'static,
