@@ -20,6 +20,19 @@ fn all_dirty_able(store: &MemoryStore<u64, u64>) -> cogwheel::CacheBuilder<u64, 
         ))
 }
 
+/// A store holding 5 → 500 and 6 → 600; a cache with a pending write 5 → 5 and a pending
+/// delete of 6, both out of the cache (`invalidate_all`).
+fn pending_over_stale_values() -> (MemoryStore<u64, u64>, Cache<u64, u64>) {
+    let store = MemoryStore::new();
+    store.insert(5, 500, None);
+    store.insert(6, 600, None);
+    let c = all_dirty_able(&store).max_capacity(100).build().unwrap();
+    c.insert(5, 5).unwrap();
+    c.remove(&6).unwrap();
+    c.invalidate_all();
+    (store, c)
+}
+
 #[test]
 fn a_shard_full_of_dirty_entries_has_them_stored_before_it_evicts() {
     let store = MemoryStore::new();
@@ -48,14 +61,8 @@ fn a_shard_full_of_dirty_entries_has_them_stored_before_it_evicts() {
 
 #[test]
 fn reads_prefer_a_pending_put_or_delete_to_a_stale_store_value_or_a_loader() {
-    let store = MemoryStore::new();
-    store.insert(5, 500, None);
-    store.insert(6, 600, None);
-    let c = all_dirty_able(&store).max_capacity(100).build().unwrap();
-    c.insert(5, 5).unwrap();
-    c.remove(&6).unwrap();
+    let (store, c) = pending_over_stale_values();
     // Out of the cache, still pending: read-through must not load 500 or resurrect 600.
-    c.invalidate_all();
     assert_eq!(c.dirty_count(), 2);
     assert_eq!(c.get_with(5, || 999).unwrap(), 5, "nor a loader's value");
     c.invalidate_all();
@@ -92,13 +99,7 @@ fn a_weight_update_over_dirty_entries_never_exceeds_max_weight() {
 
 #[test]
 fn a_preload_never_undoes_a_pending_write_or_delete() {
-    let store = MemoryStore::new();
-    store.insert(5, 500, None);
-    store.insert(6, 600, None);
-    let c = all_dirty_able(&store).max_capacity(100).build().unwrap();
-    c.insert(5, 5).unwrap();
-    c.remove(&6).unwrap();
-    c.invalidate_all();
+    let (store, c) = pending_over_stale_values();
     let p = c.preload(|_, _| true, |_| {}).unwrap();
     assert_eq!(
         (p.loaded, p.skipped),
