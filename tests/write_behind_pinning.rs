@@ -99,7 +99,7 @@ fn a_weight_update_over_dirty_entries_never_exceeds_max_weight() {
 
 #[test]
 fn a_preload_never_undoes_a_pending_write_or_delete() {
-    let (store, c) = pending_over_stale_values();
+    let (_store, c) = pending_over_stale_values();
     let p = c.preload(|_, _| true, |_| {}).unwrap();
     assert_eq!(
         (p.loaded, p.skipped),
