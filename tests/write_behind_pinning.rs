@@ -109,3 +109,28 @@ fn a_preload_never_undoes_a_pending_write_or_delete() {
     assert_eq!(c.get(&6), None, "the removed key did not come back");
     assert_eq!(c.fetch(&5).unwrap(), Some(5));
 }
+
+#[test]
+fn a_recorded_write_refused_for_room_never_leaves_the_older_value_served() {
+    let store = MemoryStore::new();
+    let c = all_dirty_able(&store)
+        .max_weight(10)
+        .weigher(|_, v: &u64| *v as u32)
+        .build()
+        .unwrap();
+    for i in 0..10 {
+        c.insert(i, 1).unwrap();
+    }
+    // Key 3 grows by 4, the room is held by dirty entries, and the round this thread runs
+    // to make room fails: the write is recorded (it stays pending) but the call fails.
+    store.set_down(true);
+    assert!(matches!(
+        c.insert(3, 5),
+        Err(cogwheel::Error::Unflushed { .. })
+    ));
+    assert_ne!(c.get(&3), Some(1), "the superseded value is not served");
+    assert_eq!(c.fetch(&3).unwrap(), Some(5), "the pending write is");
+    store.set_down(false);
+    c.flush().unwrap();
+    assert_eq!(store_value(&store, 3), Some(5));
+}
