@@ -1,6 +1,6 @@
-//! Write-behind under panics in user code the writer runs: a panicking dead-letter hook, and
-//! a value whose `Drop` panics on the writer thread. None of them may hang a flush, a parked
-//! writer or `close`, and none may be swallowed silently.
+//! Write-behind under panics in user code the writer runs: a panicking store or dead-letter
+//! hook, a value whose `Drop` or a key whose `Hash` panics on the writer thread. None of them
+//! may hang a flush, a parked writer or `close`, lose a write, or be swallowed silently.
 
 mod support;
 use support::within_a_minute;
@@ -251,4 +251,77 @@ fn a_dead_letter_hook_that_closes_the_cache_does_not_wait_for_itself() {
     );
     // The hook's clone keeps the cache alive; break the cycle.
     drop(slot);
+}
+
+/// Dead letters as `(key, what)`.
+type Dead = Arc<std::sync::Mutex<Vec<(u64, cogwheel::DeadLetter<u64>)>>>;
+
+/// Set while a test wants hashing a `FragileKey` on the writer thread to panic.
+static KEYS_ARMED: AtomicBool = AtomicBool::new(false);
+
+/// A key whose `Hash` panics on the writer thread while `KEYS_ARMED`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct FragileKey(u64);
+
+impl std::hash::Hash for FragileKey {
+    fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
+        let writer = std::thread::current().name() == Some("cogwheel-write-behind");
+        if writer && KEYS_ARMED.load(Ordering::SeqCst) && !std::thread::panicking() {
+            panic!("a key's hash failed on the writer thread");
+        }
+        self.0.hash(h);
+    }
+}
+
+/// A store that accepts nothing while `down` is set, and keeps nothing.
+struct Switch(Arc<AtomicBool>);
+
+impl BackingStore<FragileKey, u64> for Switch {
+    fn load(&self, _: &FragileKey) -> Result<Option<Stored<u64>>, StoreError> {
+        Ok(None)
+    }
+    fn write_batch(&self, _: &[WriteOp<'_, FragileKey, u64>]) -> Result<(), StoreError> {
+        match self.0.load(Ordering::SeqCst) {
+            true => Err(StoreError::fail("down")),
+            false => Ok(()),
+        }
+    }
+}
+
+#[test]
+fn a_panic_while_merging_a_failed_round_loses_no_write() {
+    let down = Arc::new(AtomicBool::new(true));
+    let dead: Dead = Arc::default();
+    let d2 = dead.clone();
+    let c: Cache<FragileKey, u64> = Cache::builder()
+        .max_capacity(100)
+        .store(Switch(down.clone()))
+        .write_policy(WritePolicy::WriteBehind(
+            WriteBehind::default()
+                .retry_backoff(Duration::from_millis(1), Duration::from_millis(2))
+                .close_timeout(Duration::from_millis(200)),
+        ))
+        .dead_letter(move |k, op, _| d2.lock().unwrap().push((k.0, op)))
+        .build()
+        .unwrap();
+    c.insert(FragileKey(1), 10).unwrap();
+    assert!(
+        c.flush().is_err(),
+        "the store is down: the round's records are kept"
+    );
+    // The next round merges the kept records with this newer write, hashing keys on the
+    // writer thread: the panic ends the thread mid-merge.
+    KEYS_ARMED.store(true, Ordering::SeqCst);
+    c.insert(FragileKey(1), 11).unwrap();
+    let r = within_a_minute(move || {
+        let flushed = c.flush();
+        KEYS_ARMED.store(false, Ordering::SeqCst);
+        (flushed.map(|_| ()), c.close().map(|_| ()))
+    });
+    assert!(r.0.is_err() && r.1.is_err(), "{r:?}");
+    assert_eq!(
+        *dead.lock().unwrap(),
+        vec![(1, cogwheel::DeadLetter::Put(11))],
+        "the latest write was reported, not lost with the merge"
+    );
 }
