@@ -73,8 +73,9 @@ fn reads_prefer_a_pending_put_or_delete_to_a_stale_store_value_or_a_loader() {
     assert_eq!(store_value(&store, 6), None);
 }
 
-#[test]
-fn a_weight_update_over_dirty_entries_never_exceeds_max_weight() {
+/// A one-shard cache of weight 10 (the weight is the value) holding ten dirty entries of
+/// weight 1: full, and every entry pinned.
+fn ten_dirty_units() -> (MemoryStore<u64, u64>, Cache<u64, u64>) {
     let store = MemoryStore::new();
     let c = all_dirty_able(&store)
         .max_weight(10)
@@ -84,6 +85,12 @@ fn a_weight_update_over_dirty_entries_never_exceeds_max_weight() {
     for i in 0..10 {
         c.insert(i, 1).unwrap();
     }
+    (store, c)
+}
+
+#[test]
+fn a_weight_update_over_dirty_entries_never_exceeds_max_weight() {
+    let (store, c) = ten_dirty_units();
     assert_eq!((c.weighted_size(), c.dirty_count()), (10, 10));
     // Key 3 grows by 4: the room is held by dirty entries only. The update waits for them
     // to be stored, then evicts; the bound holds throughout.
@@ -112,15 +119,7 @@ fn a_preload_never_undoes_a_pending_write_or_delete() {
 
 #[test]
 fn a_recorded_write_refused_for_room_never_leaves_the_older_value_served() {
-    let store = MemoryStore::new();
-    let c = all_dirty_able(&store)
-        .max_weight(10)
-        .weigher(|_, v: &u64| *v as u32)
-        .build()
-        .unwrap();
-    for i in 0..10 {
-        c.insert(i, 1).unwrap();
-    }
+    let (store, c) = ten_dirty_units();
     // Key 3 grows by 4, the room is held by dirty entries, and the round this thread runs
     // to make room fails: the write is recorded (it stays pending) but the call fails.
     store.set_down(true);
