@@ -103,13 +103,13 @@ where
                     if let Some(wb) = &inner.wb
                         && let Some(Some((v, at))) = wb.pending(hash, &key)
                     {
-                        match at.map(|at| at.duration_since(SystemTime::now())) {
-                            None => return Ok(v),
-                            Some(Ok(left)) if !left.is_zero() => {
-                                ttl.set(Some(left));
+                        match time_left(at) {
+                            Some(None) => return Ok(v),
+                            Some(left) => {
+                                ttl.set(left);
                                 return Ok(v);
                             }
-                            Some(_) => {} // expired: as absent
+                            None => {} // expired: as absent
                         }
                     }
                     inner.timed_load(init)
@@ -144,13 +144,6 @@ where
         let remaining: Cell<Option<Duration>> = Cell::new(None);
         // Whether the value came from the store (and not from a pending write).
         let from_store = Cell::new(false);
-        let live_until = |at: Option<SystemTime>| match at {
-            None => Some(None),
-            Some(at) => match at.duration_since(SystemTime::now()) {
-                Ok(left) if !left.is_zero() => Some(Some(left)),
-                _ => None,
-            },
-        };
         // Listener calls of the publish wait until the load is over (see `try_get_with`).
         let _hold = inner.hold_listeners();
         let r = inner.loader.run(
@@ -166,13 +159,13 @@ where
                     && let Some(pending) = wb.pending(hash, key)
                 {
                     let (v, at) = pending.ok_or(FetchMiss::Absent)?;
-                    remaining.set(live_until(at).ok_or(FetchMiss::Absent)?);
+                    remaining.set(time_left(at).ok_or(FetchMiss::Absent)?);
                     return Ok(v);
                 }
                 from_store.set(true);
                 inner.timed_load(|| match store.load(&owned) {
                     Ok(Some(stored)) => {
-                        remaining.set(live_until(stored.expires_at).ok_or(FetchMiss::Absent)?);
+                        remaining.set(time_left(stored.expires_at).ok_or(FetchMiss::Absent)?);
                         Ok(stored.value)
                     }
                     Ok(None) => Err(FetchMiss::Absent),
@@ -423,18 +416,14 @@ where
             return Ok(Preload::default());
         };
         let mut p = Preload::default();
-        let now = SystemTime::now();
         store.scan(&mut |key, stored| {
             p.scanned += 1;
-            let ttl = match stored.expires_at {
-                None => inner.time_to_live,
-                Some(at) => match at.duration_since(now) {
-                    Ok(left) if !left.is_zero() => {
-                        Some(inner.time_to_live.map_or(left, |t| t.min(left)))
-                    }
-                    // Expired while the cache was down.
-                    _ => Some(Duration::ZERO),
-                },
+            // Judged per record, at its turn: a long scan must not lend records time.
+            let ttl = match time_left(stored.expires_at) {
+                Some(None) => inner.time_to_live,
+                Some(Some(left)) => Some(inner.time_to_live.map_or(left, |t| t.min(left))),
+                // Expired while the cache was down.
+                None => Some(Duration::ZERO),
             };
             let hash = self.hash(&key);
             // Write-behind: a key with a pending write or delete is newer than the store's
@@ -456,5 +445,17 @@ where
             self.weighted_size() < inner.capacity
         })?;
         Ok(p)
+    }
+}
+
+/// Time left until a wall-clock deadline: `Some(None)` for none (never expires),
+/// `Some(Some(left))`, or `None` once it has passed.
+fn time_left(at: Option<SystemTime>) -> Option<Option<Duration>> {
+    match at {
+        None => Some(None),
+        Some(at) => match at.duration_since(SystemTime::now()) {
+            Ok(left) if !left.is_zero() => Some(Some(left)),
+            _ => None,
+        },
     }
 }

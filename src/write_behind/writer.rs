@@ -599,16 +599,9 @@ where
         let dead_before = sh.dead_letters.load(Ordering::Acquire);
         let target = sh.seq_targets();
         let flushed = sh.pending_upto(&target);
-        let done = || match sh.dead_letters.load(Ordering::Acquire) - dead_before {
-            0 => Ok(FlushReport { flushed }),
-            given_up => Err(Error::Unflushed {
-                pending: usize::try_from(given_up).unwrap_or(usize::MAX),
-                cause: sync::lock(&sh.sig).last_error.clone().unwrap_or_else(|| {
-                    StdArc::new(StoreError::fail(
-                        "writes were handed to the dead-letter hook",
-                    ))
-                }),
-            }),
+        let done = || match sh.given_up_since(dead_before) {
+            None => Ok(FlushReport { flushed }),
+            Some(e) => Err(e),
         };
         if sh.cfg.manual {
             let mut step = 0;
@@ -727,14 +720,10 @@ where
         };
         // A write given up during an earlier attempt (poison) is not in the store: a later
         // attempt's `Ok` must not hide it.
-        let r = match (r, self.dead_letters.load(Ordering::Acquire) - dead_at_start) {
-            (Ok(report), 0) => Ok(report),
-            (Ok(_), given_up) => Err(Error::Unflushed {
-                pending: usize::try_from(given_up).unwrap_or(usize::MAX),
-                cause: self.sig_last_error("writes were handed to the dead-letter hook"),
-            }),
-            (r, _) => r,
-        };
+        let r = r.and_then(|report| match self.given_up_since(dead_at_start) {
+            None => Ok(report),
+            Some(e) => Err(e),
+        });
         let sh = self;
         {
             let mut sig = sync::lock(&sh.sig);
@@ -760,6 +749,16 @@ where
             sync::lock(&sh.sig).close_failed = Some((*pending, StdArc::clone(cause)));
         }
         r
+    }
+
+    /// `Unflushed`, counting the writes given up (dead-lettered) since the dead-letter count
+    /// was `before`; `None` if there were none.
+    fn given_up_since(&self, before: u64) -> Option<Error> {
+        let given_up = self.dead_letters.load(Ordering::Acquire) - before;
+        (given_up > 0).then(|| Error::Unflushed {
+            pending: usize::try_from(given_up).unwrap_or(usize::MAX),
+            cause: self.sig_last_error("writes were handed to the dead-letter hook"),
+        })
     }
 
     /// The last store error, or `fallback` when there was none.
@@ -1269,10 +1268,7 @@ where
         } else {
             sync::try_lock(&self.drain)
         };
-        let e = sync::lock(&self.sig)
-            .last_error
-            .clone()
-            .unwrap_or_else(|| StdArc::new(StoreError::fail("closed before it could be written")));
+        let e = self.sig_last_error("closed before it could be written");
         // Each stripe's records are taken out, and counted (dirty, dead letters), under its
         // lock, so a flush that finds the stripe empty also finds them counted as given up.
         // The hook is called after the drain lock is released: it is user code, and one that
