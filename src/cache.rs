@@ -77,6 +77,13 @@ struct Inner<K, V, S> {
     maintenance: std::sync::OnceLock<std::thread::Thread>,
 }
 
+/// A key stripe's lock, with this thread's listener calls held until it is released (fields
+/// drop in order: the lock, then the hold, which runs the held calls).
+pub(crate) struct KeyLock<'a> {
+    _lock: crate::sync::MutexGuard<'a, ()>,
+    _hold: Option<crate::listener::Hold>,
+}
+
 /// The most entries one shard of an entry-bounded cache may hold (2^30): its table is
 /// allocated up front, and the policy's tokens (residents and as many ghosts) are `u32`.
 const MAX_ENTRIES_PER_SHARD: u64 = 1 << 30;
@@ -535,6 +542,15 @@ impl<K: Eq + Clone + 'static, V: Clone + 'static, S> Inner<K, V, S> {
     /// when there is a listener).
     pub(crate) fn hold_listeners(&self) -> Option<crate::listener::Hold> {
         self.listener.as_ref().map(|_| crate::listener::hold())
+    }
+
+    /// Lock `hash`'s key stripe, holding listener calls until it is released (a listener
+    /// may write to a key of the same stripe).
+    pub(crate) fn lock_key(&self, hash: u64) -> KeyLock<'_> {
+        KeyLock {
+            _lock: self.key_locks.lock(hash),
+            _hold: self.hold_listeners(),
+        }
     }
 }
 

@@ -222,9 +222,7 @@ where
     ) -> Result<Option<V>, Error> {
         let inner = &*self.inner;
         let hash = self.hash(&key);
-        // Declared first, dropped last: listener calls wait until the key lock is released.
-        let _hold = inner.hold_listeners();
-        let _key_lock = inner.key_locks.lock(hash);
+        let _key_lock = inner.lock_key(hash);
         loop {
             let guard = inner.reclaim.pin();
             let cur = self

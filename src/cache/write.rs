@@ -66,9 +66,7 @@ where
         // Write-through: store first, cache only on success. The key's lock orders writers of
         // one key, so the store and the cache see their writes in the same order.
         self.refuse_too_heavy(hash, &key, &value)?;
-        // Declared first, dropped last: listener calls wait until the key lock is released.
-        let _hold = self.inner.hold_listeners();
-        let _key_lock = self.inner.key_locks.lock(hash);
+        let _key_lock = self.inner.lock_key(hash);
         let op = if ttl == Some(Duration::ZERO) {
             WriteOp::Delete { key: &key }
         } else {
@@ -134,9 +132,7 @@ where
         let inner = &*self.inner;
         self.refuse_too_heavy(hash, &key, &value)?;
         wb.reserve(hash, &key)?;
-        // Declared first, dropped last: listener calls wait until the key lock is released.
-        let _hold = inner.hold_listeners();
-        let _key_lock = inner.key_locks.lock(hash);
+        let _key_lock = inner.lock_key(hash);
         let op = if ttl == Some(Duration::ZERO) {
             Pending::Delete
         } else {
@@ -282,16 +278,12 @@ where
         if let Some(wb) = &inner.wb {
             // An ordered delete record: the store sees put / remove / put of one key in order.
             wb.reserve(hash, key)?;
-            // Declared first, dropped last: listener calls wait until the key lock is released.
-            let _hold = inner.hold_listeners();
-            let _key_lock = inner.key_locks.lock(hash);
+            let _key_lock = inner.lock_key(hash);
             wb.record(hash, &owned, Pending::Delete)?;
             inner.loader.invalidate(hash, key);
             return Ok(self.remove_local(hash, key));
         }
-        // Declared first, dropped last: listener calls wait until the key lock is released.
-        let _hold = inner.hold_listeners();
-        let _key_lock = inner.key_locks.lock(hash);
+        let _key_lock = inner.lock_key(hash);
         self.write_through(
             store.as_ref(),
             hash,
