@@ -14,7 +14,9 @@
 //!   costs the calls in flight (and those that pick up a connection that died meanwhile) one
 //!   error each, and the next call reconnects.
 //! - **Errors**: failing to connect is `Fail` (nothing sent). A write that fails after it was
-//!   sent (I/O error, timeout, server error reply) is `Unknown`. Reads apply nothing, so a
+//!   sent (I/O error, timeout, server error reply) is `Unknown`. In cluster mode every failed
+//!   write is `Unknown`: the pipeline goes to the nodes one by one, so one node may have applied
+//!   its part before another refused. Reads apply nothing, so a
 //!   failed `load` or `scan` is always `Fail`.
 //! - **TLS and auth** come from the URL: `redis://user:password@host:port/db`, and `rediss://`
 //!   with the `redis-tls` feature (native TLS). In cluster mode the first URL's credentials and
@@ -475,9 +477,14 @@ fn read_error(what: &str, e: Result<RedisError, StoreError>) -> StoreError {
     }
 }
 
-fn write_error(e: Result<RedisError, StoreError>) -> StoreError {
+/// How a failed batch left the store. A cluster pipeline is sent node by node, so a refusal
+/// from one node may come after another node applied its part: only a single node's refusal
+/// proves that nothing was sent.
+fn write_error(e: Result<RedisError, StoreError>, cluster: bool) -> StoreError {
     match e {
-        Ok(e) if before_send(&e) => StoreError::fail("redis: batch not sent").with_source(e),
+        Ok(e) if before_send(&e) && !cluster => {
+            StoreError::fail("redis: batch not sent").with_source(e)
+        }
         Ok(e) => {
             StoreError::unknown("redis: batch failed after it was sent; it may have been applied")
                 .with_source(e)
@@ -562,7 +569,7 @@ where
                 p.exec(con)
             }
         })
-        .map_err(write_error)
+        .map_err(|e| write_error(e, self.config.cluster))
     }
 
     fn scan(&self, visit: &mut dyn FnMut(K, Stored<V>) -> bool) -> Result<(), StoreError> {
@@ -590,6 +597,7 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::StoreErrorKind;
 
     #[test]
     fn glob_escape_quotes_metacharacters() {
@@ -638,6 +646,18 @@ bb22 [::1]:30005@40005 master - 0 1 4 connected 16383
                 ("::1".to_string(), 30005)
             ]
         );
+    }
+
+    #[test]
+    fn a_refused_cluster_batch_may_have_been_partly_applied() {
+        let refused = || {
+            Ok(RedisError::from(std::io::Error::new(
+                std::io::ErrorKind::ConnectionRefused,
+                "refused",
+            )))
+        };
+        assert_eq!(write_error(refused(), false).kind(), StoreErrorKind::Fail);
+        assert_eq!(write_error(refused(), true).kind(), StoreErrorKind::Unknown);
     }
 
     #[test]
