@@ -80,7 +80,7 @@ struct Inner<K, V, S> {
 /// A key stripe's lock, with this thread's listener calls held until it is released (fields
 /// drop in order: the lock, then the hold, which runs the held calls).
 pub(crate) struct KeyLock<'a> {
-    _lock: crate::sync::MutexGuard<'a, ()>,
+    pub(crate) lock: crate::key_locks::KeyGuard<'a>,
     _hold: Option<crate::listener::Hold>,
 }
 
@@ -548,7 +548,16 @@ impl<K: Eq + Clone + 'static, V: Clone + 'static, S> Inner<K, V, S> {
     /// may write to a key of the same stripe).
     pub(crate) fn lock_key(&self, hash: u64) -> KeyLock<'_> {
         KeyLock {
-            _lock: self.key_locks.lock(hash),
+            lock: self.key_locks.lock(hash),
+            _hold: self.hold_listeners(),
+        }
+    }
+
+    /// [`lock_key`](Self::lock_key) for a warm restart's load, which writes only the cache:
+    /// not counted as a write (see [`KeyLocks`]).
+    pub(crate) fn lock_key_uncounted(&self, hash: u64) -> KeyLock<'_> {
+        KeyLock {
+            lock: self.key_locks.lock_uncounted(hash),
             _hold: self.hold_listeners(),
         }
     }

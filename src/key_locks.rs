@@ -5,26 +5,102 @@
 //! may not happen under a shard lock (that would stall every reader-free writer of the shard);
 //! instead, writers of one key hold that key's stripe lock across "store, then cache". Stripes
 //! are many, so unrelated keys rarely share one; readers never touch them.
+//!
+//! Each stripe also counts the writers that released it. A warm restart reads the store
+//! without any key lock, so a record it read may be older than a write that finished while
+//! it ran; it compares the counts it noted before the scan with the counts at the time it
+//! loads a record, and skips records whose stripe saw a writer since. A writer that was
+//! still inside when the counts were noted releases (and counts) after that, so it is caught
+//! too; one whose release was noted had finished its store call before the scan started.
 
-use crate::sync::{Mutex, MutexGuard, lock};
+use crate::sync::{AtomicU64, Mutex, MutexGuard, Ordering, lock};
+
+struct Stripe {
+    lock: Mutex<()>,
+    /// Releases by writers. Written only by the lock holder, so a load and a store suffice.
+    writes: AtomicU64,
+}
 
 pub(crate) struct KeyLocks {
-    stripes: Box<[Mutex<()>]>,
+    stripes: Box<[Stripe]>,
     mask: usize,
 }
+
+/// A held key stripe.
+pub(crate) struct KeyGuard<'a> {
+    _lock: MutexGuard<'a, ()>,
+    /// `Some` for a writer: counted on release.
+    writes: Option<&'a AtomicU64>,
+}
+
+impl Drop for KeyGuard<'_> {
+    fn drop(&mut self) {
+        // Before the lock field is dropped, so while the stripe is still held.
+        if let Some(w) = self.writes {
+            w.store(w.load(Ordering::Relaxed).wrapping_add(1), Ordering::Release);
+        }
+    }
+}
+
+/// The stripes' write counts at one moment (see the module docs).
+pub(crate) struct WriteCounts(Box<[u64]>);
 
 impl KeyLocks {
     pub(crate) fn new(stripes: usize) -> Self {
         let n = stripes.max(1).next_power_of_two();
         KeyLocks {
-            stripes: (0..n).map(|_| Mutex::new(())).collect(),
+            stripes: (0..n)
+                .map(|_| Stripe {
+                    lock: Mutex::new(()),
+                    writes: AtomicU64::new(0),
+                })
+                .collect(),
             mask: n - 1,
         }
     }
 
-    /// Lock the stripe of the key with this hash. Uses middle hash bits, independent of the
-    /// shard (top) and table (bottom) bits.
-    pub(crate) fn lock(&self, hash: u64) -> MutexGuard<'_, ()> {
-        lock(&self.stripes[(hash >> 20) as usize & self.mask])
+    /// Uses middle hash bits, independent of the shard (top) and table (bottom) bits.
+    fn index(&self, hash: u64) -> usize {
+        (hash >> 20) as usize & self.mask
+    }
+
+    /// Lock the stripe of the key with this hash, as a writer (counted on release).
+    pub(crate) fn lock(&self, hash: u64) -> KeyGuard<'_> {
+        let s = &self.stripes[self.index(hash)];
+        KeyGuard {
+            _lock: lock(&s.lock),
+            writes: Some(&s.writes),
+        }
+    }
+
+    /// Lock the stripe without counting: for a warm restart's loads, which write only the
+    /// cache and must not make each other look stale.
+    pub(crate) fn lock_uncounted(&self, hash: u64) -> KeyGuard<'_> {
+        KeyGuard {
+            _lock: lock(&self.stripes[self.index(hash)].lock),
+            writes: None,
+        }
+    }
+
+    /// Note every stripe's write count.
+    pub(crate) fn write_counts(&self) -> WriteCounts {
+        WriteCounts(
+            self.stripes
+                .iter()
+                .map(|s| s.writes.load(Ordering::Acquire))
+                .collect(),
+        )
+    }
+
+    /// Whether no writer of this key's stripe released it since `then` was noted. Call with
+    /// the stripe held, so that no writer can release it before the caller is done.
+    pub(crate) fn unwritten_since(
+        &self,
+        then: &WriteCounts,
+        hash: u64,
+        _held: &KeyGuard<'_>,
+    ) -> bool {
+        let i = self.index(hash);
+        self.stripes[i].writes.load(Ordering::Acquire) == then.0[i]
     }
 }

@@ -87,3 +87,75 @@ fn preload_is_bounded_by_capacity_and_reports_progress() {
     assert!(calls.windows(2).all(|w| w[0] <= w[1]));
     assert!(done.scanned < 1000, "stopped once full");
 }
+
+/// A cache over a `MemoryStore` holding `1 → 10`, and a handle on the store.
+fn over_a_store_holding_one(
+    policy: WritePolicy,
+) -> (Cache<u64, u64>, cogwheel::store::MemoryStore<u64, u64>) {
+    let store = cogwheel::store::MemoryStore::new();
+    store.insert(1u64, 10u64, None);
+    let c = Cache::builder()
+        .max_capacity(100)
+        .store(store.clone())
+        .write_policy(policy)
+        .build()
+        .unwrap();
+    (c, store)
+}
+
+// `MemoryStore::scan` copies the store's records first and visits them after, and the filter
+// runs at each visit: a write made from the filter lands after the scan read the record, as a
+// concurrent write would.
+
+#[test]
+fn preload_never_brings_back_a_key_removed_while_it_scanned() {
+    let (c, store) = over_a_store_holding_one(WritePolicy::WriteThrough);
+    let done = c
+        .preload(
+            |k, _| {
+                c.remove(k).unwrap();
+                true
+            },
+            |_| {},
+        )
+        .unwrap();
+    assert_eq!((done.loaded, done.skipped), (0, 1));
+    assert_eq!(store.snapshot().get(&1), None);
+    assert_eq!(c.get(&1), None, "the removed value came back from the scan");
+}
+
+#[test]
+fn preload_never_loads_a_value_older_than_a_write_made_while_it_scanned() {
+    let (c, store) = over_a_store_holding_one(WritePolicy::WriteThrough);
+    c.preload(
+        |k, _| {
+            c.insert(*k, 20).unwrap();
+            // Gone from the cache (evicted, say), still in the store.
+            c.invalidate_all();
+            true
+        },
+        |_| {},
+    )
+    .unwrap();
+    assert_eq!(store.snapshot().get(&1).map(|s| s.value), Some(20));
+    assert_ne!(c.get(&1), Some(10), "the scan's older value was loaded");
+}
+
+#[test]
+fn preload_never_loads_a_value_older_than_a_write_behind_write_stored_while_it_scanned() {
+    let (c, store) = over_a_store_holding_one(WritePolicy::WriteBehind(
+        WriteBehind::default().manual(true),
+    ));
+    c.insert(1, 20).unwrap(); // pending
+    c.preload(
+        |_, _| {
+            c.flush().unwrap(); // stored, and no longer pending
+            c.invalidate_all();
+            true
+        },
+        |_| {},
+    )
+    .unwrap();
+    assert_eq!(store.snapshot().get(&1).map(|s| s.value), Some(20));
+    assert_ne!(c.get(&1), Some(10), "the scan's older value was loaded");
+}

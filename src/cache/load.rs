@@ -378,7 +378,8 @@ pub struct Preload {
     pub scanned: u64,
     /// Entries put into the cache so far.
     pub loaded: u64,
-    /// Entries skipped: expired, refused by the filter, or already in the cache.
+    /// Entries skipped: expired, refused by the filter, already in the cache, or possibly
+    /// older than a write made while the scan ran.
     pub skipped: u64,
 }
 
@@ -392,6 +393,10 @@ where
     /// cache's capacity, keeping each entry's remaining time-to-live. `filter` chooses which
     /// entries to load; `progress` is called after every entry. Entries already in the cache
     /// are kept (the cache is newer than the store). Without a store, nothing happens.
+    ///
+    /// Safe to run while the cache is in use: a record that a write made during the scan may
+    /// have outdated is skipped, never loaded over the write (the check is per stripe of keys,
+    /// so heavy write traffic during the scan makes it skip more).
     ///
     /// ```
     /// use cogwheel::Cache;
@@ -414,6 +419,13 @@ where
             return Ok(Preload::default());
         };
         let mut p = Preload::default();
+        // The scan reads the store without key locks, so a record may be older than a write
+        // that lands while it runs (a write-through insert or remove, or a pending
+        // write-behind write reaching the store). Such records are skipped: their key's stripe
+        // saw a writer since this point, or the key was pending here (in this order: a write
+        // recorded after the counts were noted is counted itself).
+        let counts = inner.key_locks.write_counts();
+        let pending = inner.wb.as_ref().map(|wb| wb.pending_keys());
         store.scan(&mut |key, stored| {
             p.scanned += 1;
             // Judged per record, at its turn: a long scan must not lend records time.
@@ -423,20 +435,22 @@ where
                 // Expired while the cache was down.
                 None => Some(Duration::ZERO),
             };
-            let hash = self.hash(&key);
-            // Write-behind: a key with a pending write or delete is newer than the store's
-            // copy; loading the store's would undo it (a removed key would come back).
-            let pending = inner
-                .wb
-                .as_ref()
-                .is_some_and(|wb| wb.pending(hash, &key).is_some());
-            if pending || ttl == Some(Duration::ZERO) || !filter(&key, &stored.value) {
-                p.skipped += 1;
+            let loaded = ttl != Some(Duration::ZERO)
+                && filter(&key, &stored.value)
+                && !pending.as_ref().is_some_and(|keys| keys.contains(&key))
+                && {
+                    let hash = self.hash(&key);
+                    let held = inner.lock_key_uncounted(hash);
+                    inner.key_locks.unwritten_since(&counts, hash, &held.lock)
+                        && matches!(
+                            self.write_local(hash, key, stored.value, ttl, Cond::IfAbsent),
+                            Ok(crate::shard::InsertOutcome::Inserted)
+                        )
+                };
+            if loaded {
+                p.loaded += 1;
             } else {
-                match self.write_local(hash, key, stored.value, ttl, Cond::IfAbsent) {
-                    Ok(crate::shard::InsertOutcome::Inserted) => p.loaded += 1,
-                    _ => p.skipped += 1,
-                }
+                p.skipped += 1;
             }
             progress(p);
             // Bounded by capacity: stop once the cache is full.

@@ -414,6 +414,23 @@ where
             })
     }
 
+    /// Every key with a pending write or delete now. A warm restart notes them before it
+    /// scans the store: such a key's write may reach the store while the scan runs, after the
+    /// scan read the older copy.
+    pub(crate) fn pending_keys(
+        &self,
+    ) -> std::collections::HashSet<K, crate::hash::DefaultHashBuilder> {
+        let mut keys = std::collections::HashSet::default();
+        for st in self.shared.stripes.iter() {
+            let st = sync::lock(st);
+            keys.extend(st.live.keys().cloned());
+            if let Some(t) = &st.taken {
+                keys.extend(t.keys().cloned());
+            }
+        }
+        keys
+    }
+
     /// Make room for one more dirty key (`key` itself may already be dirty). Waits for the
     /// writer, or fails with `Full` in fail-fast mode, or `Closed` after `close`.
     pub(crate) fn reserve<Q>(&self, hash: u64, key: &Q) -> Result<(), Error>
