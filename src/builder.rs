@@ -209,7 +209,8 @@ where
 
     /// Warm restart: when built over a store that already holds data, load it into the
     /// cache (up to the capacity, keeping remaining TTLs) before `build` returns. For a filter
-    /// or progress reports, call [`Cache::preload`] instead.
+    /// or progress reports, call [`Cache::preload`] instead (it also counts the records that
+    /// could not be decoded, which a warm restart skips).
     pub fn preload(mut self, yes: bool) -> Self {
         self.preload = yes;
         self

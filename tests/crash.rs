@@ -14,7 +14,7 @@
 //! the base seed (printed, to replay a failure).
 #![cfg(all(unix, feature = "redb"))]
 
-use cogwheel::store::{BackingStore, RedbStore, StoreError, Stored, WriteOp};
+use cogwheel::store::{BackingStore, RedbStore, ScanItem, StoreError, Stored, WriteOp};
 use cogwheel::{Cache, WriteBehind, WritePolicy};
 use std::collections::{BTreeMap, HashMap};
 use std::env;
@@ -181,7 +181,7 @@ impl BackingStore<u64, u64> for Traced {
         r
     }
 
-    fn scan(&self, visit: &mut dyn FnMut(u64, Stored<u64>) -> bool) -> Result<(), StoreError> {
+    fn scan(&self, visit: &mut dyn FnMut(ScanItem<u64, u64>) -> bool) -> Result<(), StoreError> {
         self.inner.scan(visit)
     }
 }
@@ -411,7 +411,8 @@ fn check_store(
         .unwrap_or_else(|e| panic!("the store must reopen cleanly after SIGKILL: {e}"));
     let mut stored = HashMap::new();
     store
-        .scan(&mut |k, v| {
+        .scan(&mut |item| {
+            let (k, v) = item.unwrap();
             assert!(v.expires_at.is_none(), "key {k} has a deadline");
             stored.insert(k, v.value);
             true

@@ -57,7 +57,8 @@ fn put<'a>(key: &'a String, value: &'a String) -> WriteOp<'a, String, String> {
 
 fn scan_all(s: &Store) -> BTreeMap<String, Stored<String>> {
     let mut out = BTreeMap::new();
-    s.scan(&mut |k, v| {
+    s.scan(&mut |item| {
+        let (k, v) = item.unwrap();
         assert!(out.insert(k, v).is_none(), "scan visited a key twice");
         true
     })
@@ -132,7 +133,7 @@ fn contract(s: &Store, raw: &mut dyn FnMut(&[u8]) -> i64) {
     assert_eq!(all["k123"].value, "k123");
     assert_eq!(all[&t].expires_at, Some(later));
     let mut n = 0;
-    s.scan(&mut |_, _| {
+    s.scan(&mut |_| {
         n += 1;
         n < 5
     })
@@ -158,6 +159,36 @@ fn single_node_contract() {
     contract(&s, &mut |k| {
         redis::cmd("PTTL").arg(k).query(&mut con).unwrap()
     });
+}
+
+#[test]
+fn a_corrupt_record_is_visited_as_an_error_and_the_scan_goes_on() {
+    let Some(url) = single_url() else { return };
+    let _g = SINGLE.read().unwrap();
+    let s = Store::open(RedisConfig::single(&url).prefix(prefix("corrupt"))).unwrap();
+    let (a, b) = ("a".to_string(), "b".to_string());
+    s.write_batch(&[put(&a, &a), put(&b, &b)]).unwrap();
+    let mut con = redis::Client::open(url.as_str())
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    let () = redis::cmd("SET")
+        .arg(t_key(&s, &"bad".to_string()))
+        .arg(&[7u8, 0, 1][..])
+        .query(&mut con)
+        .unwrap();
+    let (mut good, mut bad) = (Vec::new(), Vec::new());
+    s.scan(&mut |item| {
+        match item {
+            Ok((k, _)) => good.push(k),
+            Err(e) => bad.push(e.kind()),
+        }
+        true
+    })
+    .unwrap();
+    good.sort();
+    assert_eq!(good, vec![a, b]);
+    assert_eq!(bad, vec![StoreErrorKind::Fail]);
 }
 
 #[test]

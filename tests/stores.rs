@@ -30,7 +30,8 @@ fn del<K, V>(key: &K) -> WriteOp<'_, K, V> {
 
 fn scan_all<S: BackingStore<String, String>>(s: &S) -> BTreeMap<String, Stored<String>> {
     let mut out = BTreeMap::new();
-    s.scan(&mut |k, v| {
+    s.scan(&mut |item| {
+        let (k, v) = item.unwrap();
         out.insert(k, v);
         true
     })
@@ -88,7 +89,7 @@ fn contract<S: BackingStore<String, String>>(s: &S) {
     );
     assert_eq!(all[&t].expires_at, Some(later));
     let mut seen = 0;
-    s.scan(&mut |_, _| {
+    s.scan(&mut |_| {
         seen += 1;
         false
     })
@@ -198,7 +199,7 @@ fn memory_down_and_back_up() {
     );
     assert_eq!(s.load(&1).unwrap_err().kind(), StoreErrorKind::Fail);
     assert_eq!(
-        s.scan(&mut |_, _| true).unwrap_err().kind(),
+        s.scan(&mut |_| true).unwrap_err().kind(),
         StoreErrorKind::Fail
     );
     s.set_down(false);
@@ -499,11 +500,18 @@ mod redb_store {
     }
 
     #[test]
-    fn redb_corrupt_record_is_a_fail_error_not_a_panic() {
+    fn redb_corrupt_record_is_a_fail_error_not_a_panic_and_does_not_stop_a_warm_restart() {
         use redb::{Database, TableDefinition};
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("r.redb");
-        drop(Store::open(&path).unwrap());
+        {
+            let s = Store::open(&path).unwrap();
+            let ops: Vec<(String, String)> = (0..10)
+                .map(|i| (format!("k{i}"), format!("v{i}")))
+                .collect();
+            let puts: Vec<_> = ops.iter().map(|(k, v)| put(k, v)).collect();
+            s.write_batch(&puts).unwrap();
+        }
         let codec = PostcardCodec::new();
         use cogwheel::store::Codec;
         let k = codec.encode_key("bad").unwrap();
@@ -521,10 +529,32 @@ mod redb_store {
         let e = s.load(&"bad".to_string()).unwrap_err();
         assert_eq!(e.kind(), StoreErrorKind::Fail);
         assert!(e.message().contains("format version 7"), "{e}");
-        assert_eq!(
-            s.scan(&mut |_, _| true).unwrap_err().kind(),
-            StoreErrorKind::Fail
-        );
+        let (mut good, mut bad) = (0, Vec::new());
+        s.scan(&mut |item| {
+            match item {
+                Ok(_) => good += 1,
+                Err(e) => bad.push(e),
+            }
+            true
+        })
+        .unwrap();
+        assert_eq!(good, 10, "the bad record hid good ones");
+        assert_eq!(bad.len(), 1);
+        assert_eq!(bad[0].kind(), StoreErrorKind::Fail);
+        drop(s);
+
+        // A warm restart loads the good records and counts the bad one.
+        let c: cogwheel::Cache<String, String> = cogwheel::Cache::builder()
+            .max_capacity(100)
+            .store(Store::open(&path).unwrap())
+            .preload(true)
+            .build()
+            .expect("one bad record must not fail the build");
+        assert_eq!(c.len(), 10);
+        assert_eq!(c.get("k3").as_deref(), Some("v3"));
+        c.invalidate_all();
+        let p = c.preload(|_, _| true, |_| {}).unwrap();
+        assert_eq!((p.scanned, p.loaded, p.corrupt), (11, 10, 1));
     }
 
     #[test]
@@ -549,7 +579,8 @@ mod redb_store {
             t.join().unwrap();
         }
         let mut n = 0;
-        s.scan(&mut |k, v| {
+        s.scan(&mut |item| {
+            let (k, v) = item.unwrap();
             assert_eq!(v.value, u64::from(k) * 2);
             n += 1;
             true
@@ -601,7 +632,8 @@ mod model {
             }
         }
         let mut scanned = BTreeMap::new();
-        s.scan(&mut |k, v| {
+        s.scan(&mut |item| {
+            let (k, v) = item.unwrap();
             assert!(scanned.insert(k, v.value).is_none());
             true
         })

@@ -381,6 +381,9 @@ pub struct Preload {
     /// Entries skipped: expired, refused by the filter, already in the cache, or possibly
     /// older than a write made while the scan ran.
     pub skipped: u64,
+    /// Records the store holds but could not decode (skipped too; counted apart because
+    /// they point at a damaged store or a changed codec).
+    pub corrupt: u64,
 }
 
 impl<K, V, S> Cache<K, V, S>
@@ -426,8 +429,18 @@ where
         // recorded after the counts were noted is counted itself).
         let counts = inner.key_locks.write_counts();
         let pending = inner.wb.as_ref().map(|wb| wb.pending_keys());
-        store.scan(&mut |key, stored| {
+        store.scan(&mut |item| {
             p.scanned += 1;
+            let (key, stored) = match item {
+                Ok(record) => record,
+                // Counted and passed over: one bad record must not keep the rest out (a
+                // `load` of its key still reports the error).
+                Err(_) => {
+                    p.corrupt += 1;
+                    progress(p);
+                    return true;
+                }
+            };
             // Judged per record, at its turn: a long scan must not lend records time.
             let ttl = match time_left(stored.expires_at) {
                 Some(None) => inner.time_to_live,

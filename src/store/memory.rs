@@ -5,7 +5,7 @@
 //! deterministic: failures are drawn from a seeded generator indexed by the call number, never
 //! from the wall clock, and "hang" is a gate the test opens, not a timeout.
 
-use super::{BackingStore, StoreError, Stored, WriteOp};
+use super::{BackingStore, ScanItem, StoreError, Stored, WriteOp};
 use std::collections::HashMap;
 use std::fmt;
 use std::hash::Hash;
@@ -513,7 +513,7 @@ where
         result
     }
 
-    fn scan(&self, visit: &mut dyn FnMut(K, Stored<V>) -> bool) -> Result<(), StoreError> {
+    fn scan(&self, visit: &mut dyn FnMut(ScanItem<K, V>) -> bool) -> Result<(), StoreError> {
         let entries: Vec<(K, Stored<V>)> = {
             let (s, fault) = self.enter(Call::Scan)?;
             if let Some((e, _)) = fault {
@@ -528,7 +528,7 @@ where
         };
         // Visit outside the lock, so the visitor may call back into the store.
         for (k, st) in entries {
-            if !visit(k, st) {
+            if !visit(Ok((k, st))) {
                 break;
             }
         }

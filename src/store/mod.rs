@@ -144,6 +144,9 @@ pub struct Stored<V> {
     pub expires_at: Option<SystemTime>,
 }
 
+/// One record of a [`BackingStore::scan`]: the entry, or why it could not be decoded.
+pub type ScanItem<K, V> = Result<(K, Stored<V>), StoreError>;
+
 /// A durable (or shared) second level behind the cache.
 ///
 /// Implementations must be safe to call from several threads at once. `write_batch` applies
@@ -157,9 +160,11 @@ pub trait BackingStore<K, V>: Send + Sync + 'static {
     /// Apply `ops` in order.
     fn write_batch(&self, ops: &[WriteOp<'_, K, V>]) -> Result<(), StoreError>;
 
-    /// Visit every entry (for warm restart) until `visit` returns `false`. Stores that cannot
+    /// Visit every entry (for warm restart) until `visit` returns `false`. A record the store
+    /// holds but cannot decode is visited as an `Err` (so one bad record does not hide the
+    /// rest); an `Err` from `scan` itself means the scan could not go on. Stores that cannot
     /// enumerate their contents keep this default, which reports `Fail`.
-    fn scan(&self, visit: &mut dyn FnMut(K, Stored<V>) -> bool) -> Result<(), StoreError> {
+    fn scan(&self, visit: &mut dyn FnMut(ScanItem<K, V>) -> bool) -> Result<(), StoreError> {
         let _ = visit;
         Err(StoreError::fail("this store cannot scan its contents"))
     }

@@ -10,7 +10,7 @@
 //! overwritten, deleted, or removed by [`RedbStore::purge_expired`].
 
 use super::codec::{Codec, PostcardCodec, peek_deadline};
-use super::{BackingStore, StoreError, Stored, WriteOp};
+use super::{BackingStore, ScanItem, StoreError, Stored, WriteOp};
 use redb::{
     CommitError, Database, ReadableDatabase, TableDefinition, TableError, TransactionError,
 };
@@ -646,7 +646,7 @@ where
         })
     }
 
-    fn scan(&self, visit: &mut dyn FnMut(K, Stored<V>) -> bool) -> Result<(), StoreError> {
+    fn scan(&self, visit: &mut dyn FnMut(ScanItem<K, V>) -> bool) -> Result<(), StoreError> {
         let now = SystemTime::now();
         let mut after: Option<Vec<u8>> = None;
         loop {
@@ -674,12 +674,15 @@ where
             after = Some(last.clone());
             let full = chunk.len() == SCAN_CHUNK;
             for (k, v) in chunk {
-                if !is_live(peek_deadline(&v)?, now) {
-                    continue;
-                }
-                let key = self.codec.decode_key(&k)?;
-                let stored = self.codec.decode_value(&v)?;
-                if !visit(key, stored) {
+                let item = match peek_deadline(&v) {
+                    Ok(at) if !is_live(at, now) => continue,
+                    Ok(_) => self
+                        .codec
+                        .decode_key(&k)
+                        .and_then(|key| Ok((key, self.codec.decode_value(&v)?))),
+                    Err(e) => Err(e),
+                };
+                if !visit(item) {
                     return Ok(());
                 }
             }

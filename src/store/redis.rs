@@ -25,7 +25,7 @@
 //! [`StoreErrorKind::Unknown`]: super::StoreErrorKind::Unknown
 
 use super::codec::{Codec, PostcardCodec};
-use super::{BackingStore, StoreError, Stored, WriteOp};
+use super::{BackingStore, ScanItem, StoreError, Stored, WriteOp};
 use redis::cluster::{ClusterClient, ClusterConnection, cluster_pipe};
 use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
 use redis::{ErrorKind, RedisError};
@@ -572,7 +572,7 @@ where
         .map_err(|e| write_error(e, self.config.cluster))
     }
 
-    fn scan(&self, visit: &mut dyn FnMut(K, Stored<V>) -> bool) -> Result<(), StoreError> {
+    fn scan(&self, visit: &mut dyn FnMut(ScanItem<K, V>) -> bool) -> Result<(), StoreError> {
         let keys = self.scan_keys()?;
         let prefix = self.config.prefix.len();
         for chunk in keys.chunks(self.config.scan_count.max(1)) {
@@ -581,11 +581,14 @@ where
             for (k, v) in chunk.iter().zip(values) {
                 // Expired or deleted between SCAN and GET.
                 let Some(v) = v else { continue };
-                let Some(stored) = self.decode(&v, now)? else {
-                    continue;
+                let item = match self.decode(&v, now) {
+                    Ok(None) => continue, // expired
+                    Ok(Some(stored)) => {
+                        self.codec.decode_key(&k[prefix..]).map(|key| (key, stored))
+                    }
+                    Err(e) => Err(e),
                 };
-                let key = self.codec.decode_key(&k[prefix..])?;
-                if !visit(key, stored) {
+                if !visit(item) {
                     return Ok(());
                 }
             }

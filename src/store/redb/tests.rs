@@ -144,7 +144,8 @@ fn reopens_after_an_io_error_and_keeps_committed_data() {
     );
     s.write_batch(&[put(&4, &v)]).unwrap();
     let mut keys = Vec::new();
-    s.scan(&mut |k, _| {
+    s.scan(&mut |item| {
+        let (k, _) = item.unwrap();
         keys.push(k);
         true
     })
@@ -215,7 +216,8 @@ fn scan_crosses_chunk_boundaries() {
     s.write_batch(&ops).unwrap();
     let mut seen = Vec::new();
     let mut visits = 0;
-    s.scan(&mut |k, v| {
+    s.scan(&mut |item| {
+        let (k, v) = item.unwrap();
         visits += 1;
         assert_eq!(k, v.value);
         // The visitor may write to the store: no transaction is open while it runs.
