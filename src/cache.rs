@@ -81,7 +81,7 @@ struct Inner<K, V, S> {
 /// drop in order: the lock, then the hold, which runs the held calls).
 pub(crate) struct KeyLock<'a> {
     pub(crate) lock: crate::key_locks::KeyGuard<'a>,
-    _hold: Option<crate::listener::Hold>,
+    _hold: crate::listener::Hold,
 }
 
 /// The most entries one shard of an entry-bounded cache may hold (2^30): its table is
@@ -538,10 +538,11 @@ impl<K: Eq + Clone + 'static, V: Clone + 'static, S> Inner<K, V, S> {
         }
     }
 
-    /// Hold this thread's listener calls while it holds a lock a listener could need (only
-    /// when there is a listener).
-    pub(crate) fn hold_listeners(&self) -> Option<crate::listener::Hold> {
-        self.listener.as_ref().map(|_| crate::listener::hold())
+    /// Hold this thread's listener calls while it holds a lock a listener could need. Also
+    /// without a listener of its own: another cache's listener, called while this lock is
+    /// held (from `compute`'s closure, say), may write to this cache.
+    pub(crate) fn hold_listeners(&self) -> crate::listener::Hold {
+        crate::listener::hold()
     }
 
     /// Lock `hash`'s key stripe, holding listener calls until it is released (a listener

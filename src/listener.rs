@@ -33,7 +33,8 @@ pub(crate) type Weigher<K, V> = Arc<dyn Fn(&K, &V) -> u32 + Send + Sync + 'stati
 // Listener calls are held back while this thread holds a lock a listener could need: a
 // per-key write lock, or a loader flight's lock while it publishes. A listener that writes
 // to the cache (a documented use) would otherwise wait for a lock its own thread holds. They
-// run, in order, when the outermost hold ends. (Only caches with a listener take holds.)
+// run, in order, when the outermost hold ends. Every cache takes holds, also one without a
+// listener: a listener of another cache may write to it.
 #[cfg(not(loom))]
 thread_local! {
     static HELD: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };

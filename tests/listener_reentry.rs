@@ -1,4 +1,4 @@
-//! An eviction listener may write to the cache, also to the key whose removal it hears about,
+//! An eviction listener may write to the cache (or another cache), also to the key whose removal it hears about,
 //! even when that removal happened while the caller held a per-key lock (write-through) or
 //! a loader's publish lock (read-through and `get_with` replacing an expired entry).
 
@@ -81,5 +81,36 @@ fn a_listener_can_rewrite_the_key_a_loader_replaced_after_expiry() {
         c.get(&1),
         Some(99),
         "the listener's write landed after the load"
+    );
+}
+
+#[test]
+fn a_listener_can_write_to_another_cache_whose_key_lock_its_thread_holds() {
+    // `b` has no listener of its own; `a`'s listener writes to `b`. The thread holds `b`'s
+    // lock on key 1 (inside `compute`) when its write to `a` evicts and calls the listener.
+    let b: Cache<u32, u32> = Cache::builder().max_capacity(100).build().unwrap();
+    let b2 = b.clone();
+    let a: Cache<u32, u32> = Cache::builder()
+        .max_capacity(1)
+        .eviction_listener(move |k, _, _| {
+            b2.compute(1, |n| cogwheel::Compute::Put(n.copied().unwrap_or(0) + k))
+                .unwrap();
+        })
+        .build()
+        .unwrap();
+    a.insert(100, 0).unwrap();
+    let (a2, b3) = (a.clone(), b.clone());
+    within_a_minute(move || {
+        b3.compute(1, |_| {
+            a2.insert(200, 0).unwrap(); // evicts 100: the listener adds 100 to b's key 1
+            cogwheel::Compute::Put(1)
+        })
+        .unwrap();
+    });
+    assert_eq!(a.len(), 1);
+    assert_eq!(
+        b.get(&1),
+        Some(101),
+        "the listener's write came after compute's"
     );
 }
