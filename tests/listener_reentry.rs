@@ -1,6 +1,7 @@
-//! An eviction listener may write to the cache (or another cache), also to the key whose removal it hears about,
-//! even when that removal happened while the caller held a per-key lock (write-through) or
-//! a loader's publish lock (read-through and `get_with` replacing an expired entry).
+//! An eviction listener may write to the cache (or to another cache), also to the key whose
+//! removal it hears about, even when that removal happened while the caller held a per-key
+//! lock (write-through, `compute`) or a loader's publish lock (read-through and `get_with`
+//! replacing an expired entry).
 
 mod support;
 use support::within_a_minute;
