@@ -642,6 +642,9 @@ impl<K: Eq, V> Shard<K, V> {
         guard: &'g Guard,
         out: &mut Removals<'g, K, V>,
     ) {
+        if w.evicted.is_empty() {
+            return; // most writes: a replaced value, or room to spare
+        }
         let mut victims = std::mem::take(&mut w.evicted);
         for token in victims.drain(..) {
             let slot = w.slot_of[token as usize];
