@@ -157,6 +157,38 @@ fn listener_may_call_back_into_the_cache() {
 }
 
 #[test]
+fn a_refused_replacement_reports_the_old_value_as_replaced_or_expired() {
+    let clock = cogwheel::ManualClock::new();
+    let heard = Arc::new(Mutex::new(Vec::new()));
+    let h2 = heard.clone();
+    let c: Cache<u64, Vec<u8>> = Cache::builder()
+        .max_weight(100)
+        .weigher(|_, v: &Vec<u8>| v.len() as u32)
+        .shards(1)
+        .clock(clock.clone())
+        .eviction_listener(move |k, v: &Vec<u8>, cause| {
+            h2.lock().unwrap().push((*k, v.len(), cause))
+        })
+        .build()
+        .unwrap();
+    c.insert(1, vec![0; 10]).unwrap();
+    c.insert_with_ttl(2, vec![0; 20], std::time::Duration::from_secs(1))
+        .unwrap();
+    clock.advance(std::time::Duration::from_secs(2));
+    assert!(matches!(c.insert(1, vec![0; 101]), Err(Error::TooHeavy)));
+    assert!(matches!(c.insert(2, vec![0; 101]), Err(Error::TooHeavy)));
+    assert_eq!(
+        *heard.lock().unwrap(),
+        vec![
+            (1, 10, RemovalCause::Replaced),
+            (2, 20, RemovalCause::Expired)
+        ],
+        "a value past its deadline had expired before the refused write"
+    );
+    assert_eq!((c.get(&1), c.get(&2)), (None, None));
+}
+
+#[test]
 fn weights_and_too_heavy() {
     let c: Cache<u64, Vec<u8>> = Cache::builder()
         .max_weight(100)

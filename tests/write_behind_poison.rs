@@ -161,3 +161,72 @@ fn close_reports_a_write_it_gave_up_even_if_its_last_attempt_succeeded() {
         Err(Error::Unflushed { pending: 1, .. })
     ));
 }
+
+#[test]
+fn a_newer_write_of_a_key_being_given_up_gets_chances_of_its_own() {
+    // The store refuses key 13 always; while it refuses 13's first write on its own, a newer
+    // write of 13 arrives. The old write's failure must not give the newer one up with it.
+    struct Refuses {
+        inner: MemoryStore<u64, u64>,
+        cache: Arc<std::sync::OnceLock<Cache<u64, u64>>>,
+        rewritten: std::sync::atomic::AtomicBool,
+    }
+    impl BackingStore<u64, u64> for Refuses {
+        fn load(&self, key: &u64) -> Result<Option<Stored<u64>>, StoreError> {
+            self.inner.load(key)
+        }
+        fn write_batch(&self, ops: &[WriteOp<'_, u64, u64>]) -> Result<(), StoreError> {
+            let has_13 = ops
+                .iter()
+                .any(|op| matches!(op, WriteOp::Put { key: 13, .. }));
+            if !has_13 {
+                return self.inner.write_batch(ops);
+            }
+            if ops.len() == 1
+                && !self
+                    .rewritten
+                    .swap(true, std::sync::atomic::Ordering::SeqCst)
+            {
+                self.cache.get().unwrap().insert(13, 131).unwrap();
+            }
+            Err(StoreError::fail("poison"))
+        }
+    }
+    let store = MemoryStore::new();
+    let slot: Arc<std::sync::OnceLock<Cache<u64, u64>>> = Arc::default();
+    let dead: Dead = Arc::default();
+    let d2 = dead.clone();
+    let c = Cache::builder()
+        .max_capacity(1000)
+        .store(Refuses {
+            inner: store.clone(),
+            cache: slot.clone(),
+            rewritten: false.into(),
+        })
+        .write_policy(WritePolicy::WriteBehind(
+            WriteBehind::default().manual(true).max_attempts(1),
+        ))
+        .dead_letter(move |k, op, _| d2.lock().unwrap().push((*k, op)))
+        .build()
+        .unwrap();
+    let _ = slot.set(c.clone());
+    c.insert(13, 130).unwrap();
+    c.insert(14, 140).unwrap();
+    let mut flushes = 0;
+    while dead.lock().unwrap().is_empty() {
+        assert!(c.flush().is_err());
+        flushes += 1;
+        assert!(flushes < 100, "13 was never given up");
+        // Another write that succeeds beside 13's, so its failures count (alone, or with
+        // every write failing, they would look like an outage).
+        c.insert(100 + flushes, 1).unwrap();
+    }
+    assert_eq!(
+        *dead.lock().unwrap(),
+        vec![(13, DeadLetter::Put(131))],
+        "the newer write was given up with the older one's failures"
+    );
+    assert_eq!(store_value(&store, 14), Some(140));
+    c.flush().unwrap();
+    drop(slot);
+}
