@@ -50,7 +50,10 @@
 //! and ns per op (what an op costs its thread: 1000 × threads ÷ Mops/s), which shows the
 //! per-op cost where miss ratios differ (a miss is a get plus an insert).
 //!
-//! `cargo bench --bench write_ceiling` (one workload: `-- 95`, `-- 50` or `-- churn`);
+//! A read-only workload (`read`: the throughput bench's read group, every key inserted before
+//! timing) shows whether the layout also allows the read targets.
+//!
+//! `cargo bench --bench write_ceiling` (one workload: `-- read`, `-- 95`, `-- 50` or `-- churn`);
 //! `THREADS=2 cargo bench --bench write_ceiling`; `ROUNDS=n` (default 5);
 //! `COGWHEEL_BENCH_QUICK=1` for a smoke run about 10× smaller.
 
@@ -737,9 +740,17 @@ trait Contestant {
     /// One untimed pass (cache-aside, as timed) that checks every hit's value: the ratio of
     /// gets that missed, and the entries resident after it.
     fn misses(&self, streams: &[Vec<u64>]) -> (f64, usize);
+    /// Insert keys `0..n` (as `key_of` spreads them), in order.
+    fn fill(&self, n: u64);
 }
 
 impl<C: Target> Contestant for C {
+    fn fill(&self, n: u64) {
+        for r in 0..n {
+            self.insert(key_of(r), key_of(r));
+        }
+    }
+
     fn timed(&self, streams: &[Vec<u64>], passes: usize) -> f64 {
         let barrier = Barrier::new(streams.len() + 1);
         let start = std::thread::scope(|s| {
@@ -781,15 +792,23 @@ fn median(mut xs: Vec<f64>) -> f64 {
     xs[xs.len() / 2]
 }
 
-fn workload(title: &str, cap: u64, streams: &[Vec<u64>], rounds: usize) {
+fn workload(title: &str, cap: u64, fill: u64, streams: &[Vec<u64>], rounds: usize) {
     let qc = common::quick_cache(cap);
     let cog = common::cogwheel(cap);
+    // The engine with plain CLOCK (one shard-wide hand, no ghosts): what CLOCK-Pro costs.
+    let cog_clock: common::Cogwheel = cogwheel::Cache::builder()
+        .max_capacity(cap)
+        .hasher(common::hasher())
+        .eviction_policy(cogwheel::EvictionPolicy::Clock)
+        .build()
+        .expect("valid cogwheel settings");
     let toy_box = ToyBox::new(cap);
     let toy = Toy::new(cap);
     let inline = InlineToy::new(cap);
-    let all: [(&str, &dyn Contestant); 5] = [
+    let all: [(&str, &dyn Contestant); 6] = [
         ("quick_cache", &qc),
         ("cogwheel", &cog),
+        ("cogwheel CLOCK", &cog_clock),
         ("Toy (Box)", &toy_box),
         ("Toy (recycled)", &toy),
         ("InlineToy", &inline),
@@ -797,6 +816,7 @@ fn workload(title: &str, cap: u64, streams: &[Vec<u64>], rounds: usize) {
     let n = all.len();
     // One contestant at a time, so no one's allocations interleave with another's.
     for (_, c) in &all {
+        c.fill(fill);
         c.timed(streams, 1);
     }
     let miss: Vec<(f64, usize)> = all.iter().map(|(_, c)| c.misses(streams)).collect();
@@ -862,8 +882,8 @@ fn main() {
     let only = std::env::args().skip(1).find(|a| !a.starts_with('-'));
     assert!(
         only.as_deref()
-            .is_none_or(|o| ["95", "50", "churn"].contains(&o)),
-        "usage: write_ceiling [95|50|churn]"
+            .is_none_or(|o| ["read", "95", "50", "churn"].contains(&o)),
+        "usage: write_ceiling [read|95|50|churn]"
     );
     let wanted = |w: &str| only.as_deref().is_none_or(|o| o == w);
     let threads = env_usize("THREADS", 1).max(1);
@@ -877,6 +897,16 @@ fn main() {
     sanity::<EpochSet<Recycled>>();
     sanity_recycles();
     sanity::<InlineSet>();
+    if wanted("read") {
+        // The throughput bench's read-only group: every key resident before timing (the
+        // toys' per-set eviction may still drop a few: see their miss ratio).
+        let keys = 1_000_000 / div;
+        let zipf = Zipf::new(keys, 1.0);
+        let s = streams(threads, len, 0xa11, |r| key_of(zipf.sample(r)));
+        let cap = keys as u64 * 5 / 4;
+        let title = format!("read: Zipf 1.0 over {keys} resident keys, capacity {cap}");
+        workload(&title, cap, keys as u64, &s, rounds);
+    }
     for pct in [5u64, 50] {
         if !wanted(if pct == 5 { "95" } else { "50" }) {
             continue;
@@ -891,11 +921,11 @@ fn main() {
             "{}/{pct}: Zipf 0.99 over {mixed_keys} keys, capacity {mixed_cap}, {pct} % inserts",
             100 - pct
         );
-        workload(&title, mixed_cap, &s, rounds);
+        workload(&title, mixed_cap, 0, &s, rounds);
     }
     if wanted("churn") {
         let s = streams(threads, len, 0xc4, |r| key_of(r.below(churn_keys)));
         let title = format!("churn: uniform over {churn_keys} keys, capacity {churn_cap}");
-        workload(&title, churn_cap, &s, rounds);
+        workload(&title, churn_cap, 0, &s, rounds);
     }
 }
