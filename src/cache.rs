@@ -555,12 +555,12 @@ impl<K: Eq + Clone + 'static, V: Clone + 'static, S> Inner<K, V, S> {
     }
 
     /// [`lock_key`](Self::lock_key) for a warm restart's load, which writes only the cache:
-    /// not counted as a write (see [`KeyLocks`]).
-    pub(crate) fn lock_key_uncounted(&self, hash: u64) -> KeyLock<'_> {
-        KeyLock {
-            lock: self.key_locks.lock_uncounted(hash),
+    /// not counted as a write, and `None` instead of waiting (see [`KeyLocks`]).
+    pub(crate) fn try_lock_key_uncounted(&self, hash: u64) -> Option<KeyLock<'_>> {
+        Some(KeyLock {
+            lock: self.key_locks.try_lock_uncounted(hash)?,
             _hold: self.hold_listeners(),
-        }
+        })
     }
 }
 

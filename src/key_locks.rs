@@ -13,7 +13,7 @@
 //! still inside when the counts were noted releases (and counts) after that, so it is caught
 //! too; one whose release was noted had finished its store call before the scan started.
 
-use crate::sync::{AtomicU64, Mutex, MutexGuard, Ordering, lock};
+use crate::sync::{AtomicU64, Mutex, MutexGuard, Ordering, lock, try_lock};
 
 struct Stripe {
     lock: Mutex<()>,
@@ -73,13 +73,15 @@ impl KeyLocks {
         }
     }
 
-    /// Lock the stripe without counting: for a warm restart's loads, which write only the
-    /// cache and must not make each other look stale.
-    pub(crate) fn lock_uncounted(&self, hash: u64) -> KeyGuard<'_> {
-        KeyGuard {
-            _lock: lock(&self.stripes[self.index(hash)].lock),
+    /// Take the stripe if it is free, without counting: for a warm restart's loads, which
+    /// write only the cache and must not make each other look stale. They never wait: a
+    /// writer inside the stripe may be outdating the record (so it is skipped anyway), and
+    /// waiting could deadlock against a store whose scan holds a lock its writes need.
+    pub(crate) fn try_lock_uncounted(&self, hash: u64) -> Option<KeyGuard<'_>> {
+        try_lock(&self.stripes[self.index(hash)].lock).map(|g| KeyGuard {
+            _lock: g,
             writes: None,
-        }
+        })
     }
 
     /// Note every stripe's write count.

@@ -1,5 +1,7 @@
 //! Warm restart from the embedded store: data and TTLs survive a restart.
 
+mod support;
+
 use cogwheel::store::RedbStore;
 use cogwheel::{Cache, ManualClock, WriteBehind, WritePolicy};
 use std::time::Duration;
@@ -158,4 +160,69 @@ fn preload_never_loads_a_value_older_than_a_write_behind_write_stored_while_it_s
     .unwrap();
     assert_eq!(store.snapshot().get(&1).map(|s| s.value), Some(20));
     assert_ne!(c.get(&1), Some(10), "the scan's older value was loaded");
+}
+
+#[test]
+fn preload_does_not_wait_for_a_writer_blocked_on_a_store_its_scan_holds() {
+    use cogwheel::store::{BackingStore, MemoryStore, ScanItem, StoreError, Stored, WriteOp};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::{Arc, Mutex};
+    /// A store whose scan holds the lock its writes take (allowed: nothing in the contract
+    /// forbids it), and which counts writers that reached it.
+    struct Gated {
+        inner: MemoryStore<u64, u64>,
+        gate: Mutex<()>,
+        writers: Arc<AtomicUsize>,
+    }
+    impl BackingStore<u64, u64> for Gated {
+        fn load(&self, key: &u64) -> Result<Option<Stored<u64>>, StoreError> {
+            self.inner.load(key)
+        }
+        fn write_batch(&self, ops: &[WriteOp<'_, u64, u64>]) -> Result<(), StoreError> {
+            self.writers.fetch_add(1, Ordering::SeqCst);
+            let _g = self.gate.lock().unwrap();
+            self.inner.write_batch(ops)
+        }
+        fn scan(
+            &self,
+            visit: &mut dyn FnMut(ScanItem<u64, u64>) -> bool,
+        ) -> Result<(), StoreError> {
+            let _g = self.gate.lock().unwrap();
+            self.inner.scan(visit)
+        }
+    }
+    let inner = MemoryStore::new();
+    inner.insert(1u64, 10u64, None);
+    let writers = Arc::new(AtomicUsize::new(0));
+    let c: Cache<u64, u64> = Cache::builder()
+        .max_capacity(100)
+        .store(Gated {
+            inner: inner.clone(),
+            gate: Mutex::new(()),
+            writers: writers.clone(),
+        })
+        .build()
+        .unwrap();
+    support::within_a_minute(move || {
+        let mut writer = None;
+        let done = c
+            .preload(
+                |_, _| {
+                    // A write-through insert of the key: it holds the key's lock and waits
+                    // for the store, whose scan is running.
+                    let c2 = c.clone();
+                    writer = Some(std::thread::spawn(move || c2.insert(1, 20)));
+                    while writers.load(Ordering::SeqCst) == 0 {
+                        std::thread::yield_now();
+                    }
+                    true
+                },
+                |_| {},
+            )
+            .unwrap();
+        writer.unwrap().join().unwrap().unwrap();
+        assert_eq!((done.loaded, done.skipped), (0, 1));
+        assert_eq!(c.get(&1), Some(20));
+    });
+    assert_eq!(inner.snapshot().get(&1).map(|s| s.value), Some(20));
 }

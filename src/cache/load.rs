@@ -381,8 +381,8 @@ pub struct Preload {
     /// Entries skipped: expired, refused by the filter, already in the cache, or possibly
     /// older than a write made while the scan ran.
     pub skipped: u64,
-    /// Records the store holds but could not decode (skipped too; counted apart because
-    /// they point at a damaged store or a changed codec).
+    /// Records the store holds but could not decode: not loaded, and counted here rather than
+    /// in `skipped`, because they point at a damaged store or a changed codec.
     pub corrupt: u64,
 }
 
@@ -425,8 +425,8 @@ where
         // The scan reads the store without key locks, so a record may be older than a write
         // that lands while it runs (a write-through insert or remove, or a pending
         // write-behind write reaching the store). Such records are skipped: their key's stripe
-        // saw a writer since this point, or the key was pending here (in this order: a write
-        // recorded after the counts were noted is counted itself).
+        // saw a writer since this point, or a writer holds it now, or the key was pending here
+        // (in this order: a write recorded after the counts were noted is counted itself).
         let counts = inner.key_locks.write_counts();
         let pending = inner.wb.as_ref().map(|wb| wb.pending_keys());
         store.scan(&mut |item| {
@@ -453,12 +453,14 @@ where
                 && !pending.as_ref().is_some_and(|keys| keys.contains(&key))
                 && {
                     let hash = self.hash(&key);
-                    let held = inner.lock_key_uncounted(hash);
-                    inner.key_locks.unwritten_since(&counts, hash, &held.lock)
-                        && matches!(
-                            self.write_local(hash, key, stored.value, ttl, Cond::IfAbsent),
-                            Ok(crate::shard::InsertOutcome::Inserted)
-                        )
+                    // A stripe held by a writer right now: the record may be outdated by it.
+                    inner.try_lock_key_uncounted(hash).is_some_and(|held| {
+                        inner.key_locks.unwritten_since(&counts, hash, &held.lock)
+                            && matches!(
+                                self.write_local(hash, key, stored.value, ttl, Cond::IfAbsent),
+                                Ok(crate::shard::InsertOutcome::Inserted)
+                            )
+                    })
                 };
             if loaded {
                 p.loaded += 1;
