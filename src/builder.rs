@@ -158,7 +158,9 @@ where
     /// lock is released (so the listener may use the cache). On the thread whose operation
     /// removed the entry; if that operation holds a per-key lock (a write through a store,
     /// `compute`) or is publishing a load, the call waits, with its own copies of key and
-    /// value, until the operation has released it, so a listener may write to any key.
+    /// value, until the operation has released it, so a listener may write to any key. A
+    /// listener that panics does not cost the other waiting calls their turn; its panic
+    /// reaches the caller of the operation after they have run.
     pub fn eviction_listener(
         mut self,
         f: impl Fn(&K, &V, RemovalCause) + Send + Sync + 'static,

@@ -68,20 +68,26 @@ impl Drop for Hold {
         if left > 0 {
             return;
         }
-        if std::thread::panicking() {
-            // Unwinding out of the locked region: a listener that panicked now would abort
-            // the process. The calls stay queued and run when this thread's next hold ends.
-            return;
-        }
-        // The outermost hold: run what waited (listeners may hold and defer again).
+        // The outermost hold: run what waited (listeners may hold and defer again). Each call
+        // is caught, so a panicking listener costs no other call its turn (and, on a thread
+        // already unwinding out of the locked region, does not abort the process); the first
+        // panic goes on to the caller once all have run, unless the thread is unwinding anyway.
+        let mut first_panic = None;
         loop {
             let batch = QUEUE.with(|q| std::mem::take(&mut *q.borrow_mut()));
             if batch.is_empty() {
-                return;
+                break;
             }
             for call in batch {
-                call();
+                if let Err(p) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(call)) {
+                    first_panic.get_or_insert(p);
+                }
             }
+        }
+        if let Some(p) = first_panic
+            && !std::thread::panicking()
+        {
+            std::panic::resume_unwind(p);
         }
     }
 }

@@ -115,3 +115,62 @@ fn a_listener_can_write_to_another_cache_whose_key_lock_its_thread_holds() {
         "the listener's write came after compute's"
     );
 }
+
+/// A cache of capacity 1 whose listener counts what it hears, and panics on key 13.
+fn counting() -> (Cache<u32, u32>, Arc<std::sync::atomic::AtomicUsize>) {
+    let heard = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let h2 = heard.clone();
+    let c = Cache::builder()
+        .max_capacity(1)
+        .eviction_listener(move |k: &u32, _: &u32, _| {
+            assert_ne!(*k, 13, "a listener that panics");
+            h2.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        })
+        .build()
+        .unwrap();
+    (c, heard)
+}
+
+#[test]
+fn listener_calls_held_under_a_panicking_closure_still_run() {
+    // `a`'s eviction happens inside `b.compute`'s closure (under `b`'s key lock, so the call
+    // is held), and then the closure panics.
+    let (a, heard) = counting();
+    let b: Cache<u32, u32> = Cache::builder().max_capacity(100).build().unwrap();
+    a.insert(1, 0).unwrap();
+    let (a2, b2) = (a.clone(), b.clone());
+    let r = std::thread::spawn(move || {
+        b2.compute(1, |_| {
+            a2.insert(2, 0).unwrap(); // evicts 1
+            panic!("the closure fails");
+        })
+    })
+    .join();
+    assert!(r.is_err(), "the closure's panic reaches the caller");
+    assert_eq!(heard.load(std::sync::atomic::Ordering::SeqCst), 1);
+}
+
+#[test]
+fn a_panicking_listener_costs_no_other_held_call_its_turn() {
+    let (a, heard) = counting();
+    let b: Cache<u32, u32> = Cache::builder().max_capacity(100).build().unwrap();
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        b.compute(1, |_| {
+            a.insert(13, 0).unwrap();
+            a.insert(2, 0).unwrap(); // evicts 13: its call will panic
+            a.insert(3, 0).unwrap(); // evicts 2
+            cogwheel::Compute::Put(1)
+        })
+    }));
+    assert!(r.is_err(), "the listener's panic reaches the caller");
+    assert_eq!(
+        heard.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "2's call ran"
+    );
+    assert_eq!(
+        b.get(&1),
+        Some(1),
+        "compute's write landed before the listeners ran"
+    );
+}
