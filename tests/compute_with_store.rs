@@ -94,3 +94,36 @@ fn a_compute_whose_value_the_cache_cannot_keep_returns() {
     assert_eq!(plain.compute(1, |_| Compute::Put(10)).unwrap(), None);
     assert_eq!(plain.get(&1), None);
 }
+
+#[test]
+fn a_cache_of_capacity_zero_still_writes_to_its_store() {
+    for behind in [false, true] {
+        let store = MemoryStore::new();
+        let mut b = Cache::builder().max_capacity(0).store(store.clone());
+        if behind {
+            b = b.write_policy(WritePolicy::WriteBehind(
+                WriteBehind::default().manual(true),
+            ));
+        }
+        let c: Cache<u64, u64> = b.build().unwrap();
+        c.insert(1, 10).unwrap();
+        c.compute(2, |_| Compute::Put(20)).unwrap();
+        c.flush().unwrap();
+        let stored = store.snapshot();
+        assert_eq!(
+            stored.get(&1).map(|s| s.value),
+            Some(10),
+            "behind: {behind}"
+        );
+        assert_eq!(
+            stored.get(&2).map(|s| s.value),
+            Some(20),
+            "behind: {behind}"
+        );
+        assert_eq!(
+            (c.get(&1), c.len()),
+            (None, 0),
+            "the cache itself keeps nothing"
+        );
+    }
+}

@@ -86,7 +86,9 @@ where
     /// An entry heavier than its shard can ever hold is refused before any store I/O.
     pub(super) fn refuse_too_heavy(&self, hash: u64, key: &K, value: &V) -> Result<(), Error> {
         let inner = &*self.inner;
-        if self.shard(hash).capacity() < u64::from(inner.weigh(key, value)) {
+        // A cache of capacity 0 keeps nothing, so nothing is too heavy for it; the store still
+        // gets the write.
+        if inner.capacity != 0 && self.shard(hash).capacity() < u64::from(inner.weigh(key, value)) {
             inner.counters.incr(Counter::Refused);
             return Err(Error::TooHeavy);
         }
