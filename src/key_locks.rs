@@ -6,6 +6,10 @@
 //! instead, writers of one key hold that key's stripe lock across "store, then cache". Stripes
 //! are many, so unrelated keys rarely share one; readers never touch them.
 //!
+//! A thread may take a stripe it already holds (`compute`'s closure writing another key that
+//! shares the stripe, say): the inner writer goes ahead under the outer one's hold instead of
+//! waiting for itself. Only this thread could write the stripe's keys meanwhile.
+//!
 //! Each stripe also counts the writers that released it. A warm restart reads the store
 //! without any key lock, so a record it read may be older than a write that finished while
 //! it ran; it compares the counts it noted before the scan with the counts at the time it
@@ -14,6 +18,21 @@
 //! too; one whose release was noted had finished its store call before the scan started.
 
 use crate::sync::{AtomicU64, Mutex, MutexGuard, Ordering, lock, try_lock};
+use std::cell::RefCell;
+
+// The stripes this thread holds (their addresses), innermost last.
+#[cfg(not(loom))]
+thread_local! {
+    static HELD: RefCell<Vec<usize>> = const { RefCell::new(Vec::new()) };
+}
+#[cfg(loom)]
+loom::thread_local! {
+    static HELD: RefCell<Vec<usize>> = RefCell::new(Vec::new());
+}
+
+fn held_here(addr: usize) -> bool {
+    HELD.with(|h| h.borrow().contains(&addr))
+}
 
 struct Stripe {
     lock: Mutex<()>,
@@ -28,7 +47,8 @@ pub(crate) struct KeyLocks {
 
 /// A held key stripe.
 pub(crate) struct KeyGuard<'a> {
-    _lock: MutexGuard<'a, ()>,
+    /// `None` when this thread already held the stripe (an inner writer).
+    lock: Option<(MutexGuard<'a, ()>, usize)>,
     /// `Some` for a writer: counted on release.
     writes: Option<&'a AtomicU64>,
 }
@@ -38,6 +58,14 @@ impl Drop for KeyGuard<'_> {
         // Before the lock field is dropped, so while the stripe is still held.
         if let Some(w) = self.writes {
             w.store(w.load(Ordering::Relaxed).wrapping_add(1), Ordering::Release);
+        }
+        if let Some((_, addr)) = &self.lock {
+            HELD.with(|h| {
+                let mut h = h.borrow_mut();
+                if let Some(i) = h.iter().rposition(|a| a == addr) {
+                    h.swap_remove(i);
+                }
+            });
         }
     }
 }
@@ -64,11 +92,18 @@ impl KeyLocks {
         (hash >> 20) as usize & self.mask
     }
 
-    /// Lock the stripe of the key with this hash, as a writer (counted on release).
+    /// Lock the stripe of the key with this hash, as a writer (counted on release); go ahead
+    /// if this thread holds it already.
     pub(crate) fn lock(&self, hash: u64) -> KeyGuard<'_> {
         let s = &self.stripes[self.index(hash)];
+        let addr = s as *const Stripe as usize;
+        let lock = (!held_here(addr)).then(|| {
+            let g = lock(&s.lock);
+            HELD.with(|h| h.borrow_mut().push(addr));
+            (g, addr)
+        });
         KeyGuard {
-            _lock: lock(&s.lock),
+            lock,
             writes: Some(&s.writes),
         }
     }
@@ -78,8 +113,15 @@ impl KeyLocks {
     /// writer inside the stripe may be outdating the record (so it is skipped anyway), and
     /// waiting could deadlock against a store whose scan holds a lock its writes need.
     pub(crate) fn try_lock_uncounted(&self, hash: u64) -> Option<KeyGuard<'_>> {
-        try_lock(&self.stripes[self.index(hash)].lock).map(|g| KeyGuard {
-            _lock: g,
+        let s = &self.stripes[self.index(hash)];
+        let addr = s as *const Stripe as usize;
+        if held_here(addr) {
+            return None; // this thread is a writer inside the stripe
+        }
+        let g = try_lock(&s.lock)?;
+        HELD.with(|h| h.borrow_mut().push(addr));
+        Some(KeyGuard {
+            lock: Some((g, addr)),
             writes: None,
         })
     }

@@ -127,3 +127,31 @@ fn a_cache_of_capacity_zero_still_writes_to_its_store() {
         );
     }
 }
+
+mod support;
+
+#[test]
+fn compute_may_write_another_key_that_shares_its_key_lock() {
+    // Keys whose key-lock stripe is the same (the stripe comes from hash bits 20 and up).
+    let h = cogwheel::fixed_hasher(1);
+    let stripe = |k: u64| (std::hash::BuildHasher::hash_one(&h, k) >> 20) & 4095;
+    let other = (1u64..).find(|&k| stripe(k) == stripe(0)).unwrap();
+    let store = MemoryStore::new();
+    let c: Cache<u64, u64, _> = Cache::builder()
+        .max_capacity(100)
+        .hasher(h.clone())
+        .store(store.clone())
+        .build()
+        .unwrap();
+    let c2 = c.clone();
+    support::within_a_minute(move || {
+        c2.compute(0, |_| {
+            c2.compute(other, |_| Compute::Put(2)).unwrap();
+            c2.insert(other, 3).unwrap(); // a write-through insert, same stripe
+            Compute::Put(1)
+        })
+        .unwrap();
+    });
+    assert_eq!((c.get(&0), c.get(&other)), (Some(1), Some(3)));
+    assert_eq!(store.snapshot().get(&other).map(|s| s.value), Some(3));
+}

@@ -198,8 +198,9 @@ where
     ///
     /// Calls for the same key are serialized. `f` runs with no shard lock held; if a plain
     /// `insert` or `remove` of the key lands while `f` runs, `f` is called again with the new
-    /// value, so its decision is always applied to the value it saw. `f` must not call
-    /// `compute` for the same key (that would wait for itself). With a backing store, a `Put`
+    /// value, so its decision is always applied to the value it saw. `f` may read and write
+    /// other keys, but must not write this key itself (its own write would change the value
+    /// `f` saw, so `f` would be called again, and again). With a backing store, a `Put`
     /// or `Remove` goes to the store first (written through, or recorded for write-behind);
     /// from then on it is decided and lands in the cache even if a read-through load filled
     /// the key meanwhile. A `Remove` also deletes a key the cache does not hold (`f` saw
