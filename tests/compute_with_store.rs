@@ -155,3 +155,46 @@ fn compute_may_write_another_key_that_shares_its_key_lock() {
     assert_eq!((c.get(&0), c.get(&other)), (Some(1), Some(3)));
     assert_eq!(store.snapshot().get(&other).map(|s| s.value), Some(3));
 }
+
+#[test]
+fn a_store_that_panics_after_applying_a_write_leaves_no_stale_value_cached() {
+    use cogwheel::store::{BackingStore, StoreError, Stored, WriteOp};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    struct AppliesThenPanics {
+        inner: MemoryStore<u64, u64>,
+        panic: std::sync::Arc<AtomicBool>,
+    }
+    impl BackingStore<u64, u64> for AppliesThenPanics {
+        fn load(&self, key: &u64) -> Result<Option<Stored<u64>>, StoreError> {
+            self.inner.load(key)
+        }
+        fn write_batch(&self, ops: &[WriteOp<'_, u64, u64>]) -> Result<(), StoreError> {
+            self.inner.write_batch(ops)?;
+            assert!(
+                !self.panic.load(Ordering::SeqCst),
+                "the store fails after applying"
+            );
+            Ok(())
+        }
+    }
+    let store = MemoryStore::new();
+    let panic = std::sync::Arc::new(AtomicBool::new(false));
+    let c: Cache<u64, u64> = Cache::builder()
+        .max_capacity(100)
+        .store(AppliesThenPanics {
+            inner: store.clone(),
+            panic: panic.clone(),
+        })
+        .build()
+        .unwrap();
+    c.insert(1, 1).unwrap();
+    panic.store(true, Ordering::SeqCst);
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| c.insert(1, 2)));
+    assert!(r.is_err(), "the store's panic reaches the caller");
+    assert_eq!(store.snapshot().get(&1).map(|s| s.value), Some(2));
+    assert_ne!(
+        c.get(&1),
+        Some(1),
+        "the cache serves a value the store no longer holds"
+    );
+}

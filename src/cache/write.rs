@@ -95,9 +95,9 @@ where
         Ok(())
     }
 
-    /// One write-through store call (the caller holds the key's lock). On `Unknown` the cache
-    /// forgets the key: the store may hold the new state or the old one, and serving either
-    /// from the cache could be wrong.
+    /// One write-through store call (the caller holds the key's lock). On `Unknown` (or a
+    /// panic in the store) the cache forgets the key: the store may hold the new state or the
+    /// old one, and serving either from the cache could be wrong.
     pub(super) fn write_through(
         &self,
         store: &dyn BackingStore<K, V>,
@@ -106,7 +106,20 @@ where
         op: WriteOp<'_, K, V>,
     ) -> Result<(), Error> {
         let inner = &*self.inner;
-        match store.write_batch(&[op]) {
+        let result =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| store.write_batch(&[op])));
+        let result = match result {
+            Ok(r) => r,
+            // A panicking store may have applied the write: as for `Unknown`, the cache
+            // forgets the key before the panic goes on to the caller.
+            Err(panic) => {
+                inner.counters.incr(Counter::StoreWriteErrors);
+                inner.loader.invalidate(hash, key);
+                self.remove_local(hash, key);
+                std::panic::resume_unwind(panic);
+            }
+        };
+        match result {
             Ok(()) => {
                 inner.counters.incr(Counter::StoreWrites);
                 Ok(())
