@@ -212,7 +212,11 @@ where
                 loop {
                     std::thread::park_timeout(every);
                     let Some(inner) = weak.upgrade() else { return };
-                    inner.maintain(true);
+                    // A panicking listener must not end the thread (expiry would then stop
+                    // firing without traffic); its panic has nowhere else to go.
+                    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        inner.maintain(true)
+                    }));
                 }
             })
             .map_err(|e| {
@@ -358,7 +362,12 @@ where
     }
 
     /// Remove every entry.
+    ///
+    /// A listener that panics does not stop the sweep: every entry is removed and reported,
+    /// and the first panic reaches the caller at the end (so for `invalidate_if` and
+    /// `run_pending_tasks`).
     pub fn invalidate_all(&self) {
+        let mut first_panic = None;
         for shard in self.inner.shards.iter() {
             let guard = self.inner.reclaim.pin();
             let mut out = Removals::new();
@@ -370,18 +379,20 @@ where
                 } else {
                     cause
                 };
-                self.inner.report_one(e, cause);
+                self.inner.report_caught(e, cause, &mut first_panic);
             }
         }
+        resume(first_panic);
     }
 
     /// Remove every entry for which `predicate` returns true; returns how many were removed.
     ///
     /// The predicate runs without any lock held (it may use the cache). An entry replaced
     /// between the predicate's verdict and the removal is kept: the verdict was about the old
-    /// value.
+    /// value. A panicking listener does not stop it (see
+    /// [`invalidate_all`](Self::invalidate_all)).
     pub fn invalidate_if(&self, mut predicate: impl FnMut(&K, &V) -> bool) -> usize {
-        let mut removed = 0;
+        let (mut removed, mut first_panic) = (0, None);
         for shard in self.inner.shards.iter() {
             let guard = self.inner.reclaim.pin();
             let doomed: Vec<EntryRef<'_, K, V>> = shard
@@ -393,10 +404,12 @@ where
             for e in doomed {
                 if shard.remove_exact(self.hash(&e.key), e, &guard) {
                     removed += 1;
-                    self.inner.report_one(e, RemovalCause::Removed);
+                    self.inner
+                        .report_caught(e, RemovalCause::Removed, &mut first_panic);
                 }
             }
         }
+        resume(first_panic);
         removed
     }
 
@@ -432,6 +445,7 @@ where
     /// each). Waits for each shard's lock in turn. Writes do a little of this work each, and
     /// a maintenance thread (see [`CacheBuilder::maintenance_interval`]) does it without
     /// traffic; call this when you want it done at a precise moment (for example in tests).
+    /// A panicking listener does not stop it (see [`invalidate_all`](Self::invalidate_all)).
     pub fn run_pending_tasks(&self) {
         self.inner.maintain(false);
     }
@@ -496,6 +510,7 @@ impl<K: Eq + Clone + 'static, V: Clone + 'static, S> Inner<K, V, S> {
     fn maintain(&self, try_only: bool) {
         const BUDGET: usize = 1024;
         let now = self.clock.now();
+        let mut first_panic = None;
         for shard in self.shards.iter() {
             loop {
                 let guard = self.reclaim.pin();
@@ -505,11 +520,29 @@ impl<K: Eq + Clone + 'static, V: Clone + 'static, S> Inner<K, V, S> {
                 } else {
                     shard.run_expiry(now, BUDGET, &guard, &mut out)
                 };
-                self.report(&out);
+                for (e, cause) in out.iter() {
+                    self.report_caught(e, cause, &mut first_panic);
+                }
                 if done {
                     break;
                 }
             }
+        }
+        resume(first_panic);
+    }
+
+    /// [`report_one`](Self::report_one) for sweeps, which must finish even when a listener
+    /// panics: the first panic is kept for the caller to resume once the sweep is done.
+    fn report_caught(
+        &self,
+        e: EntryRef<'_, K, V>,
+        cause: RemovalCause,
+        first_panic: &mut Option<Box<dyn std::any::Any + Send>>,
+    ) {
+        let r =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.report_one(e, cause)));
+        if let Err(p) = r {
+            first_panic.get_or_insert(p);
         }
     }
 
@@ -600,5 +633,12 @@ impl<K, V, S> fmt::Debug for Cache<K, V, S> {
             .field("capacity", &self.inner.capacity)
             .field("shards", &self.inner.shards.len())
             .finish_non_exhaustive()
+    }
+}
+
+/// Go on with a panic a sweep kept until it was done.
+fn resume(first_panic: Option<Box<dyn std::any::Any + Send>>) {
+    if let Some(p) = first_panic {
+        std::panic::resume_unwind(p);
     }
 }

@@ -174,3 +174,49 @@ fn a_panicking_listener_costs_no_other_held_call_its_turn() {
         "compute's write landed before the listeners ran"
     );
 }
+
+#[test]
+fn a_panicking_listener_does_not_stop_a_sweep() {
+    let clock = ManualClock::new();
+    let heard = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let h2 = heard.clone();
+    let c: Cache<u32, u32> = Cache::builder()
+        .max_capacity(1000)
+        .shards(4)
+        .clock(clock.clone())
+        .time_to_live(Duration::from_secs(1))
+        .eviction_listener(move |k: &u32, _: &u32, _| {
+            assert_ne!(*k, 13, "a listener that panics");
+            h2.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        })
+        .build()
+        .unwrap();
+    let fill = || (0..100).for_each(|k| c.insert(k, k).unwrap());
+    let heard_all = |what: &str| {
+        assert_eq!(c.len(), 0, "{what}: the sweep stopped at the panic");
+        assert_eq!(
+            heard.swap(0, std::sync::atomic::Ordering::SeqCst),
+            99,
+            "{what}"
+        );
+    };
+    let caught = |f: &dyn Fn()| std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+    fill();
+    assert!(
+        caught(&|| c.invalidate_all()).is_err(),
+        "the panic reaches the caller"
+    );
+    heard_all("invalidate_all");
+    fill();
+    assert!(
+        caught(&|| {
+            c.invalidate_if(|_, _| true);
+        })
+        .is_err()
+    );
+    heard_all("invalidate_if");
+    fill();
+    clock.advance(Duration::from_secs(2));
+    assert!(caught(&|| c.run_pending_tasks()).is_err());
+    heard_all("run_pending_tasks");
+}
