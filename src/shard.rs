@@ -671,13 +671,20 @@ impl<K: Eq, V> Shard<K, V> {
     fn rebuild(&self, w: &mut Writer<K, V>, slots: usize, guard: &Guard) {
         let old = self.table.load(guard);
         let fresh = Table::with_slots(slots);
+        // The new slots are noted aside and applied only once every key is placed: `rehash`
+        // runs the key's `Hash`, which may panic, and a half-updated `slot_of` would point
+        // into the old table, which stays installed then.
+        let mut moved = Vec::with_capacity(w.live);
         for (slot, e) in old.entries(guard) {
             let h = (self.rehash)(&e.key);
             let new_slot = fresh.place(h, hash::tag(h), old.ptr_at(slot, guard), guard);
             if old.is_referenced(slot) {
                 fresh.touch(new_slot);
             }
-            w.slot_of[e.token as usize] = new_slot;
+            moved.push((e.token, new_slot));
+        }
+        for (token, new_slot) in moved {
+            w.slot_of[token as usize] = new_slot;
         }
         w.slots = fresh.slots();
         w.tombstones = 0;

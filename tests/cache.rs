@@ -358,3 +358,52 @@ fn values_retired_on_other_threads_are_dropped_with_the_cache() {
     drop(c);
     assert_eq!(made.load(Ordering::SeqCst), freed.load(Ordering::SeqCst));
 }
+
+#[test]
+fn a_key_whose_hash_panics_during_a_table_rebuild_leaves_the_shard_consistent() {
+    use std::sync::atomic::AtomicBool;
+    static ARMED: AtomicBool = AtomicBool::new(false);
+    static INSERTING: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    static LEFT: AtomicUsize = AtomicUsize::new(0);
+    /// While armed, the tenth hash of a key other than the one being inserted panics: only a
+    /// rebuild, which rehashes the residents, hashes other keys (so it panics midway).
+    #[derive(Clone, PartialEq, Eq, Debug)]
+    struct K(u64);
+    impl std::hash::Hash for K {
+        fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
+            if ARMED.load(Ordering::SeqCst)
+                && self.0 != INSERTING.load(Ordering::SeqCst)
+                && LEFT.fetch_sub(1, Ordering::SeqCst) == 1
+            {
+                panic!("a key whose Hash panics");
+            }
+            self.0.hash(h);
+        }
+    }
+    // Zero-weight entries do not count against the capacity, so the table has to grow.
+    let c: Cache<K, u64> = Cache::builder()
+        .max_weight(64)
+        .weigher(|_, _| 0)
+        .shards(1)
+        .build()
+        .unwrap();
+    let mut rebuilt = false;
+    for i in 0..100_000u64 {
+        INSERTING.store(i, Ordering::SeqCst);
+        LEFT.store(10, Ordering::SeqCst);
+        ARMED.store(true, Ordering::SeqCst);
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| c.insert(K(i), i)));
+        ARMED.store(false, Ordering::SeqCst);
+        if r.is_err() {
+            rebuilt = true;
+            break;
+        }
+    }
+    assert!(rebuilt, "no rebuild happened");
+    c.validate_internals();
+    for i in 200_000..200_500u64 {
+        c.insert(K(i), i).unwrap();
+    }
+    c.validate_internals();
+    assert_eq!(c.get(&K(200_499)), Some(200_499));
+}
