@@ -146,8 +146,15 @@ where
                     usize::try_from(expected).unwrap_or(usize::MAX / 2),
                     Box::new(move |k: &K| hash::hash_one(&hasher, k)),
                 )
+                .map_err(|e| {
+                    BuildError::Invalid(format!(
+                        "max_capacity {capacity}: cannot allocate the tables, which are sized \
+                         for it up front ({e}): use a smaller capacity, or max_weight with a \
+                         weigher"
+                    ))
+                })
             })
-            .collect();
+            .collect::<Result<_, _>>()?;
         #[cfg(loom)]
         let stripes = 1;
         #[cfg(not(loom))]

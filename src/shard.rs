@@ -193,19 +193,21 @@ impl<K, V> Shard<K, V> {
 }
 
 impl<K: Eq, V> Shard<K, V> {
-    /// A shard holding up to `capacity` weight, with a table sized for `expected` entries.
+    /// A shard holding up to `capacity` weight, with a table sized for `expected` entries;
+    /// an error if that table's memory cannot be had.
     pub(crate) fn new(
         kind: EvictionPolicy,
         capacity: u64,
         expected: usize,
         rehash: Rehash<K>,
-    ) -> Self {
+    ) -> Result<Self, crate::table::TableAllocError> {
         // 1.6 slots per expected entry, and enough that a full shard never counts as one to
         // grow (`grow_at` of the slots is at least `expected + 1`).
-        let table = Table::with_slots(expected.saturating_add(1).saturating_mul(8).div_ceil(5));
+        let table =
+            Table::try_with_slots(expected.saturating_add(1).saturating_mul(8).div_ceil(5))?;
         let slots = table.slots();
         let (groups_base, groups_len) = table.groups_hint();
-        Shard {
+        Ok(Shard {
             table: CachePadded::new(TablePtr::new(table)),
             writer: Mutex::new(Writer {
                 policy: Policy::new(kind, capacity),
@@ -226,7 +228,7 @@ impl<K: Eq, V> Shard<K, V> {
             groups_len: HintCell::new(groups_len),
             capacity,
             rehash,
-        }
+        })
     }
 
     /// Lock-free read for `get`: the entry and its slot's reference bit, which the caller
@@ -772,8 +774,9 @@ mod tests {
             EvictionPolicy::ClockPro,
             4096,
             8,
-            Box::new(|k| k.wrapping_mul(0x9e37_79b9_7f4a_7c15)),
-        );
+            Box::new(|k: &u64| k.wrapping_mul(0x9e37_79b9_7f4a_7c15)),
+        )
+        .unwrap();
         let reclaim = Reclaimer::new();
         let clock = Clock::system();
         let hint = |s: &Shard<u64, u64>| {
@@ -812,8 +815,9 @@ mod tests {
             EvictionPolicy::ClockPro,
             64,
             64,
-            Box::new(|k| k.wrapping_mul(0x9e37_79b9_7f4a_7c15)),
-        );
+            Box::new(|k: &u64| k.wrapping_mul(0x9e37_79b9_7f4a_7c15)),
+        )
+        .unwrap();
         let reclaim = Reclaimer::new();
         let clock = Clock::system();
         let mut sizes = Vec::new();

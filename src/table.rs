@@ -56,6 +56,7 @@ const DELETED: u8 = 0x01;
 const LO: u64 = 0x0101_0101_0101_0101;
 /// The high bit of the seven tag bytes; the eighth byte (reference bits) never matches.
 const HI: u64 = 0x0080_8080_8080_8080;
+#[cfg(any(loom, test))]
 const EMPTY_WORD: u64 = 0;
 /// Where the reference bits start: the eighth byte.
 const REF_SHIFT: usize = 8 * GROUP_WIDTH;
@@ -86,7 +87,44 @@ fn home_of(groups: usize, hash: u64) -> usize {
     ((u64::from(mixed) * groups as u64) >> 32) as usize
 }
 
+/// The allocator refused a table's memory.
+#[derive(Debug)]
+pub(crate) struct TableAllocError {
+    pub(crate) bytes: usize,
+}
+
+impl std::fmt::Display for TableAllocError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "the allocator refused {} bytes", self.bytes)
+    }
+}
+
+/// `n ≥ 1` empty groups, from zeroed memory: all-zero bytes are an empty group (tag word
+/// `EMPTY_WORD`, null slots; a unit test checks the bytes of `Group::new`). A table sized up
+/// front for a large capacity then costs address space, and memory only as its groups are
+/// written; a size the allocator refuses is an error, not an abort.
+#[cfg(not(loom))]
+fn empty_groups<K, V>(n: usize) -> Option<Box<[Group<K, V>]>> {
+    let layout = std::alloc::Layout::array::<Group<K, V>>(n.max(1)).ok()?;
+    // SAFETY: the layout's size is not zero (at least one 64-byte group).
+    let p = unsafe { std::alloc::alloc_zeroed(layout) }.cast::<Group<K, V>>();
+    if p.is_null() {
+        return None;
+    }
+    // SAFETY: `p` is a fresh allocation with the layout of `[Group<K, V>; n]` (the one a
+    // `Box<[Group<K, V>]>` of length `n` frees with), owned by nothing else, and every
+    // group in it is initialized: zeroed bytes are a valid empty group (see above).
+    Some(unsafe { Box::from_raw(std::ptr::slice_from_raw_parts_mut(p, n.max(1))) })
+}
+
+/// Under loom the atomics are loom's, which zeroed memory is not: build each group.
+#[cfg(loom)]
+fn empty_groups<K, V>(n: usize) -> Option<Box<[Group<K, V>]>> {
+    Some((0..n.max(1)).map(|_| Group::new()).collect())
+}
+
 impl<K, V> Group<K, V> {
+    #[cfg(any(loom, test))]
     fn new() -> Self {
         Group {
             tags: AtomicU64::new(EMPTY_WORD),
@@ -153,13 +191,24 @@ pub(crate) struct Table<K, V> {
 impl<K, V> Table<K, V> {
     /// A table with at least `slots` slots (rounded up to whole groups).
     pub(crate) fn with_slots(slots: usize) -> Self {
+        match Self::try_with_slots(slots) {
+            Ok(t) => t,
+            Err(_) => std::alloc::handle_alloc_error(std::alloc::Layout::new::<Group<K, V>>()),
+        }
+    }
+
+    /// [`with_slots`](Self::with_slots), or an error if the memory cannot be had: a table is
+    /// allocated whole, up front, so a huge capacity must fail the build, not abort it.
+    pub(crate) fn try_with_slots(slots: usize) -> Result<Self, TableAllocError> {
         // Slot indices are `u32`.
         let groups = slots
             .div_ceil(GROUP_WIDTH)
             .clamp(1, u32::MAX as usize / GROUP_WIDTH);
-        Table {
-            groups: (0..groups).map(|_| Group::new()).collect(),
-        }
+        Ok(Table {
+            groups: empty_groups(groups).ok_or(TableAllocError {
+                bytes: groups.saturating_mul(std::mem::size_of::<Group<K, V>>()),
+            })?,
+        })
     }
 
     /// The group a probe for `hash` starts at. The low 32 bits (the shard index uses the top
@@ -536,7 +585,8 @@ impl<K, V> Drop for TablePtr<K, V> {
         let table = unsafe { p.into_owned() };
         for group in table.groups.iter() {
             for s in group.slots.iter() {
-                let e = s.swap(Shared::null(), Ordering::Relaxed, guard);
+                // A load, not a swap: a group never written stays uncommitted memory.
+                let e = s.load(Ordering::Relaxed, guard);
                 if !e.is_null() {
                     // SAFETY: each live entry is referenced by exactly one slot of the current
                     // table (old tables were retired without their entries), so it is freed
@@ -611,6 +661,20 @@ pub(crate) fn new_entry<K, V>(e: EntryPtr<K, V>, _guard: &Guard) -> Shared<'_, E
 #[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
+
+    /// `empty_groups` hands out zeroed memory as empty groups: that is sound only while an
+    /// empty group's bytes are all zero (crossbeam's null `Atomic` included).
+    #[test]
+    fn an_empty_group_is_all_zero_bytes() {
+        let g = Group::<u64, String>::new();
+        // SAFETY: reading the bytes of a live value as plain bytes (no padding in a group:
+        // a u64 and seven pointer-sized atomics).
+        let bytes: [u8; std::mem::size_of::<Group<u64, String>>()] =
+            unsafe { std::mem::transmute_copy(&g) };
+        assert!(bytes.iter().all(|b| *b == 0));
+        let t = Table::<u64, String>::try_with_slots(100).unwrap();
+        assert_eq!(t.slots(), 105);
+    }
 
     #[test]
     fn home_addr_names_the_home_group() {
