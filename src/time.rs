@@ -120,8 +120,10 @@ impl ManualClock {
         }
     }
 
-    /// Set the clock to `nanos` since its origin. Moving it backwards is allowed (to test
-    /// clamping); the engine never lets time run backwards inside a shard.
+    /// Set the clock to `nanos` since its origin. Moving it backwards is allowed, to test
+    /// what a thread holding an older reading does; the engine never lets time run backwards
+    /// inside a shard, so an entry written after such a move is judged by the latest time the
+    /// shard has seen (with a TTL shorter than the move, it is expired at once).
     pub fn set_nanos(&self, nanos: u64) {
         self.nanos.store(nanos, Ordering::Release);
     }
