@@ -16,7 +16,7 @@
 
 mod common;
 
-use common::{INSERT, KEY_MASK, RefMap, Rng, Target, Zipf, key_of, quick, streams};
+use common::{INSERT, KEY_MASK, RefMap, Rng, Target, Zipf, key_of, quick, run_op, streams};
 use criterion::{BenchmarkGroup, BenchmarkId, Criterion, Throughput, measurement::WallTime};
 use std::hint::black_box;
 use std::sync::Barrier;
@@ -54,23 +54,6 @@ fn sizes() -> Sizes {
             mixed_capacity: 100_000,
             churn_keys: 10_000_000,
             churn_capacity: 1_000_000,
-        }
-    }
-}
-
-#[inline(always)]
-fn run_op<C: Target>(c: &C, op: u64) -> u64 {
-    let k = op & KEY_MASK;
-    if op & INSERT != 0 {
-        c.insert(k, k);
-        1
-    } else {
-        match c.get(k) {
-            Some(v) => v,
-            None => {
-                c.insert(k, k);
-                0
-            }
         }
     }
 }

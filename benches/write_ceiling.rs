@@ -59,7 +59,7 @@
 
 mod common;
 
-use common::{INSERT, KEY_MASK, Target, Zipf, key_of, streams};
+use common::{INSERT, KEY_MASK, Target, Zipf, key_of, run_op, streams};
 use crossbeam_epoch::{self as epoch, Atomic, Guard, Shared};
 use crossbeam_utils::CachePadded;
 use std::hint::black_box;
@@ -709,20 +709,6 @@ fn sanity_recycles() {
         fresh * 10 < inserts,
         "{fresh} of {inserts} inserts allocated"
     );
-}
-
-#[inline(always)]
-fn run_op<C: Target>(c: &C, op: u64) -> u64 {
-    let k = op & KEY_MASK;
-    if op & INSERT != 0 {
-        c.insert(k, k);
-        1
-    } else {
-        c.get(k).unwrap_or_else(|| {
-            c.insert(k, k);
-            0
-        })
-    }
 }
 
 #[inline(never)]

@@ -217,3 +217,19 @@ pub fn puts<V>(pairs: &[(u64, V)]) -> Vec<cogwheel::store::WriteOp<'_, u64, V>> 
         })
         .collect()
 }
+
+/// One op of a stream: an `INSERT`-flagged op inserts; otherwise a get, and on a miss an
+/// insert of the key (cache-aside: the pair is one op). Returns something for `black_box`.
+#[inline(always)]
+pub fn run_op<C: Target>(c: &C, op: u64) -> u64 {
+    let k = op & KEY_MASK;
+    if op & INSERT != 0 {
+        c.insert(k, k);
+        1
+    } else {
+        c.get(k).unwrap_or_else(|| {
+            c.insert(k, k);
+            0
+        })
+    }
+}
