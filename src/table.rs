@@ -193,7 +193,12 @@ impl<K, V> Table<K, V> {
     pub(crate) fn with_slots(slots: usize) -> Self {
         match Self::try_with_slots(slots) {
             Ok(t) => t,
-            Err(_) => std::alloc::handle_alloc_error(std::alloc::Layout::new::<Group<K, V>>()),
+            // A rebuild's growth (zero-weight entries past the build's estimate), which has no
+            // error to return: as any failed allocation.
+            Err(e) => std::alloc::handle_alloc_error(
+                std::alloc::Layout::from_size_align(e.bytes, std::mem::align_of::<Group<K, V>>())
+                    .unwrap_or(std::alloc::Layout::new::<Group<K, V>>()),
+            ),
         }
     }
 
