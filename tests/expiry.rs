@@ -382,6 +382,38 @@ fn the_maintenance_thread_expires_without_traffic_and_stops_with_the_cache() {
 }
 
 #[test]
+fn the_maintenance_thread_survives_a_panicking_listener() {
+    use std::sync::mpsc;
+    let clock = ManualClock::new();
+    let (tx, rx) = mpsc::channel();
+    let tx = Mutex::new(tx);
+    let c: Cache<u32, u32> = Cache::builder()
+        .max_capacity(100)
+        .time_to_live(S)
+        .clock(clock.clone())
+        .maintenance_interval(Duration::from_millis(5))
+        .eviction_listener(move |k, _, _| {
+            assert_ne!(*k, 13, "a listener that panics");
+            let _ = tx.lock().unwrap().send(*k);
+        })
+        .build()
+        .unwrap();
+    c.insert(13, 0).unwrap();
+    clock.advance(3 * S);
+    // The thread expires 13, and its listener call panics there.
+    support::eventually("the maintenance thread to expire 13", || {
+        (c.len() == 0).then_some(())
+    });
+    c.insert(7, 7).unwrap();
+    clock.advance(3 * S);
+    // No call into the cache from here on: only a surviving thread can expire 7.
+    let got = rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("the maintenance thread died with the listener's panic");
+    assert_eq!(got, 7);
+}
+
+#[test]
 fn maintenance_after_the_clock_went_back_returns() {
     let clock = ManualClock::new();
     let c: Cache<u32, u32> = Cache::builder()
