@@ -402,7 +402,7 @@ fn the_maintenance_thread_survives_a_panicking_listener() {
     clock.advance(3 * S);
     // The thread expires 13, and its listener call panics there.
     support::eventually("the maintenance thread to expire 13", || {
-        (c.len() == 0).then_some(())
+        c.is_empty().then_some(())
     });
     c.insert(7, 7).unwrap();
     clock.advance(3 * S);
