@@ -319,11 +319,9 @@ impl Recycler for Recycled {
             self.shelf.take_all(&mut self.stash);
         }
         if let Some(p) = self.stash.0.pop() {
-            // SAFETY: the stash holds only memory taken from the shelf, i.e. whose grace
-            // period is over (see `Shelf`): no reader can load it before this writer
-            // publishes it again, with a Release store after this write. Popped, it is owned
-            // by this writer alone; it is a `Box<Entry>` allocation, valid for the write, and
-            // an `Entry` has nothing to drop.
+            // Stash memory came off the shelf, past its grace period (see `Shelf`): no reader
+            // sees it until the Release store that publishes it again; popped, it is this
+            // writer's alone. SAFETY: a valid `Box<Entry>` allocation; `Entry` has no drop.
             unsafe { p.write(e) };
             p
         } else {
@@ -338,10 +336,9 @@ impl Recycler for Recycled {
             let batch = std::mem::replace(&mut self.retired, Batch(Vec::with_capacity(BATCH)));
             let shelf = Arc::clone(&self.shelf);
             guard.defer(move || {
-                // SAFETY: the epoch runs this only once every thread pinned now has unpinned;
-                // the batch's entries were all unpublished before now (the caller's contract
-                // for each), and a reader reaches an entry only through its way, under a
-                // guard: so none can hold them then.
+                // The epoch runs this once every thread pinned now has unpinned, and the
+                // batch's entries were unpublished before now (the caller's contract). SAFETY:
+                // readers reach entries only through ways, under a guard: none holds these.
                 unsafe { shelf.put(batch) }
             });
         }
@@ -396,10 +393,9 @@ impl<R: Recycler> Set for EpochSet<R> {
         let word = self.tags.load(Acquire);
         let mut value = 0;
         let hit = find_in(word, tag, |i| {
-            // SAFETY: loaded under `guard`; an entry is retired only after it was unpublished
-            // from its way, and its memory is freed or reused only after every thread pinned
-            // at that point has unpinned, so one reachable here stays intact while `guard`
-            // lives. The Acquire load pairs with the Release store that published it.
+            // Entries are retired after they are unpublished, and reused or freed only once
+            // every thread pinned then has unpinned. SAFETY: loaded under `guard`, so intact
+            // while it lives; the Acquire load pairs with the publishing Release store.
             let e = unsafe { self.ways[i].load(Acquire, &guard).as_ref() };
             e.is_some_and(|e| {
                 value = e.value;

@@ -348,22 +348,35 @@ fn a_listener_may_call_into_the_cache_during_maintenance() {
     );
 }
 
-#[test]
-fn the_maintenance_thread_expires_without_traffic_and_stops_with_the_cache() {
-    use std::sync::mpsc;
+/// A cache with a one-second TTL on a manual clock and a maintenance thread, whose listener
+/// sends what it hears (after `hear` has seen the key) to the returned receiver.
+fn maintained(
+    hear: impl Fn(u32) -> u32 + Send + Sync + 'static,
+) -> (
+    ManualClock,
+    Cache<u32, u32>,
+    std::sync::mpsc::Receiver<(u32, RemovalCause)>,
+) {
     let clock = ManualClock::new();
-    let (tx, rx) = mpsc::channel();
+    let (tx, rx) = std::sync::mpsc::channel();
     let tx = Mutex::new(tx);
-    let c: Cache<u32, u32> = Cache::builder()
+    let c = Cache::builder()
         .max_capacity(100)
         .time_to_live(S)
         .clock(clock.clone())
         .maintenance_interval(Duration::from_millis(5))
         .eviction_listener(move |k, _, cause| {
-            let _ = tx.lock().unwrap().send((*k, cause));
+            let heard = (hear(*k), cause); // before the lock: `hear` may panic
+            let _ = tx.lock().unwrap().send(heard);
         })
         .build()
         .unwrap();
+    (clock, c, rx)
+}
+
+#[test]
+fn the_maintenance_thread_expires_without_traffic_and_stops_with_the_cache() {
+    let (clock, c, rx) = maintained(|k| k);
     c.insert(7, 7).unwrap();
     clock.advance(3 * S);
     // No call into the cache from here on: only the maintenance thread can expire the entry.
@@ -377,27 +390,16 @@ fn the_maintenance_thread_expires_without_traffic_and_stops_with_the_cache() {
     // reference, so the channel disconnects.
     assert_eq!(
         rx.recv_timeout(Duration::from_secs(60)),
-        Err(mpsc::RecvTimeoutError::Disconnected)
+        Err(std::sync::mpsc::RecvTimeoutError::Disconnected)
     );
 }
 
 #[test]
 fn the_maintenance_thread_survives_a_panicking_listener() {
-    use std::sync::mpsc;
-    let clock = ManualClock::new();
-    let (tx, rx) = mpsc::channel();
-    let tx = Mutex::new(tx);
-    let c: Cache<u32, u32> = Cache::builder()
-        .max_capacity(100)
-        .time_to_live(S)
-        .clock(clock.clone())
-        .maintenance_interval(Duration::from_millis(5))
-        .eviction_listener(move |k, _, _| {
-            assert_ne!(*k, 13, "a listener that panics");
-            let _ = tx.lock().unwrap().send(*k);
-        })
-        .build()
-        .unwrap();
+    let (clock, c, rx) = maintained(|k| {
+        assert_ne!(k, 13, "a listener that panics");
+        k
+    });
     c.insert(13, 0).unwrap();
     clock.advance(3 * S);
     // The thread expires 13, and its listener call panics there.
@@ -410,7 +412,7 @@ fn the_maintenance_thread_survives_a_panicking_listener() {
     let got = rx
         .recv_timeout(Duration::from_secs(60))
         .expect("the maintenance thread died with the listener's panic");
-    assert_eq!(got, 7);
+    assert_eq!(got, (7, RemovalCause::Expired));
 }
 
 #[test]
