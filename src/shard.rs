@@ -356,7 +356,14 @@ impl<K: Eq, V> Shard<K, V> {
                         guard,
                         pin,
                     };
-                    match w.policy.reweigh(token, weight, &mut res, &mut w.evicted) {
+                    let reweighed = guarded(pin.is_some(), || {
+                        w.policy.reweigh(token, weight, &mut res, &mut w.evicted)
+                    });
+                    let reweighed = match reweighed {
+                        Ok(r) => r,
+                        Err(panic) => self.repair_and_resume(w, table, guard, out, panic),
+                    };
+                    match reweighed {
                         Reweigh::Done => {}
                         Reweigh::TooHeavy => {
                             // The caller meant to replace the value: keeping the old one would
@@ -416,7 +423,14 @@ impl<K: Eq, V> Shard<K, V> {
                     guard,
                     pin,
                 };
-                match w.policy.admit(hash, weight, &mut res, &mut w.evicted) {
+                let admitted = guarded(pin.is_some(), || {
+                    w.policy.admit(hash, weight, &mut res, &mut w.evicted)
+                });
+                let admitted = match admitted {
+                    Ok(a) => a,
+                    Err(panic) => self.repair_and_resume(w, table, guard, out, panic),
+                };
+                match admitted {
                     Admit::TooHeavy => InsertOutcome::TooHeavy,
                     Admit::AllPinned => {
                         self.remove_victims(w, table, guard, out);
@@ -637,6 +651,22 @@ impl<K: Eq, V> Shard<K, V> {
         e
     }
 
+    /// The policy let victims go and then a pin check (the key's `Hash` or `Eq`, user code)
+    /// panicked: take the victims out of the table too, so the two agree (a released token
+    /// may be handed out again), then let the panic go on.
+    fn repair_and_resume<'g>(
+        &self,
+        w: &mut Writer<K, V>,
+        table: &Table<K, V>,
+        guard: &'g Guard,
+        out: &mut Removals<'g, K, V>,
+        panic: Box<dyn std::any::Any + Send>,
+    ) -> ! {
+        self.remove_victims(w, table, guard, out);
+        self.publish_counts(w);
+        std::panic::resume_unwind(panic)
+    }
+
     fn remove_victims<'g>(
         &self,
         w: &mut Writer<K, V>,
@@ -737,6 +767,17 @@ impl<K: Eq, V> Shard<K, V> {
         w.policy.validate();
         w.wheel.validate();
         assert!(w.wheel.len() <= w.live, "the wheel holds only residents");
+    }
+}
+
+/// Run `f`, catching a panic only when it may run user code (the write-behind pin check): the
+/// landing pad stays off the paths that cannot panic.
+#[inline]
+fn guarded<T>(user_code: bool, f: impl FnOnce() -> T) -> std::thread::Result<T> {
+    if user_code {
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(f))
+    } else {
+        Ok(f())
     }
 }
 
