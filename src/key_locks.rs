@@ -17,25 +17,30 @@
 //! still inside when the counts were noted releases (and counts) after that, so it is caught
 //! too; one whose release was noted had finished its store call before the scan started.
 
-use crate::sync::{AtomicU64, Mutex, MutexGuard, Ordering, lock, try_lock};
-use std::cell::RefCell;
+use crate::sync::{AtomicU64, AtomicUsize, Mutex, MutexGuard, Ordering, lock, try_lock};
 
-// The stripes this thread holds (their addresses), innermost last.
+// A per-thread byte whose address names the thread while it lives (never 0): what a stripe's
+// `owner` holds. Const-initialized and without a destructor, so naming costs one TLS address.
 #[cfg(not(loom))]
 thread_local! {
-    static HELD: RefCell<Vec<usize>> = const { RefCell::new(Vec::new()) };
+    static ME: u8 = const { 0 };
 }
 #[cfg(loom)]
 loom::thread_local! {
-    static HELD: RefCell<Vec<usize>> = RefCell::new(Vec::new());
+    static ME: u8 = 0;
 }
 
-fn held_here(addr: usize) -> bool {
-    HELD.with(|h| h.borrow().contains(&addr))
+fn me() -> usize {
+    ME.with(|b| b as *const u8 as usize)
 }
 
 struct Stripe {
     lock: Mutex<()>,
+    /// The thread holding `lock` (see `me`), or 0. Only the holder writes its own name here
+    /// (after locking) and clears it (before unlocking), so a thread that reads its own name
+    /// holds the stripe: it reads its own latest write (coherence), and no other thread ever
+    /// writes that name.
+    owner: AtomicUsize,
     /// Releases by writers. Written only by the lock holder, so a load and a store suffice.
     writes: AtomicU64,
 }
@@ -47,8 +52,9 @@ pub(crate) struct KeyLocks {
 
 /// A held key stripe.
 pub(crate) struct KeyGuard<'a> {
-    /// `None` when this thread already held the stripe (an inner writer).
-    lock: Option<(MutexGuard<'a, ()>, usize)>,
+    /// The lock and the owner word to clear; `None` when this thread already held the stripe
+    /// (an inner writer).
+    lock: Option<(MutexGuard<'a, ()>, &'a AtomicUsize)>,
     /// `Some` for a writer: counted on release.
     writes: Option<&'a AtomicU64>,
 }
@@ -59,13 +65,8 @@ impl Drop for KeyGuard<'_> {
         if let Some(w) = self.writes {
             w.store(w.load(Ordering::Relaxed).wrapping_add(1), Ordering::Release);
         }
-        if let Some((_, addr)) = &self.lock {
-            HELD.with(|h| {
-                let mut h = h.borrow_mut();
-                if let Some(i) = h.iter().rposition(|a| a == addr) {
-                    h.swap_remove(i);
-                }
-            });
+        if let Some((_, owner)) = &self.lock {
+            owner.store(0, Ordering::Relaxed);
         }
     }
 }
@@ -80,6 +81,7 @@ impl KeyLocks {
             stripes: (0..n)
                 .map(|_| Stripe {
                     lock: Mutex::new(()),
+                    owner: AtomicUsize::new(0),
                     writes: AtomicU64::new(0),
                 })
                 .collect(),
@@ -96,11 +98,11 @@ impl KeyLocks {
     /// if this thread holds it already.
     pub(crate) fn lock(&self, hash: u64) -> KeyGuard<'_> {
         let s = &self.stripes[self.index(hash)];
-        let addr = s as *const Stripe as usize;
-        let lock = (!held_here(addr)).then(|| {
+        let me = me();
+        let lock = (s.owner.load(Ordering::Relaxed) != me).then(|| {
             let g = lock(&s.lock);
-            HELD.with(|h| h.borrow_mut().push(addr));
-            (g, addr)
+            s.owner.store(me, Ordering::Relaxed);
+            (g, &s.owner)
         });
         KeyGuard {
             lock,
@@ -114,14 +116,14 @@ impl KeyLocks {
     /// waiting could deadlock against a store whose scan holds a lock its writes need.
     pub(crate) fn try_lock_uncounted(&self, hash: u64) -> Option<KeyGuard<'_>> {
         let s = &self.stripes[self.index(hash)];
-        let addr = s as *const Stripe as usize;
-        if held_here(addr) {
+        let me = me();
+        if s.owner.load(Ordering::Relaxed) == me {
             return None; // this thread is a writer inside the stripe
         }
         let g = try_lock(&s.lock)?;
-        HELD.with(|h| h.borrow_mut().push(addr));
+        s.owner.store(me, Ordering::Relaxed);
         Some(KeyGuard {
-            lock: Some((g, addr)),
+            lock: Some((g, &s.owner)),
             writes: None,
         })
     }

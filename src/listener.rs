@@ -52,6 +52,10 @@ type Deferred = Box<dyn FnOnce()>;
 /// While alive, this thread's listener calls wait (see `defer`).
 pub(crate) struct Hold(());
 
+/// `HELD`'s top bit: calls are queued. The rest counts the holds. One word, so a hold that
+/// ends with nothing queued (the common case) touches no other thread-local.
+const QUEUED: u32 = 1 << 31;
+
 /// Hold this thread's listener calls until the returned guard (and any outer one) drops.
 pub(crate) fn hold() -> Hold {
     HELD.with(|h| h.set(h.get() + 1));
@@ -60,12 +64,17 @@ pub(crate) fn hold() -> Hold {
 
 impl Drop for Hold {
     fn drop(&mut self) {
-        let left = HELD.with(|h| {
+        let queued = HELD.with(|h| {
             let n = h.get() - 1;
-            h.set(n);
-            n
+            if n == QUEUED {
+                h.set(0); // the outermost hold, and calls to run: taken below
+                true
+            } else {
+                h.set(n);
+                false
+            }
         });
-        if left > 0 {
+        if !queued {
             return;
         }
         // The outermost hold: run what waited (listeners may hold and defer again). Each call
@@ -94,10 +103,11 @@ impl Drop for Hold {
 
 /// Whether listener calls must wait on this thread.
 pub(crate) fn held() -> bool {
-    HELD.with(|h| h.get() > 0)
+    HELD.with(|h| (h.get() & !QUEUED) > 0)
 }
 
 /// Run `call` when this thread's outermost hold ends.
 pub(crate) fn defer(call: Deferred) {
     QUEUE.with(|q| q.borrow_mut().push(call));
+    HELD.with(|h| h.set(h.get() | QUEUED));
 }
