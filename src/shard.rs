@@ -359,10 +359,7 @@ impl<K: Eq, V> Shard<K, V> {
                     let reweighed = guarded(pin.is_some(), || {
                         w.policy.reweigh(token, weight, &mut res, &mut w.evicted)
                     });
-                    let reweighed = match reweighed {
-                        Ok(r) => r,
-                        Err(panic) => self.repair_and_resume(w, table, guard, out, panic),
-                    };
+                    let reweighed = self.or_repair(w, table, guard, out, reweighed);
                     match reweighed {
                         Reweigh::Done => {}
                         Reweigh::TooHeavy => {
@@ -426,10 +423,7 @@ impl<K: Eq, V> Shard<K, V> {
                 let admitted = guarded(pin.is_some(), || {
                     w.policy.admit(hash, weight, &mut res, &mut w.evicted)
                 });
-                let admitted = match admitted {
-                    Ok(a) => a,
-                    Err(panic) => self.repair_and_resume(w, table, guard, out, panic),
-                };
+                let admitted = self.or_repair(w, table, guard, out, admitted);
                 match admitted {
                     Admit::TooHeavy => InsertOutcome::TooHeavy,
                     Admit::AllPinned => {
@@ -651,20 +645,22 @@ impl<K: Eq, V> Shard<K, V> {
         e
     }
 
-    /// The policy let victims go and then a pin check (the key's `Hash` or `Eq`, user code)
-    /// panicked: take the victims out of the table too, so the two agree (a released token
-    /// may be handed out again), then let the panic go on.
-    fn repair_and_resume<'g>(
+    /// The outcome of a [`guarded`] policy step. If a pin check in it (the key's `Hash` or
+    /// `Eq`, user code) panicked after the policy let victims go, the victims leave the table
+    /// too, so the two agree (a released token may be handed out again), and the panic goes on.
+    fn or_repair<'g, T>(
         &self,
         w: &mut Writer<K, V>,
         table: &Table<K, V>,
         guard: &'g Guard,
         out: &mut Removals<'g, K, V>,
-        panic: Box<dyn std::any::Any + Send>,
-    ) -> ! {
-        self.remove_victims(w, table, guard, out);
-        self.publish_counts(w);
-        std::panic::resume_unwind(panic)
+        step: std::thread::Result<T>,
+    ) -> T {
+        step.unwrap_or_else(|panic| {
+            self.remove_victims(w, table, guard, out);
+            self.publish_counts(w);
+            std::panic::resume_unwind(panic)
+        })
     }
 
     fn remove_victims<'g>(

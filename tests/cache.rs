@@ -1,5 +1,7 @@
 //! Behaviour of the public API on a single thread.
 
+mod support;
+
 use cogwheel::{BuildError, Cache, Error, EvictionPolicy, RemovalCause, fixed_hasher};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -361,25 +363,7 @@ fn values_retired_on_other_threads_are_dropped_with_the_cache() {
 
 #[test]
 fn a_key_whose_hash_panics_during_a_table_rebuild_leaves_the_shard_consistent() {
-    use std::sync::atomic::AtomicBool;
-    static ARMED: AtomicBool = AtomicBool::new(false);
-    static INSERTING: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    static LEFT: AtomicUsize = AtomicUsize::new(0);
-    /// While armed, the tenth hash of a key other than the one being inserted panics: only a
-    /// rebuild, which rehashes the residents, hashes other keys (so it panics midway).
-    #[derive(Clone, PartialEq, Eq, Debug)]
-    struct K(u64);
-    impl std::hash::Hash for K {
-        fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
-            if ARMED.load(Ordering::SeqCst)
-                && self.0 != INSERTING.load(Ordering::SeqCst)
-                && LEFT.fetch_sub(1, Ordering::SeqCst) == 1
-            {
-                panic!("a key whose Hash panics");
-            }
-            self.0.hash(h);
-        }
-    }
+    use support::PanicKey as K;
     // Zero-weight entries do not count against the capacity, so the table has to grow.
     let c: Cache<K, u64> = Cache::builder()
         .max_weight(64)
@@ -389,12 +373,8 @@ fn a_key_whose_hash_panics_during_a_table_rebuild_leaves_the_shard_consistent() 
         .unwrap();
     let mut rebuilt = false;
     for i in 0..100_000u64 {
-        INSERTING.store(i, Ordering::SeqCst);
-        LEFT.store(10, Ordering::SeqCst);
-        ARMED.store(true, Ordering::SeqCst);
-        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| c.insert(K(i), i)));
-        ARMED.store(false, Ordering::SeqCst);
-        if r.is_err() {
+        // Only a rebuild hashes keys other than the inserted one: the tenth panics midway.
+        if K::armed(i, 10, || c.insert(K(i), i)).is_err() {
             rebuilt = true;
             break;
         }

@@ -328,25 +328,7 @@ fn a_panic_while_merging_a_failed_round_loses_no_write() {
 
 #[test]
 fn a_key_whose_hash_panics_in_the_pin_check_leaves_the_shard_consistent() {
-    use std::sync::atomic::{AtomicU64, AtomicUsize};
-    static ARMED: AtomicBool = AtomicBool::new(false);
-    static INSERTING: AtomicU64 = AtomicU64::new(u64::MAX);
-    static LEFT: AtomicUsize = AtomicUsize::new(0);
-    /// While armed, the third hash of a key other than the one being inserted panics: an
-    /// admission that must evict several entries checks each candidate's pin (its hash).
-    #[derive(Clone, PartialEq, Eq, Debug, serde::Serialize, serde::Deserialize)]
-    struct K(u64);
-    impl std::hash::Hash for K {
-        fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
-            if ARMED.load(Ordering::SeqCst)
-                && self.0 != INSERTING.load(Ordering::SeqCst)
-                && LEFT.fetch_sub(1, Ordering::SeqCst) == 1
-            {
-                panic!("a key whose Hash panics");
-            }
-            self.0.hash(h);
-        }
-    }
+    use support::PanicKey as K;
     let c: Cache<K, u64> = Cache::builder()
         .max_weight(20)
         .weigher(|_, v: &u64| *v as u32)
@@ -361,12 +343,9 @@ fn a_key_whose_hash_panics_in_the_pin_check_leaves_the_shard_consistent() {
         c.insert(K(i), 1).unwrap();
     }
     c.flush().unwrap(); // clean, so evictable
-    INSERTING.store(100, Ordering::SeqCst);
-    LEFT.store(3, Ordering::SeqCst);
-    ARMED.store(true, Ordering::SeqCst);
-    // Weight 5: the admission evicts five entries, checking each one's pin.
-    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| c.insert(K(100), 5)));
-    ARMED.store(false, Ordering::SeqCst);
+    // Weight 5: the admission evicts five entries, checking each one's pin (its hash); the
+    // third check panics.
+    let r = K::armed(100, 3, || c.insert(K(100), 5));
     assert!(r.is_err(), "the pin check did not panic");
     c.validate_internals();
     for i in 200..260 {

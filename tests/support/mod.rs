@@ -34,3 +34,41 @@ pub fn within_a_minute<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static
     rx.recv_timeout(Duration::from_secs(60))
         .expect("the operation hung (or panicked)")
 }
+
+thread_local! {
+    static ARMED: std::cell::Cell<Option<(u64, usize)>> = const { std::cell::Cell::new(None) };
+}
+
+/// A key whose `Hash` panics on demand, to test what a panicking user key leaves behind. See
+/// [`PanicKey::armed`].
+#[derive(Clone, PartialEq, Eq, Debug, serde::Serialize, serde::Deserialize)]
+pub struct PanicKey(pub u64);
+
+impl std::hash::Hash for PanicKey {
+    fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
+        ARMED.with(|a| {
+            if let Some((spared, left)) = a.get()
+                && self.0 != spared
+            {
+                if left == 1 {
+                    a.set(None);
+                    panic!("a key whose Hash panics");
+                }
+                a.set(Some((spared, left - 1)));
+            }
+        });
+        self.0.hash(h)
+    }
+}
+
+impl PanicKey {
+    /// Run `f` on this thread with hashing armed: the `after`-th hash of a key other than
+    /// `spared` (the one `f` writes) panics, so only cache work that hashes *other* keys (a
+    /// table rebuild, a write-behind pin check) trips it, midway. Returns `f`'s outcome.
+    pub fn armed<T>(spared: u64, after: usize, f: impl FnOnce() -> T) -> std::thread::Result<T> {
+        ARMED.with(|a| a.set(Some((spared, after))));
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+        ARMED.with(|a| a.set(None));
+        r
+    }
+}
