@@ -500,6 +500,15 @@ where
         }
     }
 
+    /// Hand this thread's deferred drops to the epoch and run a collection (advance the
+    /// epoch if every pinned thread allows it, run what has expired): loom models use it to
+    /// make reclamation happen inside the model instead of at the cache's drop.
+    #[cfg(loom)]
+    #[doc(hidden)]
+    pub fn __collect(&self) {
+        self.pin().flush();
+    }
+
     /// Pin this cache's epoch (for iteration).
     fn pin(&self) -> Guard {
         self.inner.reclaim.pin()

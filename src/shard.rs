@@ -592,15 +592,18 @@ impl<K: Eq, V> Shard<K, V> {
     pub(crate) fn clear<'g>(&self, guard: &'g Guard, out: &mut Removals<'g, K, V>) {
         let mut w = lock(&self.writer);
         let w = &mut *w;
-        let table = self.table.load(guard);
-        for (slot, e) in table.entries(guard) {
+        // A fresh table instead of clearing slot by slot: readers on the old one still see a
+        // consistent (if stale) snapshot, and no tombstones are left behind. It is installed
+        // before any entry is retired: an entry handed to the epoch while a table readers can
+        // still load holds it could be freed under a reader that pinned after the hand-over.
+        // Our guard keeps the old table readable until the loop is done.
+        let old = self.table.load(guard);
+        self.install(Table::with_slots(w.slots), guard);
+        for (slot, e) in old.entries(guard) {
             self.table
-                .retire(table.ptr_at(slot, guard), &mut w.pool, guard);
+                .retire(old.ptr_at(slot, guard), &mut w.pool, guard);
             out.push((e, RemovalCause::Removed));
         }
-        // A fresh table instead of clearing slot by slot: readers on the old one still see a
-        // consistent (if stale) snapshot, and no tombstones are left behind.
-        self.install(Table::with_slots(w.slots), guard);
         w.policy.clear();
         w.wheel = TimerWheel::new();
         w.slot_of.clear();

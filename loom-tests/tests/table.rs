@@ -16,7 +16,7 @@ use loom::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
 use loom::thread;
 
 struct Log {
-    dropped: [AtomicBool; 4],
+    dropped: [AtomicBool; 8],
     made: AtomicUsize,
     freed: AtomicUsize,
 }
@@ -263,6 +263,46 @@ fn get_many_vs_eviction_and_update() {
         assert!(matches!(got[2], None | Some(0)), "key 1 again: {got:?}");
         w.join().unwrap();
         assert_eq!(c.len(), 2);
+        drop(c);
+        log.check_all_freed();
+    });
+}
+
+/// `invalidate_all` (a fresh table installed, every entry retired) races a reader of the old
+/// table, and the epoch is driven inside the model: the reader's first pin collects (one
+/// advance while the clear holds its pin), and the clearing thread collects once more after
+/// it. No entry is freed while a reader that found it in the old table can still reach it.
+/// The replacements before the clear put three deferred drops in this thread's epoch bag
+/// (one batch per retired entry at this capacity), so the clear overflows the bag and part of
+/// its hand-over is sealed while the clear runs: an entry handed over before the table that
+/// holds it is replaced would be freed under the reader.
+#[test]
+fn clear_vs_reader() {
+    loom::model(|| {
+        let log = Log::new();
+        let c = cache(2);
+        c.insert(1, Val::new(0, &log)).unwrap();
+        c.insert(2, Val::new(1, &log)).unwrap();
+        for id in 2..5 {
+            c.insert(1, Val::new(id, &log)).unwrap();
+        }
+        let r = {
+            let c = c.clone();
+            spawn(move || {
+                assert!(c.get(&0).is_none());
+                c.get_many(&[1, 2])
+                    .into_iter()
+                    .map(|v| v.map(|v| v.id))
+                    .collect::<Vec<_>>()
+            })
+        };
+        c.invalidate_all();
+        c.__collect();
+        let got = r.join().unwrap();
+        assert!(matches!(got[0], None | Some(4)), "key 1: {got:?}");
+        assert!(matches!(got[1], None | Some(1)), "key 2: {got:?}");
+        assert_eq!(c.len(), 0);
+        c.validate_internals();
         drop(c);
         log.check_all_freed();
     });
