@@ -313,8 +313,11 @@ where
         armed: true,
     };
     if let Some(value) = check() {
+        // Clone while still armed: a panicking clone must abandon the flight, not leave it
+        // registered and running with nobody to finish it.
+        let shared = value.clone();
         guard.armed = false;
-        complete(shard, key, flight, State::Done(value.clone()));
+        complete(shard, key, flight, State::Done(shared));
         return Ok(Loaded {
             value,
             origin: Origin::Present,

@@ -249,6 +249,43 @@ fn a_panic_in_check_or_publish_also_abandons() {
     assert_eq!(again.value, 2);
 }
 
+/// A value whose clone panics if armed (the `check` path clones what it found for the
+/// waiters).
+struct CloneBomb(bool);
+
+impl Clone for CloneBomb {
+    fn clone(&self) -> Self {
+        assert!(!self.0, "planned: clone");
+        CloneBomb(false)
+    }
+}
+
+#[test]
+fn a_panicking_clone_of_a_present_value_abandons_the_flight() {
+    quiet_planned_panics();
+    let loader = Loader::<u64, CloneBomb>::new();
+    let r = panic::catch_unwind(AssertUnwindSafe(|| {
+        loader.run::<(), _, _, _>(
+            HASH,
+            &KEY,
+            || Some(CloneBomb(true)),
+            || unreachable!(),
+            |_| {},
+        )
+    }));
+    assert!(r.is_err());
+    assert!(loader.is_empty(), "no flight is left running");
+    // The key is not wedged: a new load leads and completes.
+    let again = loader.run::<(), _, _, _>(HASH, &KEY, || None, || Ok(CloneBomb(false)), |_| {});
+    assert!(matches!(
+        again,
+        Ok(Loaded {
+            origin: Origin::Published,
+            ..
+        })
+    ));
+}
+
 #[test]
 fn recursion_on_the_same_thread_is_an_error() {
     let loader = Loader::<u64, u32>::new();
