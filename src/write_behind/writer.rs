@@ -1029,9 +1029,7 @@ where
                     let (s, g) = &gens[0];
                     let (k, r) = g.iter().next().expect("one key");
                     if self.single_failed(*s, k, r, &e, false, true) {
-                        self.retire_some(*s, g, &[k]);
-                        // Counted once retired (see `single_failed`).
-                        self.dead_letters.fetch_add(1, Ordering::AcqRel);
+                        self.retire_some(*s, g, &[k], 1);
                     }
                 }
                 // The batches before the failed one are stored: retire their keys (the ops
@@ -1040,7 +1038,7 @@ where
                 for (s, g) in &gens {
                     let done: Vec<&K> = g.keys().take(stored).collect();
                     stored -= done.len();
-                    self.retire_some(*s, g, &done);
+                    self.retire_some(*s, g, &done, 0);
                 }
                 self.requeue(gens.iter().map(|(s, _)| *s));
                 return Err(e);
@@ -1088,9 +1086,7 @@ where
                     given_up += 1;
                 }
             }
-            self.retire_some(s, g, &done);
-            // Counted once retired (see `single_failed`).
-            self.dead_letters.fetch_add(given_up, Ordering::AcqRel);
+            self.retire_some(s, g, &done, given_up);
         }
         self.requeue(gens.iter().map(|(s, _)| *s));
         match last {
@@ -1105,8 +1101,8 @@ where
     /// then whether the store is down); not when the others failed too (the store is down).
     /// After `max_attempts` counted failures it is dead-lettered (unless a newer write of the
     /// key is pending, which gets its own chances). Returns whether it was dead-lettered; the
-    /// caller retires the key, then counts it in `dead_letters` (in that order: a flush that
-    /// finds the key gone also finds it counted, so it cannot report a false `Ok`).
+    /// caller retires the key with `retire_some`, which counts it in `dead_letters` under the
+    /// same stripe lock (so a flush that finds the key gone also finds it counted).
     fn single_failed(
         &self,
         s: usize,
@@ -1176,9 +1172,9 @@ where
         }
     }
 
-    /// Some keys of a taken generation are done (stored, or dead-lettered): the rest stays
-    /// taken, as a new generation.
-    fn retire_some(&self, s: usize, g: &Generation<K, V>, done: &[&K]) {
+    /// Some keys of a taken generation are done (stored, or dead-lettered: `given_up` of
+    /// them): the rest stays taken, as a new generation.
+    fn retire_some(&self, s: usize, g: &Generation<K, V>, done: &[&K], given_up: u64) {
         if done.is_empty() {
             return;
         }
@@ -1196,6 +1192,13 @@ where
         let clean = done.iter().filter(|k| !st.live.contains_key(**k)).count();
         st.overlap = rest.keys().filter(|k| st.live.contains_key(*k)).count();
         st.taken = (!rest.is_empty()).then(|| Arc::new(rest));
+        // Counted under the stripe lock and before `dirty` drops, as the records leave: a
+        // flush that finds a given-up key gone (under this lock, or through `dirty` reaching
+        // zero) then also finds it counted, and cannot report `Ok` for a write that was
+        // dead-lettered.
+        if given_up != 0 {
+            self.dead_letters.fetch_add(given_up, Ordering::AcqRel);
+        }
         self.dirty.fetch_sub(clean, Ordering::AcqRel);
         drop(st);
         for k in done {
@@ -1300,8 +1303,10 @@ where
                 let older = taken.iter().flat_map(|g| g.keys());
                 let n = live.len() + older.filter(|k| !live.contains_key(*k)).count();
                 st.overlap = 0;
-                self.dirty.fetch_sub(n, Ordering::AcqRel);
+                // Dead letters first: a flush that sees `dirty` at zero (its lock-free fast
+                // path) must see them counted.
                 self.dead_letters.fetch_add(n as u64, Ordering::AcqRel);
+                self.dirty.fetch_sub(n, Ordering::AcqRel);
                 (live, taken)
             })
             .collect();
