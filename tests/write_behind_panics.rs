@@ -355,3 +355,39 @@ fn a_key_whose_hash_panics_in_the_pin_check_leaves_the_shard_consistent() {
     c.validate_internals();
     assert!(c.weighted_size() <= 20);
 }
+
+#[test]
+fn a_panic_in_a_manual_flush_round_leaves_its_records_queued() {
+    use support::PanicKey as K;
+    let store = MemoryStore::new();
+    let c: Cache<K, u64> = Cache::builder()
+        .max_capacity(100)
+        .store(store.clone())
+        .write_policy(WritePolicy::WriteBehind(
+            WriteBehind::default().manual(true),
+        ))
+        .build()
+        .unwrap();
+    store.set_down(true);
+    c.insert(K(1), 10).unwrap();
+    assert!(
+        c.flush().is_err(),
+        "the store is down: the round's records are kept"
+    );
+    c.insert(K(1), 11).unwrap();
+    store.set_down(false);
+    // This flush's round merges the kept records with the newer write, hashing key 1 on this
+    // thread (manual mode): its second hash of key 1 (the first is the flush counting what is
+    // pending) panics, after the round popped the stripe.
+    let r = K::armed(999, 2, || c.flush());
+    assert!(r.is_err(), "the merge did not panic");
+    assert_eq!(c.dirty_count(), 1, "the write is still pending");
+    // The stripe is queued again: the next flush stores the latest write instead of waiting
+    // forever for a stripe nothing would queue.
+    let c = within_a_minute(move || {
+        c.flush().unwrap();
+        c
+    });
+    assert_eq!(c.dirty_count(), 0);
+    assert_eq!(store.snapshot().get(&K(1)).map(|s| s.value), Some(11));
+}

@@ -243,6 +243,32 @@ struct Signal {
     last_error: Option<StdArc<StoreError>>,
 }
 
+/// A drain round's popped stripes, put back on the queue if the round unwinds (a key's or
+/// value's `Clone`, `Hash`, `Eq` or `Drop` panicked in it). Popping a stripe clears its
+/// `queued` flag; the stripe keeps its records, but without this nothing would queue it again,
+/// and in manual mode every later flush (and `close`) would wait for it forever.
+struct RequeueOnUnwind<'a, K, V>
+where
+    K: Hash + Eq + Clone + Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
+{
+    sh: &'a Shared<K, V>,
+    taken: [bool; STRIPES],
+}
+
+impl<K, V> Drop for RequeueOnUnwind<'_, K, V>
+where
+    K: Hash + Eq + Clone + Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
+{
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let taken = self.taken;
+            self.sh.requeue((0..STRIPES).filter(move |&s| taken[s]));
+        }
+    }
+}
+
 struct Shared<K, V> {
     cfg: WriteBehind,
     /// The dirty budget: `cfg.max_dirty`, or half the cache's capacity.
@@ -923,14 +949,17 @@ where
         // slow store long, and every key written during it a second store write.)
         let mut gens: Vec<(usize, Generation<K, V>)> = Vec::new();
         let mut keys = 0;
-        let mut taken = [false; STRIPES];
+        let mut round = RequeueOnUnwind {
+            sh: self,
+            taken: [false; STRIPES],
+        };
         if let Some(mut consumer) = self.queue.consumer() {
             while keys < self.cfg.max_batch {
                 let Some(node) = consumer.pop_wait() else {
                     break;
                 };
                 let s = **node;
-                if std::mem::replace(&mut taken[s], true) {
+                if std::mem::replace(&mut round.taken[s], true) {
                     // Pushed again by a caller since this round took it: its new records
                     // belong to the next round (taking them now would merge the generation
                     // being written and write its keys twice). Its flag is still set.
