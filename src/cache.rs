@@ -368,12 +368,16 @@ where
         }
     }
 
-    /// Remove every entry.
+    /// Remove every entry. Loads in flight (`get_with` and friends) still answer their
+    /// callers, but their values are not cached.
     ///
     /// A listener that panics does not stop the sweep: every entry is removed and reported,
     /// and the first panic reaches the caller at the end (so for `invalidate_if` and
     /// `run_pending_tasks`).
     pub fn invalidate_all(&self) {
+        // A load in flight may have read its source before the change this sweep stands
+        // for: its value goes to its waiters, not into the cache.
+        self.inner.loader.invalidate_all();
         let mut first_panic = None;
         for shard in self.inner.shards.iter() {
             let guard = self.inner.reclaim.pin();
@@ -396,9 +400,12 @@ where
     ///
     /// The predicate runs without any lock held (it may use the cache). An entry replaced
     /// between the predicate's verdict and the removal is kept: the verdict was about the old
-    /// value. A panicking listener does not stop it (see
-    /// [`invalidate_all`](Self::invalidate_all)).
+    /// value. Loads in flight are not cached, as with
+    /// [`invalidate_all`](Self::invalidate_all). A panicking listener does not stop it.
     pub fn invalidate_if(&self, mut predicate: impl FnMut(&K, &V) -> bool) -> usize {
+        // As in `invalidate_all`; a load's value is not known yet, so every load in flight
+        // is kept out of the cache, whether or not the predicate would have chosen it.
+        self.inner.loader.invalidate_all();
         let (mut removed, mut first_panic) = (0, None);
         for shard in self.inner.shards.iter() {
             let guard = self.inner.reclaim.pin();

@@ -259,6 +259,24 @@ impl<K: Hash + Eq + Clone, V: Clone> Loader<K, V> {
         }
     }
 
+    /// Mark every load in flight as stale (see [`invalidate`](Self::invalidate)), for a
+    /// sweep that may touch any key (`invalidate_all`, `invalidate_if`). Loads that start
+    /// afterwards are not affected.
+    pub fn invalidate_all(&self) {
+        for shard in self.shards.iter() {
+            if shard.flights.load(Ordering::SeqCst) == 0 {
+                continue;
+            }
+            // Copied out first: the registry and flight locks are never held together.
+            let flights: Vec<Arc<Flight<V>>> = sync::lock(&shard.map).values().cloned().collect();
+            for flight in flights {
+                if let State::Running { stale } = &mut *sync::lock(&flight.state) {
+                    *stale = true;
+                }
+            }
+        }
+    }
+
     /// Number of loads in flight (for tests and stats).
     #[allow(dead_code)] // used by the loom models and unit tests
     pub fn len(&self) -> usize {

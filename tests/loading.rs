@@ -140,6 +140,30 @@ fn a_load_does_not_overwrite_a_concurrent_insert_or_remove() {
 }
 
 #[test]
+fn a_load_in_flight_is_not_cached_after_invalidate_all_or_invalidate_if() {
+    // The loader read its source before the sweep: its value answers its caller, but the
+    // cache must not keep it (a later get would serve what the sweep meant to drop).
+    let c = cache();
+    let c2 = c.clone();
+    let v = c.get_with(5, || {
+        c2.invalidate_all();
+        1
+    });
+    assert_eq!(v.unwrap(), 1);
+    assert_eq!(c.get(&5), None, "invalidate_all during the load");
+    let c3 = c.clone();
+    let v = c.get_with(6, || {
+        assert_eq!(c3.invalidate_if(|_, _| true), 0);
+        2
+    });
+    assert_eq!(v.unwrap(), 2);
+    assert_eq!(c.get(&6), None, "invalidate_if during the load");
+    // A load that starts after the sweep is cached as usual.
+    assert_eq!(c.get_with(6, || 3).unwrap(), 3);
+    assert_eq!(c.get(&6), Some(3));
+}
+
+#[test]
 fn compute_is_atomic_per_key() {
     let c = cache();
     let handles: Vec<_> = (0..8)
