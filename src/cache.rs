@@ -417,9 +417,11 @@ where
                 .collect();
             for e in doomed {
                 if shard.remove_exact(self.hash(&e.key), e, &guard) {
-                    removed += 1;
-                    self.inner
-                        .report_caught(e, RemovalCause::Removed, &mut first_panic);
+                    // An entry that expired while the predicate ran was no longer in the
+                    // cache: it expired, it was not removed (nor counted here).
+                    let cause = self.inner.removal_cause(e);
+                    removed += usize::from(cause == RemovalCause::Removed);
+                    self.inner.report_caught(e, cause, &mut first_panic);
                 }
             }
         }
@@ -571,8 +573,25 @@ impl<K: Eq + Clone + 'static, V: Clone + 'static, S> Inner<K, V, S> {
 
     /// Count removals and call the listener; never called with a shard lock held.
     fn report(&self, removed: &Removals<'_, K, V>) {
+        let now = time::LazyNow::new(&self.clock);
         for (e, cause) in removed.iter() {
+            // A victim already past its deadline had expired: the policy chose it before the
+            // write's expiry step reached it. (Entries without a deadline skip the clock.)
+            let cause = if cause == RemovalCause::Evicted && now.passed(e.deadline()) {
+                RemovalCause::Expired
+            } else {
+                cause
+            };
             self.report_one(e, cause);
+        }
+    }
+
+    /// The cause of an explicit removal of `e`: `Expired` if it was already past its deadline.
+    pub(crate) fn removal_cause(&self, e: EntryRef<'_, K, V>) -> RemovalCause {
+        if self.is_expired(e) {
+            RemovalCause::Expired
+        } else {
+            RemovalCause::Removed
         }
     }
 

@@ -221,6 +221,67 @@ fn recording(clock: &ManualClock, ttl: Duration) -> (Cache<u32, u32>, Seen) {
 }
 
 #[test]
+fn an_expired_entry_chosen_as_a_victim_is_reported_expired() {
+    let clock = ManualClock::new();
+    let seen: Seen = Arc::default();
+    let s2 = seen.clone();
+    let c: Cache<u32, u32> = Cache::builder()
+        .max_capacity(2)
+        .shards(1)
+        .time_to_live(S)
+        .clock(clock.clone())
+        .eviction_listener(move |k, _, cause| s2.lock().unwrap().push((*k, cause)))
+        .build()
+        .unwrap();
+    c.insert(1, 1).unwrap();
+    c.insert(2, 2).unwrap();
+    clock.advance(S);
+    // The admission of 3 evicts one of the two (both past their deadline) before the write's
+    // expiry step runs: it had expired, it was not evicted for size.
+    c.insert(3, 3).unwrap();
+    let seen = seen.lock().unwrap().clone();
+    assert!(!seen.is_empty());
+    assert!(
+        seen.iter()
+            .all(|(k, cause)| *k != 3 && *cause == RemovalCause::Expired),
+        "{seen:?}"
+    );
+    assert_eq!(c.stats().evictions, 0);
+    assert_eq!(c.stats().expirations, seen.len() as u64);
+}
+
+#[test]
+fn an_entry_that_expires_during_invalidate_if_or_compute_is_reported_expired() {
+    let clock = ManualClock::new();
+    let (c, seen) = recording(&clock, 10 * S);
+    c.insert(1, 1).unwrap();
+    c.insert(2, 2).unwrap();
+    // The predicate sees 1 live; it expires before the removal.
+    let n = c.invalidate_if(|k, _| {
+        if *k == 1 {
+            clock.advance(10 * S);
+        }
+        *k == 1
+    });
+    assert_eq!(n, 0, "an expired entry is not counted as removed");
+    assert_eq!(*seen.lock().unwrap(), vec![(1, RemovalCause::Expired)]);
+    seen.lock().unwrap().clear();
+    c.insert(3, 3).unwrap();
+    let r = c.compute(3, |v| {
+        assert_eq!(v, Some(&3));
+        clock.advance(10 * S);
+        cogwheel::Compute::Remove
+    });
+    assert_eq!(r.unwrap(), None);
+    assert!(
+        seen.lock().unwrap().contains(&(3, RemovalCause::Expired)),
+        "{:?}",
+        seen.lock().unwrap()
+    );
+    assert_eq!(c.stats().removals, 0);
+}
+
+#[test]
 fn run_pending_tasks_reclaims_memory_and_fires_the_listener() {
     let clock = ManualClock::new();
     let (c, seen) = recording(&clock, 10 * S);

@@ -302,7 +302,9 @@ where
                         let Some(e) = cur else { return Ok(None) };
                         inner.loader.invalidate(hash, &key);
                         if self.shard(hash).remove_exact(hash, e, &guard) {
-                            inner.report_one(e, crate::listener::RemovalCause::Removed);
+                            // It may have expired while `f` ran: then it expired, it was not
+                            // removed.
+                            inner.report_one(e, inner.removal_cause(e));
                             return Ok(None);
                         }
                         continue;

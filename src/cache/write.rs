@@ -263,14 +263,9 @@ where
         let e = self
             .shard(hash)
             .remove(hash, |k| k.borrow() == key, &guard)?;
-        let expired = inner.is_expired(e);
-        let cause = if expired {
-            RemovalCause::Expired
-        } else {
-            RemovalCause::Removed
-        };
+        let cause = inner.removal_cause(e);
         self.inner.report_one(e, cause);
-        if expired { None } else { Some(e.value.clone()) }
+        (cause == RemovalCause::Removed).then(|| e.value.clone())
     }
 
     /// Remove `key`, returning its value if it was present (and not expired).
