@@ -201,6 +201,10 @@ fn read_through_errors_are_returned_not_cached() {
     assert!(matches!(c.fetch(&3), Err(Error::Store(_))));
     store.set_down(false);
     assert_eq!(c.fetch(&3).unwrap(), Some(30));
+    // Only the store error was a failed load; an absent record is an answer.
+    assert_eq!(c.fetch(&4).unwrap(), None);
+    let s = c.stats();
+    assert_eq!((s.loads, s.load_failures), (3, 1));
 }
 
 #[test]

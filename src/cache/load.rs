@@ -163,14 +163,14 @@ where
                     return Ok(v);
                 }
                 from_store.set(true);
-                inner.timed_load(|| match store.load(&owned) {
-                    Ok(Some(stored)) => {
-                        remaining.set(time_left(stored.expires_at).ok_or(FetchMiss::Absent)?);
-                        Ok(stored.value)
-                    }
-                    Ok(None) => Err(FetchMiss::Absent),
-                    Err(e) => Err(FetchMiss::Store(e)),
-                })
+                // Only a store error is a failed load: an absent (or expired) record is an
+                // answer, and `fetch` returns it as `None`.
+                let stored = inner
+                    .timed_load(|| store.load(&owned))
+                    .map_err(FetchMiss::Store)?
+                    .ok_or(FetchMiss::Absent)?;
+                remaining.set(time_left(stored.expires_at).ok_or(FetchMiss::Absent)?);
+                Ok(stored.value)
             },
             |v| {
                 if from_store.get() {
