@@ -2,13 +2,15 @@
 //!
 //! Production reads quanta (a TSC read where available, far cheaper than `Instant::now()` on
 //! the read path); tests use a [`ManualClock`] they move by hand, so no test ever sleeps. Engine
-//! time is never mixed with wall-clock time: it only orders deadlines inside one process.
+//! time is never mixed with wall-clock time: it only orders deadlines inside one process. The
+//! deadlines a backing store keeps are wall-clock times, read through `Clock::wall` so that a
+//! manual clock moves them too.
 //! Every sum of a time and a duration saturates, so a TTL of `Duration::MAX` means "never" and
 //! cannot wrap around into the past.
 
 use crate::sync::{Arc, AtomicU64, Ordering};
 use std::fmt;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 /// Engine nanoseconds that mean "never".
 pub(crate) const NEVER: u64 = u64::MAX;
@@ -28,7 +30,10 @@ enum ClockInner {
         clock: quanta::Clock,
         origin: quanta::Instant,
     },
-    Manual(Arc<AtomicU64>),
+    Manual {
+        nanos: Arc<AtomicU64>,
+        wall_origin: SystemTime,
+    },
 }
 
 impl Clock {
@@ -49,7 +54,24 @@ impl Clock {
                 let d = clock.now().saturating_duration_since(*origin);
                 duration_nanos(d)
             }
-            ClockInner::Manual(t) => t.load(Ordering::Acquire),
+            ClockInner::Manual { nanos, .. } => nanos.load(Ordering::Acquire),
+        }
+    }
+
+    /// Wall-clock time, for the deadlines a backing store keeps (`SystemTime`): the system's
+    /// for the system clock; for a manual clock, the moment it was created plus its reading,
+    /// so a store-backed cache's TTLs move with the manual clock too.
+    pub(crate) fn wall(&self) -> SystemTime {
+        match &self.inner {
+            ClockInner::System { .. } => SystemTime::now(),
+            ClockInner::Manual { nanos, wall_origin } => {
+                let d = Duration::from_nanos(nanos.load(Ordering::Acquire));
+                // A reading past what `SystemTime` can hold (the end of time) stays there.
+                wall_origin
+                    .checked_add(d)
+                    .or_else(|| wall_origin.checked_add(Duration::from_secs(u64::from(u32::MAX))))
+                    .unwrap_or(*wall_origin)
+            }
         }
     }
 }
@@ -69,7 +91,9 @@ impl fmt::Debug for Clock {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.inner {
             ClockInner::System { .. } => f.write_str("Clock::System"),
-            ClockInner::Manual(t) => write!(f, "Clock::Manual({} ns)", t.load(Ordering::Relaxed)),
+            ClockInner::Manual { nanos, .. } => {
+                write!(f, "Clock::Manual({} ns)", nanos.load(Ordering::Relaxed))
+            }
         }
     }
 }
@@ -91,9 +115,21 @@ impl fmt::Debug for Clock {
 /// clock.advance(Duration::from_secs(10));
 /// assert_eq!(cache.get(&1), None); // expired exactly at the deadline
 /// ```
-#[derive(Clone, Default)]
+///
+/// Deadlines kept in a backing store are wall-clock times. With a manual clock the cache takes
+/// wall time to be the moment the clock was created plus its reading, so a stored deadline
+/// passes when the manual clock says so (a read-through never brings back a value the cache
+/// has expired).
+#[derive(Clone)]
 pub struct ManualClock {
     nanos: Arc<AtomicU64>,
+    wall_origin: SystemTime,
+}
+
+impl Default for ManualClock {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 impl ManualClock {
@@ -101,6 +137,7 @@ impl ManualClock {
     pub fn new() -> Self {
         ManualClock {
             nanos: Arc::new(AtomicU64::new(0)),
+            wall_origin: SystemTime::now(),
         }
     }
 
@@ -143,7 +180,10 @@ impl fmt::Debug for ManualClock {
 impl From<ManualClock> for Clock {
     fn from(m: ManualClock) -> Self {
         Clock {
-            inner: ClockInner::Manual(m.nanos),
+            inner: ClockInner::Manual {
+                nanos: m.nanos,
+                wall_origin: m.wall_origin,
+            },
         }
     }
 }

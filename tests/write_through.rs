@@ -208,6 +208,33 @@ fn read_through_errors_are_returned_not_cached() {
 }
 
 #[test]
+fn a_manual_clock_moves_stored_deadlines_too() {
+    // Store deadlines are wall-clock times; with a manual clock the cache judges them by that
+    // clock, so a read-through does not bring back what the cache has just expired.
+    let store = MemoryStore::new();
+    let clock = cogwheel::ManualClock::new();
+    let c: Cache<u64, u64> = Cache::builder()
+        .max_capacity(100)
+        .clock(clock.clone())
+        .store(store.clone())
+        .build()
+        .unwrap();
+    c.insert_with_ttl(1, 1, Duration::from_secs(10)).unwrap();
+    clock.advance(Duration::from_secs(4));
+    c.invalidate_all();
+    // Read through with 6 s left: cached with the stored deadline, not a fresh TTL.
+    assert_eq!(c.fetch(&1).unwrap(), Some(1));
+    clock.advance(Duration::from_secs(6));
+    assert_eq!(c.get(&1), None, "expired in the cache");
+    assert_eq!(
+        c.fetch(&1).unwrap(),
+        None,
+        "and not resurrected from the store"
+    );
+    assert_eq!(c.get(&1), None);
+}
+
+#[test]
 fn stored_deadlines_carry_over_on_read_through() {
     let store = MemoryStore::new();
     let c: Cache<u64, u64> = Cache::builder()

@@ -103,7 +103,7 @@ where
                     if let Some(wb) = &inner.wb
                         && let Some(Some((v, at))) = wb.pending(hash, &key)
                     {
-                        match time_left(at) {
+                        match time_left(at, inner.clock.wall()) {
                             Some(None) => return Ok(v),
                             Some(left) => {
                                 ttl.set(left);
@@ -159,7 +159,7 @@ where
                     && let Some(pending) = wb.pending(hash, key)
                 {
                     let (v, at) = pending.ok_or(FetchMiss::Absent)?;
-                    remaining.set(time_left(at).ok_or(FetchMiss::Absent)?);
+                    remaining.set(time_left(at, inner.clock.wall()).ok_or(FetchMiss::Absent)?);
                     return Ok(v);
                 }
                 from_store.set(true);
@@ -169,7 +169,9 @@ where
                     .timed_load(|| store.load(&owned))
                     .map_err(FetchMiss::Store)?
                     .ok_or(FetchMiss::Absent)?;
-                remaining.set(time_left(stored.expires_at).ok_or(FetchMiss::Absent)?);
+                remaining.set(
+                    time_left(stored.expires_at, inner.clock.wall()).ok_or(FetchMiss::Absent)?,
+                );
                 Ok(stored.value)
             },
             |v| {
@@ -236,7 +238,7 @@ where
                 Compute::Put(v) => {
                     let expires_at = inner
                         .time_to_live
-                        .and_then(|t| SystemTime::now().checked_add(t));
+                        .and_then(|t| inner.clock.wall().checked_add(t));
                     // With a store the write is decided once the store has it (or, behind, once
                     // it is recorded for it): it then lands in the cache whatever a load
                     // published meanwhile (loads are not writes; plain writers of the key wait
@@ -445,7 +447,7 @@ where
                 }
             };
             // Judged per record, at its turn: a long scan must not lend records time.
-            let ttl = match time_left(stored.expires_at) {
+            let ttl = match time_left(stored.expires_at, inner.clock.wall()) {
                 Some(None) => inner.time_to_live,
                 Some(Some(left)) => Some(inner.time_to_live.map_or(left, |t| t.min(left))),
                 // Expired while the cache was down.
@@ -478,12 +480,12 @@ where
     }
 }
 
-/// Time left until a wall-clock deadline: `Some(None)` for none (never expires),
-/// `Some(Some(left))`, or `None` once it has passed.
-fn time_left(at: Option<SystemTime>) -> Option<Option<Duration>> {
+/// Time left at `now` (the cache clock's wall time) until a wall-clock deadline: `Some(None)`
+/// for none (never expires), `Some(Some(left))`, or `None` once it has passed.
+fn time_left(at: Option<SystemTime>, now: SystemTime) -> Option<Option<Duration>> {
     match at {
         None => Some(None),
-        Some(at) => match at.duration_since(SystemTime::now()) {
+        Some(at) => match at.duration_since(now) {
             Ok(left) if !left.is_zero() => Some(Some(left)),
             _ => None,
         },

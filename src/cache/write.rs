@@ -12,7 +12,7 @@ use crate::time::LazyNow;
 use crate::write_behind::{Pending, WriteBehindState};
 use std::borrow::Borrow;
 use std::hash::{BuildHasher, Hash};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 impl<K, V, S> Cache<K, V, S>
 where
@@ -70,7 +70,7 @@ where
         let op = if ttl == Some(Duration::ZERO) {
             WriteOp::Delete { key: &key }
         } else {
-            let expires_at = ttl.and_then(|t| SystemTime::now().checked_add(t));
+            let expires_at = ttl.and_then(|t| self.inner.clock.wall().checked_add(t));
             WriteOp::Put {
                 key: &key,
                 value: &value,
@@ -153,7 +153,7 @@ where
         } else {
             Pending::Put(
                 value.clone(),
-                ttl.and_then(|t| SystemTime::now().checked_add(t)),
+                ttl.and_then(|t| self.inner.clock.wall().checked_add(t)),
             )
         };
         // Record first: from here on the key is pinned, so the entry published next cannot be
