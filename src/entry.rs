@@ -423,10 +423,20 @@ impl<K, V> Drop for Batch<K, V> {
     fn drop(&mut self) {
         // A batch is dropped either by the epoch, after every reader pinned at the unlinks
         // has unpinned, or with its shard's pool, when no reader exists. Drop the entries
-        // outside the lock (a value's destructor is user code), then shelve their memory.
+        // outside the lock (a value's destructor is user code), then shelve their memory. A
+        // destructor that panics does not stop the others (as for a `Vec`'s elements): the
+        // first panic goes on once every entry is dropped and its memory shelved.
+        let mut first_panic = None;
         for e in &self.entries {
-            // SAFETY: unlinked, owned by this batch, and no reader can still hold it (above).
-            unsafe { e.drop_in_place() };
+            let dropped = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                // SAFETY: unlinked, owned by this batch, and no reader can still hold it
+                // (above). Dropped once: a panicking field drop still drops the other fields,
+                // so the memory holds no value afterwards either way.
+                unsafe { e.drop_in_place() }
+            }));
+            if let Err(p) = dropped {
+                first_panic.get_or_insert(p);
+            }
         }
         let mut v = self.shelf.vacant.lock().unwrap_or_else(|e| e.into_inner());
         let mut shelved = [0; 2];
@@ -442,6 +452,10 @@ impl<K, V> Drop for Batch<K, V> {
         }
         for (len, n) in self.shelf.len.iter().zip(shelved) {
             len.fetch_add(n, StdOrdering::Relaxed);
+        }
+        drop(v);
+        if let Some(p) = first_panic {
+            std::panic::resume_unwind(p);
         }
     }
 }

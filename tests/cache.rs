@@ -387,3 +387,35 @@ fn a_key_whose_hash_panics_during_a_table_rebuild_leaves_the_shard_consistent() 
     c.validate_internals();
     assert_eq!(c.get(&K(200_499)), Some(200_499));
 }
+
+#[test]
+fn a_value_whose_drop_panics_does_not_leak_the_others() {
+    #[derive(Clone)]
+    struct Loud {
+        bomb: bool,
+        drops: Arc<AtomicUsize>,
+    }
+    impl Drop for Loud {
+        fn drop(&mut self) {
+            self.drops.fetch_add(1, Ordering::SeqCst);
+            assert!(!self.bomb, "planned: a value's destructor panics");
+        }
+    }
+    let drops = Arc::new(AtomicUsize::new(0));
+    let loud = |bomb| Loud {
+        bomb,
+        drops: drops.clone(),
+    };
+    // One shard of 64: replaced values wait in batches of 4 for the epoch, so the two
+    // replaced here are still together when the cache is dropped.
+    let c: Cache<u64, Loud> = Cache::builder().max_capacity(64).shards(1).build().unwrap();
+    c.insert(1, loud(true)).unwrap();
+    c.insert(1, loud(false)).unwrap();
+    c.insert(1, loud(false)).unwrap();
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || drop(c)));
+    assert!(
+        r.is_err(),
+        "the destructor's panic reaches the dropping caller"
+    );
+    assert_eq!(drops.load(Ordering::SeqCst), 3, "every value was dropped");
+}
