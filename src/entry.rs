@@ -259,10 +259,17 @@ pub(crate) struct Pool<K, V> {
 type Vacant<K, V> = [Vec<NonNull<Entry<K, V>>>; 2];
 
 /// Vacant entry memory that collected batches gave back, shared by a shard's pool and the
-/// threads that run the epoch's deferred drops. A std mutex, locked once per batch and once
-/// per refill; it guards plain vectors (no lock-free structure here).
+/// threads that run the epoch's deferred drops; and the batches handed to the epoch and not
+/// yet collected. Std mutexes, each locked once per batch (and `vacant` once per refill);
+/// they guard plain vectors (no lock-free structure here).
 struct Shelf<K, V> {
     vacant: std::sync::Mutex<Vacant<K, V>>,
+    /// The entries of every batch handed to the epoch and not yet collected. The epoch holds
+    /// only a [`Retired`] ticket: a deferred drop can wait in the bag of any thread that
+    /// pinned the cache until that thread exits, and the cache's drop must not wait for it
+    /// (DESIGN §3.1: dropping the cache runs every deferred drop). `Pool::drop` drops what
+    /// is still parked; a ticket collected later finds its slot empty.
+    parked: std::sync::Mutex<Parked<K, V>>,
     /// How many pointers `vacant` holds, per layout (a refill skips the lock while its
     /// layout has none).
     len: [StdAtomicUsize; 2],
@@ -270,23 +277,78 @@ struct Shelf<K, V> {
     cap: usize,
 }
 
+/// Parked batches: a slab of entry lists (an empty list is a free slot).
+struct Parked<K, V> {
+    slots: Vec<Vec<EntryPtr<K, V>>>,
+    free: Vec<usize>,
+}
+
+impl<K, V> Parked<K, V> {
+    fn park(&mut self, entries: Vec<EntryPtr<K, V>>) -> usize {
+        match self.free.pop() {
+            Some(id) => {
+                self.slots[id] = entries;
+                id
+            }
+            None => {
+                self.slots.push(entries);
+                self.slots.len() - 1
+            }
+        }
+    }
+
+    /// The entries parked at `id`; empty if they were taken already (the pool drained them).
+    fn take(&mut self, id: usize) -> Vec<EntryPtr<K, V>> {
+        let entries = self
+            .slots
+            .get_mut(id)
+            .map(std::mem::take)
+            .unwrap_or_default();
+        if !entries.is_empty() {
+            self.free.push(id);
+        }
+        entries
+    }
+}
+
 // SAFETY: a pool owns the retired entries it points to (unlinked, reachable by no table) and
 // vacant memory that holds no value; sending it sends owned `K`s and `V`s.
 unsafe impl<K: Send, V: Send> Send for Pool<K, V> {}
-// SAFETY: the shelf holds only vacant memory (no `K` or `V` values), behind a mutex.
-unsafe impl<K, V> Send for Shelf<K, V> {}
-// SAFETY: as above.
-unsafe impl<K, V> Sync for Shelf<K, V> {}
+// SAFETY: the shelf owns the parked entries (unlinked, reachable by no table; sending or
+// sharing the shelf moves owned `K`s and `V`s between threads, which `Send` allows) and vacant
+// memory that holds no value, each behind a mutex.
+unsafe impl<K: Send, V: Send> Send for Shelf<K, V> {}
+// SAFETY: as above: every access to the shelf's contents goes through its mutexes.
+unsafe impl<K: Send, V: Send> Sync for Shelf<K, V> {}
 
-/// Entries a pool has unlinked, handed to the epoch together: dropping the batch drops them
-/// and gives their memory to the shelf.
-pub(crate) struct Batch<K, V> {
+/// Entries a pool has unlinked, dropped together: dropping the batch drops them and gives
+/// their memory to the shelf.
+struct Batch<K, V> {
     entries: Vec<EntryPtr<K, V>>,
     shelf: StdArc<Shelf<K, V>>,
 }
 
-// SAFETY: as for `Pool`: the batch owns its entries.
-unsafe impl<K: Send, V: Send> Send for Batch<K, V> {}
+/// A batch handed to the epoch: its entries are parked in the shelf, and dropping the ticket
+/// (the epoch's deferred drop, once the batch's readers are gone) drops them.
+pub(crate) struct Retired<K, V> {
+    id: usize,
+    shelf: StdArc<Shelf<K, V>>,
+}
+
+impl<K, V> Drop for Retired<K, V> {
+    fn drop(&mut self) {
+        let entries = self
+            .shelf
+            .parked
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take(self.id);
+        drop(Batch {
+            entries,
+            shelf: StdArc::clone(&self.shelf),
+        });
+    }
+}
 
 impl<K, V> Pool<K, V> {
     /// A pool sized for a shard expected to hold `entries` entries.
@@ -298,6 +360,10 @@ impl<K, V> Pool<K, V> {
             vacant: [Vec::new(), Vec::new()],
             shelf: StdArc::new(Shelf {
                 vacant: std::sync::Mutex::new([Vec::new(), Vec::new()]),
+                parked: std::sync::Mutex::new(Parked {
+                    slots: Vec::new(),
+                    free: Vec::new(),
+                }),
                 len: [StdAtomicUsize::new(0), StdAtomicUsize::new(0)],
                 // Batches come back in bursts: crossbeam defers them through a thread-local
                 // bag of 64 calls, so up to 64 batches are collected at once. A shelf that
@@ -367,16 +433,22 @@ impl<K, V> Pool<K, V> {
         let _ = exp;
     }
 
-    /// Take an entry the caller unlinked (readers may still hold it). Returns a full batch,
-    /// which the caller must hand to the epoch (see `TablePtr::retire`).
-    pub(crate) fn retire(&mut self, e: EntryPtr<K, V>) -> Option<Batch<K, V>> {
+    /// Take an entry the caller unlinked (readers may still hold it). Returns the ticket of
+    /// a full batch, which the caller must hand to the epoch (see `TablePtr::retire`).
+    pub(crate) fn retire(&mut self, e: EntryPtr<K, V>) -> Option<Retired<K, V>> {
         self.retired.push(e);
         if self.retired.len() < self.limit {
             return None;
         }
         let entries = std::mem::replace(&mut self.retired, Vec::with_capacity(self.limit));
-        Some(Batch {
-            entries,
+        let id = self
+            .shelf
+            .parked
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .park(entries);
+        Some(Retired {
+            id,
             shelf: StdArc::clone(&self.shelf),
         })
     }
@@ -462,12 +534,30 @@ impl<K, V> Drop for Batch<K, V> {
 
 impl<K, V> Drop for Pool<K, V> {
     fn drop(&mut self) {
-        // The shard is being dropped: no reader exists, so retired entries go at once.
-        drop(Batch {
-            entries: std::mem::take(&mut self.retired),
-            shelf: StdArc::clone(&self.shelf),
-        });
+        // The shard is being dropped with its cache: no reader exists, so retired entries go
+        // at once, and so do the parked batches whose deferred drops have not run yet (their
+        // tickets may sit in other threads' epoch bags for as long as those threads live).
+        let parked: Vec<Vec<EntryPtr<K, V>>> = {
+            let mut p = self.shelf.parked.lock().unwrap_or_else(|e| e.into_inner());
+            (0..p.slots.len()).map(|id| p.take(id)).collect()
+        };
+        let batches = std::iter::once(std::mem::take(&mut self.retired)).chain(parked);
+        // Each batch is dropped even if an earlier one's values panicked; the first panic
+        // goes on afterwards.
+        let mut first_panic = None;
+        for entries in batches.filter(|b| !b.is_empty()) {
+            let shelf = StdArc::clone(&self.shelf);
+            let dropped = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                drop(Batch { entries, shelf })
+            }));
+            if let Err(p) = dropped {
+                first_panic.get_or_insert(p);
+            }
+        }
         dealloc_all(&mut self.vacant);
+        if let Some(p) = first_panic {
+            std::panic::resume_unwind(p);
+        }
     }
 }
 

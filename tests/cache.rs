@@ -362,6 +362,52 @@ fn values_retired_on_other_threads_are_dropped_with_the_cache() {
 }
 
 #[test]
+fn values_retired_on_a_thread_that_is_still_alive_are_dropped_with_the_cache() {
+    // A pool thread that used the cache and lives on (it never uses another cache) holds the
+    // deferred drops of what it retired in its epoch bag; dropping the cache must not wait
+    // for that thread to exit.
+    let made = Arc::new(AtomicUsize::new(0));
+    let freed = Arc::new(AtomicUsize::new(0));
+    struct V(Arc<AtomicUsize>);
+    impl Clone for V {
+        fn clone(&self) -> Self {
+            unreachable!("not read in this test")
+        }
+    }
+    impl Drop for V {
+        fn drop(&mut self) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+    let new = || {
+        made.fetch_add(1, Ordering::SeqCst);
+        V(freed.clone())
+    };
+    // Capacity 4: every retired entry is a batch of its own, deferred at once.
+    let c: Cache<u64, V> = Cache::builder().max_capacity(4).shards(1).build().unwrap();
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    let (exit_tx, exit_rx) = std::sync::mpsc::channel::<()>();
+    let (c2, values) = (c.clone(), [new(), new(), new()]);
+    let worker = std::thread::spawn(move || {
+        for v in values {
+            c2.insert(1, v).unwrap();
+        }
+        drop(c2);
+        done_tx.send(()).unwrap();
+        let _ = exit_rx.recv();
+    });
+    done_rx.recv().unwrap();
+    drop(c);
+    assert_eq!(
+        made.load(Ordering::SeqCst),
+        freed.load(Ordering::SeqCst),
+        "every value dropped while the worker is still alive"
+    );
+    exit_tx.send(()).unwrap();
+    worker.join().unwrap();
+}
+
+#[test]
 fn a_key_whose_hash_panics_during_a_table_rebuild_leaves_the_shard_consistent() {
     use support::PanicKey as K;
     // Zero-weight entries do not count against the capacity, so the table has to grow.
