@@ -121,7 +121,9 @@ impl Clock {
 
     /// Move the hand until one victim is evicted; `false` when a bounded sweep (two full turns:
     /// one to clear reference bits, one to find them clear) found none, i.e. every resident
-    /// that would free weight is pinned.
+    /// that would free weight is pinned. Readers set bits without the lock, so they can set
+    /// every bit again before the hand comes back: then the last unpinned resident the hand
+    /// passed goes anyway (a busy shard is not a full one).
     fn evict_one<R: Residents>(
         &mut self,
         res: &mut R,
@@ -129,6 +131,7 @@ impl Clock {
         skip: Option<Token>,
     ) -> bool {
         let n = self.slots.len();
+        let mut passed = None;
         for _ in 0..2 * n + 1 {
             if n == 0 {
                 return false;
@@ -141,13 +144,21 @@ impl Clock {
                 continue;
             }
             if res.take_referenced(token) {
+                passed = Some(token);
                 continue;
             }
             self.remove(token);
             evicted.push(token);
             return true;
         }
-        false
+        match passed {
+            Some(token) => {
+                self.remove(token);
+                evicted.push(token);
+                true
+            }
+            None => false,
+        }
     }
 
     pub(crate) fn validate(&self) {
@@ -202,6 +213,35 @@ mod tests {
             panic!()
         };
         assert_eq!(ev, vec![b], "the unreferenced resident is the victim");
+        c.validate();
+    }
+
+    /// Readers that set every bit again before the hand returns: a busy shard still admits.
+    struct AlwaysReferenced;
+    impl Residents for AlwaysReferenced {
+        fn take_referenced(&mut self, _: Token) -> bool {
+            true
+        }
+        fn is_pinned(&self, _: Token) -> bool {
+            false
+        }
+    }
+
+    #[test]
+    fn constantly_referenced_residents_are_not_all_pinned() {
+        let mut c = Clock::new(2);
+        let mut ev = Vec::new();
+        for h in 1..=2 {
+            assert!(matches!(
+                c.admit(h, 1, &mut AlwaysReferenced, &mut ev),
+                Admit::Resident(_)
+            ));
+        }
+        assert!(matches!(
+            c.admit(3, 1, &mut AlwaysReferenced, &mut ev),
+            Admit::Resident(_)
+        ));
+        assert_eq!(ev.len(), 1, "one resident made room");
         c.validate();
     }
 
