@@ -102,9 +102,9 @@ where
     }
 
     /// The number of shards: a power of two from 1 to 65536. By default about four per
-    /// available core, fewer for small capacities. An entry-bounded cache uses at most
-    /// `max_capacity` shards (rounded down to a power of two), since a shard must hold at
-    /// least one entry. One shard gives the exact sequential
+    /// available core, fewer for small capacities. A cache uses at most `max_capacity` (or
+    /// `max_weight`) shards, rounded down to a power of two, since a shard must have room for
+    /// at least one unit. One shard gives the exact sequential
     /// behaviour of the eviction policy (for simulations), at the cost of write concurrency.
     pub fn shards(mut self, n: usize) -> Self {
         self.shards = Some(n);
@@ -267,11 +267,10 @@ where
             Some(n) if n == 0 || !n.is_power_of_two() || n > MAX_SHARDS => {
                 return Err(BuildError::Shards(n));
             }
-            // A shard with no capacity could hold nothing at all: an entry-bounded cache never
-            // uses more shards than it has entries.
-            Some(n) if self.max_capacity.is_some() && capacity > 0 => {
-                n.min(prev_power_of_two(capacity))
-            }
+            // A shard with no capacity could hold nothing at all (every entry of weight 1 or
+            // more would be refused): a cache never uses more shards than it has units of
+            // capacity, entries or weight.
+            Some(n) if capacity > 0 => n.min(prev_power_of_two(capacity)),
             Some(n) => n,
             None => default_shards(capacity),
         };

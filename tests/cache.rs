@@ -191,6 +191,23 @@ fn a_refused_replacement_reports_the_old_value_as_replaced_or_expired() {
 }
 
 #[test]
+fn a_weight_bound_smaller_than_the_shard_count_leaves_no_empty_shard() {
+    // Four shards over a weight of 2 would leave two shards with no room at all, refusing
+    // every entry that hashes there; the cache uses two shards instead.
+    let c: Cache<u64, u64> = Cache::builder()
+        .max_weight(2)
+        .shards(4)
+        .hasher(fixed_hasher(0))
+        .build()
+        .unwrap();
+    for k in 0..64 {
+        c.insert(k, k).unwrap();
+    }
+    assert_eq!(c.stats().refused, 0);
+    assert!(c.weighted_size() <= 2);
+}
+
+#[test]
 fn weights_and_too_heavy() {
     let c: Cache<u64, Vec<u8>> = Cache::builder()
         .max_weight(100)
