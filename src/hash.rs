@@ -4,7 +4,9 @@
 //! come from different bits. If the shard and the bucket shared low bits, every shard would
 //! use only a fraction of its buckets.
 //!
-//! - shard: the top `shard_bits` bits;
+//! - shard: the top `shard_bits` bits of the hash times an odd constant, so a weak user
+//!   hasher (the identity on small integers) still spreads over the shards; for a good hash
+//!   this is the top bits of a bijection of it, independent of the table's low bits;
 //! - group index: the low bits (masked by the table);
 //! - tag: 7 bits from bits 32..39, with the high bit set to mark "full".
 
@@ -34,7 +36,7 @@ pub(crate) fn shard_index(hash: u64, shard_bits: u32) -> usize {
     if shard_bits == 0 {
         0
     } else {
-        (hash >> (64 - shard_bits)) as usize
+        (hash.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> (64 - shard_bits)) as usize
     }
 }
 
@@ -51,10 +53,18 @@ mod tests {
     #[test]
     fn fields_are_independent() {
         let h = 0xffff_0000_0000_0000u64;
-        assert_eq!(shard_index(h, 4), 0xf);
         assert_eq!(tag(h), 0x80);
         assert_eq!(shard_index(h, 0), 0);
         assert_eq!(tag(0x0000_007f_0000_0000), 0xff);
+    }
+
+    #[test]
+    fn an_identity_hash_of_small_keys_spreads_over_the_shards() {
+        let mut seen = [0usize; 16];
+        for k in 0..1000u64 {
+            seen[shard_index(k, 4)] += 1;
+        }
+        assert!(seen.iter().all(|&n| n >= 1000 / 16 / 2), "{seen:?}");
     }
 
     #[test]

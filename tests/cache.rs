@@ -208,6 +208,37 @@ fn a_weight_bound_smaller_than_the_shard_count_leaves_no_empty_shard() {
 }
 
 #[test]
+fn an_identity_hasher_still_uses_every_shard() {
+    // The identity on small integers (as nohash-hasher gives) leaves a hash's top bits zero;
+    // the cache must still spread keys over its shards, not keep them all in one.
+    #[derive(Default)]
+    struct Identity(u64);
+    impl std::hash::Hasher for Identity {
+        fn finish(&self) -> u64 {
+            self.0
+        }
+        fn write(&mut self, bytes: &[u8]) {
+            for b in bytes {
+                self.0 = self.0 << 8 | u64::from(*b);
+            }
+        }
+        fn write_u64(&mut self, n: u64) {
+            self.0 = n;
+        }
+    }
+    let c: Cache<u64, u64, std::hash::BuildHasherDefault<Identity>> = Cache::builder()
+        .max_capacity(1024)
+        .shards(16)
+        .hasher(std::hash::BuildHasherDefault::<Identity>::default())
+        .build()
+        .unwrap();
+    for k in 0..1000 {
+        c.insert(k, k).unwrap();
+    }
+    assert!(c.len() > 900, "only {} of 1000 kept", c.len());
+}
+
+#[test]
 fn weights_and_too_heavy() {
     let c: Cache<u64, Vec<u8>> = Cache::builder()
         .max_weight(100)

@@ -131,10 +131,10 @@ enum State {
     Light = 4,
 }
 
-/// The hash bits a node keeps (and the ghost set compares): the low 59. The dropped top bits
-/// are the ones that pick the shard, so within a shard at most a few informative bits are
-/// lost; two keys that agree on the kept bits share one history (as two keys with one full
-/// hash always did).
+/// The hash bits a node keeps (and the ghost set compares): the low 59. Two keys that agree
+/// on the kept bits share one history (as two keys with one full hash always did); among the
+/// few thousand to million keys of a shard's history such a collision is a 2^-59-scale
+/// event.
 const HASH_MASK: u64 = (1 << STATE_SHIFT) - 1;
 const STATE_SHIFT: u32 = 59;
 const STATE_BITS: u64 = 0b111 << STATE_SHIFT;
