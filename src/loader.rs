@@ -300,8 +300,9 @@ impl<K: Hash + Eq + Clone, V: Clone> Loader<K, V> {
     }
 
     fn shard(&self, hash: u64) -> &Shard<K, V> {
-        // The top bits: the table uses the low ones, and these stay independent of them.
-        &self.shards[(hash >> (64 - SHARDS.trailing_zeros())) as usize]
+        // Picked as the cache picks its shards (mixed top bits), so a weak user hasher does
+        // not put every flight in one registry shard.
+        &self.shards[crate::hash::shard_index(hash, SHARDS.trailing_zeros())]
     }
 }
 
