@@ -260,3 +260,28 @@ fn stored_deadlines_carry_over_on_read_through() {
         "an expired stored value is a miss"
     );
 }
+
+#[test]
+fn the_weigher_runs_once_per_write() {
+    // A weigher that answers differently each time (here: light, then heavy) must not make
+    // the store and the caller disagree: the write is weighed once, and that weight decides.
+    let calls = Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let c2 = calls.clone();
+    let store = MemoryStore::new();
+    let c: Cache<u64, u64> = Cache::builder()
+        .max_weight(100)
+        .weigher(move |_, _| {
+            if c2.fetch_add(1, std::sync::atomic::Ordering::SeqCst) % 2 == 0 {
+                1
+            } else {
+                1000
+            }
+        })
+        .store(store.clone())
+        .build()
+        .unwrap();
+    c.insert(1, 10).unwrap();
+    assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 1);
+    assert_eq!(store.snapshot().get(&1).map(|s| s.value), Some(10));
+    assert_eq!(c.get(&1), Some(10));
+}

@@ -245,10 +245,12 @@ where
                     // on the key lock this call holds). Without a store a changed key is
                     // decided again on its new value.
                     let decided = inner.store.is_some();
-                    if decided {
+                    let weight = if decided {
                         // Refused before any store I/O, as `insert` does.
-                        self.refuse_too_heavy(hash, &key, &v)?;
-                    }
+                        self.refuse_too_heavy(hash, &key, &v)?
+                    } else {
+                        inner.weigh(&key, &v)
+                    };
                     if let Some(wb) = &inner.wb {
                         // Write-behind: record it (pinning the key), so the record and the
                         // cache agree on the latest write.
@@ -269,10 +271,11 @@ where
                         Cond::IfCurrent(id)
                     };
                     let out = loop {
-                        match self.write_local(
+                        match self.write_local_weighed(
                             hash,
                             key.clone(),
                             v.clone(),
+                            weight,
                             inner.time_to_live,
                             cond,
                         ) {

@@ -65,7 +65,7 @@ where
         }
         // Write-through: store first, cache only on success. The key's lock orders writers of
         // one key, so the store and the cache see their writes in the same order.
-        self.refuse_too_heavy(hash, &key, &value)?;
+        let weight = self.refuse_too_heavy(hash, &key, &value)?;
         let _key_lock = self.inner.lock_key(hash);
         let op = if ttl == Some(Duration::ZERO) {
             WriteOp::Delete { key: &key }
@@ -79,20 +79,23 @@ where
         };
         self.write_through(store.as_ref(), hash, &key, op)?;
         self.inner.loader.invalidate(hash, &key);
-        self.write_local(hash, key, value, ttl, Cond::Always)
+        self.write_local_weighed(hash, key, value, weight, ttl, Cond::Always)
             .map(|_| ())
     }
 
     /// An entry heavier than its shard can ever hold is refused before any store I/O.
-    pub(super) fn refuse_too_heavy(&self, hash: u64, key: &K, value: &V) -> Result<(), Error> {
+    /// Returns the entry's weight, which the write then uses: the weigher runs once per write,
+    /// so the check and the cache cannot disagree about it.
+    pub(super) fn refuse_too_heavy(&self, hash: u64, key: &K, value: &V) -> Result<u32, Error> {
         let inner = &*self.inner;
+        let weight = inner.weigh(key, value);
         // A cache of capacity 0 keeps nothing, so nothing is too heavy for it; the store still
         // gets the write.
-        if inner.capacity != 0 && self.shard(hash).capacity() < u64::from(inner.weigh(key, value)) {
+        if inner.capacity != 0 && self.shard(hash).capacity() < u64::from(weight) {
             inner.counters.incr(Counter::Refused);
             return Err(Error::TooHeavy);
         }
-        Ok(())
+        Ok(weight)
     }
 
     /// One write-through store call (the caller holds the key's lock). On `Unknown` (or a
@@ -145,7 +148,7 @@ where
         ttl: Option<Duration>,
     ) -> Result<(), Error> {
         let inner = &*self.inner;
-        self.refuse_too_heavy(hash, &key, &value)?;
+        let weight = self.refuse_too_heavy(hash, &key, &value)?;
         wb.reserve(hash, &key)?;
         let _key_lock = inner.lock_key(hash);
         let op = if ttl == Some(Duration::ZERO) {
@@ -161,7 +164,14 @@ where
         wb.record(hash, &key, op)?;
         inner.loader.invalidate(hash, &key);
         loop {
-            match self.write_local(hash, key.clone(), value.clone(), ttl, Cond::Always) {
+            match self.write_local_weighed(
+                hash,
+                key.clone(),
+                value.clone(),
+                weight,
+                ttl,
+                Cond::Always,
+            ) {
                 // Every evictable entry of the shard is dirty: wait for the writer (never spin).
                 Err(Error::Full) => self.wait_after_record(wb, hash, &key)?,
                 r => return r.map(|_| ()),
@@ -193,11 +203,24 @@ where
         ttl: Option<Duration>,
         cond: Cond,
     ) -> Result<InsertOutcome, Error> {
+        let weight = self.inner.weigh(&key, &value);
+        self.write_local_weighed(hash, key, value, weight, ttl, cond)
+    }
+
+    /// [`write_local`](Self::write_local) of an entry already weighed.
+    pub(super) fn write_local_weighed(
+        &self,
+        hash: u64,
+        key: K,
+        value: V,
+        weight: u32,
+        ttl: Option<Duration>,
+        cond: Cond,
+    ) -> Result<InsertOutcome, Error> {
         let inner = &*self.inner;
         if inner.capacity == 0 {
             return Ok(InsertOutcome::Unchanged);
         }
-        let weight = inner.weigh(&key, &value);
         let now = LazyNow::new(&inner.clock);
         let exp = if ttl.is_none() && inner.tti_nanos.is_none() {
             Expiry::NEVER
