@@ -271,7 +271,10 @@ fn the_weigher_runs_once_per_write() {
     let c: Cache<u64, u64> = Cache::builder()
         .max_weight(100)
         .weigher(move |_, _| {
-            if c2.fetch_add(1, std::sync::atomic::Ordering::SeqCst) % 2 == 0 {
+            if c2
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+                .is_multiple_of(2)
+            {
                 1
             } else {
                 1000
