@@ -31,6 +31,10 @@ fn single_url() -> Option<String> {
     u
 }
 
+/// The resharding test moves a slot between primaries: it takes this lock for writing, every
+/// other cluster test for reading (a pipeline caught mid-move would fail).
+static CLUSTER: RwLock<()> = RwLock::new(());
+
 fn cluster_urls() -> Option<Vec<String>> {
     let u = std::env::var("COGWHEEL_REDIS_CLUSTER_URLS")
         .ok()
@@ -253,6 +257,7 @@ fn unreachable_server_is_fail() {
 #[test]
 fn cluster_contract() {
     let Some(urls) = cluster_urls() else { return };
+    let _shared = CLUSTER.read().unwrap_or_else(|e| e.into_inner());
     let s = Store::open(RedisConfig::cluster(urls.clone()).prefix(prefix("cluster"))).unwrap();
     let mut con = redis::cluster::ClusterClient::new(urls.clone())
         .unwrap()
@@ -281,6 +286,7 @@ fn cluster_contract() {
 #[test]
 fn cluster_batches_keep_per_key_order_across_slots() {
     let Some(urls) = cluster_urls() else { return };
+    let _shared = CLUSTER.read().unwrap_or_else(|e| e.into_inner());
     let s = Store::open(RedisConfig::cluster(urls).prefix(prefix("order"))).unwrap();
     let keys: Vec<String> = (0..64).map(|i| format!("key-{i}")).collect();
     let vals: Vec<String> = (0..4).map(|v| format!("v{v}")).collect();
@@ -303,6 +309,107 @@ fn cluster_batches_keep_per_key_order_across_slots() {
     let dels: Vec<_> = keys.iter().map(|k| WriteOp::Delete { key: k }).collect();
     s.write_batch(&dels).unwrap();
     assert!(scan_all(&s).is_empty());
+}
+
+/// A node's connection and id, for the resharding test.
+fn cluster_node(url: &str) -> (redis::Connection, String) {
+    let mut c = redis::Client::open(url).unwrap().get_connection().unwrap();
+    let id: String = redis::cmd("CLUSTER").arg("MYID").query(&mut c).unwrap();
+    (c, id)
+}
+
+/// Move `slot` (with its keys) from the node `from` to the node `to`, the way
+/// `redis-cli --cluster reshard` does.
+fn move_slot(nodes: &mut [(redis::Connection, String, u16)], slot: u16, from: usize, to: usize) {
+    let (from_id, to_id, to_port) = (nodes[from].1.clone(), nodes[to].1.clone(), nodes[to].2);
+    let setslot = |c: &mut redis::Connection, how: &str, id: &str| {
+        let _: () = redis::cmd("CLUSTER")
+            .arg("SETSLOT")
+            .arg(slot)
+            .arg(how)
+            .arg(id)
+            .query(c)
+            .unwrap();
+    };
+    setslot(&mut nodes[to].0, "IMPORTING", &from_id);
+    setslot(&mut nodes[from].0, "MIGRATING", &to_id);
+    loop {
+        let keys: Vec<Vec<u8>> = redis::cmd("CLUSTER")
+            .arg("GETKEYSINSLOT")
+            .arg(slot)
+            .arg(100)
+            .query(&mut nodes[from].0)
+            .unwrap();
+        if keys.is_empty() {
+            break;
+        }
+        let _: () = redis::cmd("MIGRATE")
+            .arg("127.0.0.1")
+            .arg(to_port)
+            .arg("")
+            .arg(0)
+            .arg(5000)
+            .arg("KEYS")
+            .arg(&keys)
+            .query(&mut nodes[from].0)
+            .unwrap();
+    }
+    for n in nodes.iter_mut() {
+        setslot(&mut n.0, "NODE", &to_id);
+    }
+}
+
+#[test]
+fn cluster_batches_follow_a_resharding() {
+    let Some(urls) = cluster_urls() else { return };
+    let _alone = CLUSTER.write().unwrap_or_else(|e| e.into_inner());
+    let p = prefix("reshard");
+    let s = Store::open(RedisConfig::cluster(urls.clone()).prefix(p.clone())).unwrap();
+    let (k, v1, v2) = ("moving".to_string(), "v1".to_string(), "v2".to_string());
+    // The store's pooled connection learns the slot map now.
+    s.write_batch(&[put(&k, &v1)]).unwrap();
+    let mut raw = p.into_bytes();
+    raw.extend(PostcardCodec::new().encode_key(&k).unwrap());
+    let mut nodes: Vec<(redis::Connection, String, u16)> = urls
+        .iter()
+        .map(|u| {
+            let (c, id) = cluster_node(u);
+            let port = u.rsplit(':').next().unwrap().parse().unwrap();
+            (c, id, port)
+        })
+        .collect();
+    let slot: u16 = redis::cmd("CLUSTER")
+        .arg("KEYSLOT")
+        .arg(&raw)
+        .query(&mut nodes[0].0)
+        .unwrap();
+    let owner = (0..nodes.len())
+        .find(|&i| {
+            let n: usize = redis::cmd("CLUSTER")
+                .arg("COUNTKEYSINSLOT")
+                .arg(slot)
+                .query(&mut nodes[i].0)
+                .unwrap();
+            n > 0
+        })
+        .expect("some primary holds the key");
+    let target = (owner + 1) % nodes.len();
+    move_slot(&mut nodes, slot, owner, target);
+    // The pooled connection's map is stale: a batch may fail once (MOVED, not applied or
+    // unknown), and must then succeed on a connection that reads the new map.
+    let first = s.write_batch(&[put(&k, &v2)]);
+    if let Err(e) = &first {
+        assert_eq!(e.kind(), StoreErrorKind::Unknown, "{e}");
+        s.write_batch(&[put(&k, &v2)]).unwrap();
+    }
+    assert_eq!(s.load(&k).unwrap().unwrap().value, "v2");
+    move_slot(&mut nodes, slot, target, owner);
+    // Moved back: the next batch may meet a stale map once more.
+    let del = [WriteOp::Delete { key: &k }];
+    if s.write_batch(&del).is_err() {
+        s.write_batch(&del).unwrap();
+    }
+    assert!(s.load(&k).unwrap().is_none());
 }
 
 #[test]

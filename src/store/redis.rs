@@ -164,9 +164,17 @@ impl<K, V> RedisStore<K, V, PostcardCodec> {
     }
 }
 
-/// What a failed command means for the connection that ran it.
+/// What a failed command means for the connection that ran it. A cluster redirect (MOVED,
+/// ASK) or a cluster-state error also retires the connection: redis-rs follows redirects for
+/// single commands but not inside a pipeline, so a connection whose slot map went stale (after
+/// a resharding or a failover) would fail every batch touching the moved slots; a new one
+/// reads the current map.
 fn breaks_connection(e: &RedisError) -> bool {
-    e.is_io_error() || e.is_connection_dropped() || e.is_timeout() || e.is_unrecoverable_error()
+    e.is_io_error()
+        || e.is_connection_dropped()
+        || e.is_timeout()
+        || e.is_unrecoverable_error()
+        || e.is_cluster_error()
 }
 
 fn before_send(e: &RedisError) -> bool {
