@@ -196,6 +196,53 @@ fn a_corrupt_record_is_visited_as_an_error_and_the_scan_goes_on() {
 }
 
 #[test]
+fn another_clients_non_string_key_under_the_prefix_does_not_stop_a_scan() {
+    let Some(url) = single_url() else { return };
+    let _g = SINGLE.read().unwrap();
+    let s = Store::open(RedisConfig::single(&url).prefix(prefix("wrongtype"))).unwrap();
+    let (a, b) = ("a".to_string(), "b".to_string());
+    s.write_batch(&[put(&a, &a), put(&b, &b)]).unwrap();
+    let mut con = redis::Client::open(url.as_str())
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    // A hash under the prefix: a GET of it fails with WRONGTYPE.
+    let () = redis::cmd("HSET")
+        .arg(t_key(&s, &"zzz".to_string()))
+        .arg("f")
+        .arg("v")
+        .query(&mut con)
+        .unwrap();
+    let found = scan_all(&s);
+    assert_eq!(found.keys().cloned().collect::<Vec<_>>(), vec![a, b]);
+}
+
+#[test]
+fn a_non_string_key_does_not_stop_a_cluster_scan_either() {
+    let Some(urls) = cluster_urls() else { return };
+    let _shared = CLUSTER.read().unwrap_or_else(|e| e.into_inner());
+    let s = Store::open(RedisConfig::cluster(urls.clone()).prefix(prefix("wrongtype"))).unwrap();
+    let keys: Vec<String> = (0..20).map(|i| format!("k{i}")).collect();
+    let puts: Vec<_> = keys.iter().map(|k| put(k, k)).collect();
+    s.write_batch(&puts).unwrap();
+    let mut con = redis::cluster::ClusterClient::new(urls)
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    let () = redis::cmd("HSET")
+        .arg(t_key(&s, &"zzz".to_string()))
+        .arg("f")
+        .arg("v")
+        .query(&mut con)
+        .unwrap();
+    let mut found: Vec<String> = scan_all(&s).into_keys().collect();
+    found.sort();
+    let mut want = keys.clone();
+    want.sort();
+    assert_eq!(found, want);
+}
+
+#[test]
 fn prefixes_isolate_stores() {
     let Some(url) = single_url() else { return };
     let _g = SINGLE.read().unwrap();
@@ -363,13 +410,11 @@ fn move_slot(nodes: &mut [(redis::Connection, String, u16)], slot: u16, from: us
 fn cluster_batches_follow_a_resharding() {
     let Some(urls) = cluster_urls() else { return };
     let _alone = CLUSTER.write().unwrap_or_else(|e| e.into_inner());
-    let p = prefix("reshard");
-    let s = Store::open(RedisConfig::cluster(urls.clone()).prefix(p.clone())).unwrap();
+    let s = Store::open(RedisConfig::cluster(urls.clone()).prefix(prefix("reshard"))).unwrap();
     let (k, v1, v2) = ("moving".to_string(), "v1".to_string(), "v2".to_string());
     // The store's pooled connection learns the slot map now.
     s.write_batch(&[put(&k, &v1)]).unwrap();
-    let mut raw = p.into_bytes();
-    raw.extend(PostcardCodec::new().encode_key(&k).unwrap());
+    let raw = t_key(&s, &k);
     let mut nodes: Vec<(redis::Connection, String, u16)> = urls
         .iter()
         .map(|u| {

@@ -383,28 +383,58 @@ impl<K, V, C: Codec> RedisStore<K, V, C> {
         })
     }
 
-    /// `GET` every key (in chunks), in one pipeline per chunk.
+    /// Read every key (in chunks), in one pipeline per chunk. A key that is not a string
+    /// (another client's hash or list under the prefix) is not a record of this store: it
+    /// reads as absent, instead of failing the chunk (and the scan) with WRONGTYPE. A single
+    /// node reads each key with a one-key `MGET`, which answers nil for such a key; a cluster
+    /// pipeline cannot carry `MGET`, so it reads with `GET` and, if a chunk gets an error
+    /// reply, reads that chunk again key by key.
     fn get_many(&self, keys: &[Vec<u8>]) -> Result<Vec<Option<Vec<u8>>>, StoreError> {
         let mut out = Vec::with_capacity(keys.len());
         for chunk in keys.chunks(self.config.scan_count.max(1)) {
-            let got = self
-                .with_conn(|c| match c {
-                    Conn::Single(con) => {
-                        let mut p = redis::pipe();
-                        for k in chunk {
-                            p.cmd("GET").arg(k);
-                        }
-                        p.query::<Vec<Option<Vec<u8>>>>(con)
+            let got = self.with_conn(|c| match c {
+                Conn::Single(con) => {
+                    let mut p = redis::pipe();
+                    for k in chunk {
+                        p.cmd("MGET").arg(k);
                     }
-                    Conn::Cluster(con) => {
-                        let mut p = cluster_pipe();
-                        for k in chunk {
-                            p.cmd("GET").arg(k);
-                        }
-                        p.query::<Vec<Option<Vec<u8>>>>(con)
+                    let got = p.query::<Vec<Vec<Option<Vec<u8>>>>>(con)?;
+                    Ok(got
+                        .into_iter()
+                        .map(|one| one.into_iter().next().flatten())
+                        .collect())
+                }
+                Conn::Cluster(con) => {
+                    let mut p = cluster_pipe();
+                    for k in chunk {
+                        p.cmd("GET").arg(k);
                     }
-                })
-                .map_err(|e| read_error("scan", e))?;
+                    p.query::<Vec<Option<Vec<u8>>>>(con)
+                }
+            });
+            let got = match got {
+                // A server's error reply (not a broken connection): which key? Read again one
+                // by one. (A cluster pipeline reports "Pipeline failure" with the replies'
+                // codes inside, not WRONGTYPE itself.)
+                Err(Ok(e)) if !breaks_connection(&e) => chunk
+                    .iter()
+                    .map(|k| {
+                        self.with_conn(|c| {
+                            let cmd = redis::cmd("GET").arg(k).clone();
+                            match c {
+                                Conn::Single(con) => cmd.query::<Option<Vec<u8>>>(con),
+                                Conn::Cluster(con) => cmd.query::<Option<Vec<u8>>>(con),
+                            }
+                        })
+                        .or_else(|e| match e {
+                            Ok(e) if e.code() == Some("WRONGTYPE") => Ok(None),
+                            e => Err(e),
+                        })
+                    })
+                    .collect::<Result<Vec<_>, _>>(),
+                got => got,
+            }
+            .map_err(|e| read_error("scan", e))?;
             out.extend(got);
         }
         Ok(out)
@@ -582,7 +612,7 @@ where
 
     fn scan(&self, visit: &mut dyn FnMut(ScanItem<K, V>) -> bool) -> Result<(), StoreError> {
         let keys = self.scan_keys()?;
-        let prefix = self.config.prefix.len();
+        let prefix = &self.config.prefix;
         for chunk in keys.chunks(self.config.scan_count.max(1)) {
             let values = self.get_many(chunk)?;
             let now = SystemTime::now();
@@ -591,9 +621,12 @@ where
                 let Some(v) = v else { continue };
                 let item = match self.decode(&v, now) {
                     Ok(None) => continue, // expired
-                    Ok(Some(stored)) => {
-                        self.codec.decode_key(&k[prefix..]).map(|key| (key, stored))
-                    }
+                    // SCAN matched the prefix; a server (or proxy) that ignores MATCH could
+                    // still hand back a shorter key, which is not one of ours.
+                    Ok(Some(stored)) => match k.strip_prefix(prefix.as_slice()) {
+                        Some(k) => self.codec.decode_key(k).map(|key| (key, stored)),
+                        None => continue,
+                    },
                     Err(e) => Err(e),
                 };
                 if !visit(item) {
