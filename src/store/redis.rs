@@ -1,8 +1,10 @@
 //! A store on Redis or Redis Cluster (feature `redis`), through the `redis` crate's sync client.
 //!
 //! - **Keys**: `prefix ++ codec.encode_key(key)`. The prefix (default `cogwheel:`) is the
-//!   namespace: two stores with different prefixes on one server never see each other's
-//!   entries. A prefix with a `{hash tag}` pins every key to one cluster slot (one node).
+//!   namespace: two stores on one server never see each other's entries if neither prefix
+//!   begins with the other (`app:` and `app:v2:` overlap: the first one's scan would visit the
+//!   second one's records, mostly as corrupt ones). A prefix with a `{hash tag}` pins every
+//!   key to one cluster slot (one node).
 //! - **Values**: the codec's bytes (value + deadline header). A deadline becomes a Redis expiry
 //!   (`SET .. PX ms`, the time left on the wall clock, rounded up); a put whose deadline has
 //!   already passed is sent as a `DEL`, so the store never holds an expired value.
@@ -82,7 +84,8 @@ impl RedisConfig {
         c
     }
 
-    /// Set the key prefix (namespace).
+    /// Set the key prefix (namespace). Stores sharing a server need prefixes of which none
+    /// begins with another (see the module docs).
     pub fn prefix(mut self, prefix: impl Into<Vec<u8>>) -> Self {
         self.prefix = prefix.into();
         self
@@ -230,9 +233,12 @@ fn ttl_millis(deadline: SystemTime, now: SystemTime) -> Option<u64> {
     Some(u64::try_from(ms).unwrap_or(u64::MAX).clamp(1, MAX_PX))
 }
 
-/// The primaries of a cluster, from `CLUSTER NODES`: `(host, port)` of every connected master
-/// that serves slots.
-fn parse_primaries(nodes: &str) -> Vec<(String, u16)> {
+/// The primaries of a cluster, from `CLUSTER NODES`: `(host, port)` of every master that
+/// serves slots. A master only suspected by one node (`fail?`) is kept: it may well be
+/// serving, and if it is not, scanning it fails. A master the cluster agrees has failed
+/// (`fail`) but still holds slots is an error: its records cannot be read, and a scan that
+/// skipped them would look complete.
+fn parse_primaries(nodes: &str) -> Result<Vec<(String, u16)>, StoreError> {
     let mut out = Vec::new();
     for line in nodes.lines() {
         let f: Vec<&str> = line.split_whitespace().collect();
@@ -240,8 +246,15 @@ fn parse_primaries(nodes: &str) -> Vec<(String, u16)> {
             continue; // no slots
         }
         let flags = f[2];
-        if !flags.split(',').any(|x| x == "master") || flags.contains("fail") {
+        if !flags.split(',').any(|x| x == "master") {
             continue;
+        }
+        if flags.split(',').any(|x| x == "fail") {
+            return Err(StoreError::fail(format!(
+                "redis: primary {} has failed and holds slots {}; its records cannot be scanned",
+                f[1],
+                f[8..].join(" ")
+            )));
         }
         let addr = f[1].split(['@', ',']).next().unwrap_or("");
         if let Some((host, port)) = addr.rsplit_once(':')
@@ -250,7 +263,7 @@ fn parse_primaries(nodes: &str) -> Vec<(String, u16)> {
             out.push((host.trim_matches(['[', ']']).to_string(), port));
         }
     }
-    out
+    Ok(out)
 }
 
 impl<K, V, C: Codec> RedisStore<K, V, C> {
@@ -481,7 +494,11 @@ impl<K, V, C: Codec> RedisStore<K, V, C> {
                             redis::cmd("CLUSTER").arg("NODES"),
                             RoutingInfo::SingleNode(SingleNodeRoutingInfo::Random),
                         )?)?;
-                    for (host, port) in parse_primaries(&nodes) {
+                    let primaries = match parse_primaries(&nodes) {
+                        Ok(p) => p,
+                        Err(e) => return Ok(Err(e)),
+                    };
+                    for (host, port) in primaries {
                         let mut cursor = 0u64;
                         loop {
                             let route = RoutingInfo::SingleNode(SingleNodeRoutingInfo::ByAddress {
@@ -501,9 +518,9 @@ impl<K, V, C: Codec> RedisStore<K, V, C> {
                     }
                 }
             }
-            Ok(())
+            Ok(Ok(()))
         })
-        .map_err(|e| read_error("scan", e))?;
+        .map_err(|e| read_error("scan", e))??;
         Ok(keys)
     }
 }
@@ -678,17 +695,25 @@ mod tests {
         let nodes = "\
 07c3 127.0.0.1:30001@40001 myself,master - 0 0 1 connected 0-5460
 67ed 127.0.0.1:30002@40002,host2 master - 0 1 2 connected 5461-10922
-292f 127.0.0.1:30003@40003 master,fail - 0 1 3 connected 10923-16383
+292f 127.0.0.1:30003@40003 master,fail? - 0 1 3 connected 10923-16382
 aa11 127.0.0.1:30004@40004 slave 07c3 0 1 1 connected
+cc33 127.0.0.1:30006@40006 master,fail - 0 1 5 connected
 bb22 [::1]:30005@40005 master - 0 1 4 connected 16383
 ";
         assert_eq!(
-            parse_primaries(nodes),
+            parse_primaries(nodes).unwrap(),
             vec![
                 ("127.0.0.1".to_string(), 30001),
                 ("127.0.0.1".to_string(), 30002),
+                ("127.0.0.1".to_string(), 30003),
                 ("::1".to_string(), 30005)
-            ]
+            ],
+            "a suspected master is scanned; a failed one without slots is not"
+        );
+        let failed = nodes.replace("master,fail?", "master,fail");
+        assert!(
+            parse_primaries(&failed).is_err(),
+            "a failed master holding slots"
         );
     }
 
