@@ -110,14 +110,21 @@ fn read_trace(format: &str, path: &Path) -> Result<Vec<u64>, String> {
             let mut bytes = Vec::new();
             BufReader::new(raw)
                 .read_to_end(&mut bytes)
-                .map_err(|e| e.to_string())?;
+                .map_err(|e| format!("{}: {e}", path.display()))?;
+            if bytes.len() % 4 != 0 {
+                return Err(format!(
+                    "{}: {} bytes, not a whole number of 4-byte keys",
+                    path.display(),
+                    bytes.len()
+                ));
+            }
             for c in bytes.chunks_exact(4) {
                 keys.push(i32::from_be_bytes([c[0], c[1], c[2], c[3]]) as u32 as u64);
             }
         }
         _ => {
             for (n, line) in BufReader::new(raw).lines().enumerate() {
-                let line = line.map_err(|e| e.to_string())?;
+                let line = line.map_err(|e| format!("{}: {e}", path.display()))?;
                 let line = line.trim();
                 if line.is_empty() || line == "*" {
                     continue;
@@ -127,7 +134,15 @@ fn read_trace(format: &str, path: &Path) -> Result<Vec<u64>, String> {
                 let start: u64 = fields.next().unwrap_or_default().parse().map_err(bad)?;
                 if format == "arc" {
                     let count: u64 = fields.next().unwrap_or("1").parse().map_err(bad)?;
-                    keys.extend(start..start + count);
+                    // A run of `count` consecutive blocks; a count beyond any real trace's (or
+                    // one that runs past the key space) is a malformed line.
+                    let end = start
+                        .checked_add(count)
+                        .filter(|_| count <= MAX_RUN)
+                        .ok_or_else(|| {
+                            format!("{}:{}: run out of range: {line}", path.display(), n + 1)
+                        })?;
+                    keys.extend(start..end);
                 } else {
                     keys.push(start);
                 }
@@ -137,14 +152,20 @@ fn read_trace(format: &str, path: &Path) -> Result<Vec<u64>, String> {
     Ok(keys)
 }
 
-fn replay(a: &Args, keys: &[u64], capacity: u64) -> u64 {
+/// The longest run one ARC trace line may name (the shipped traces' longest is far shorter).
+const MAX_RUN: u64 = 1 << 24;
+
+fn replay(a: &Args, keys: &[u64], capacity: u64) -> Result<u64, String> {
     let mut b = Cache::<u64, ()>::builder()
         .max_capacity(capacity)
         .eviction_policy(a.policy);
     if let Some(n) = a.shards {
         b = b.shards(n);
     }
-    let cache = b.hasher(fixed_hasher(0)).build().expect("valid settings");
+    let cache = b
+        .hasher(fixed_hasher(0))
+        .build()
+        .map_err(|e| format!("capacity {capacity}: {e}"))?;
     let mut hits = 0;
     let mut prev = None;
     for &k in keys {
@@ -159,7 +180,7 @@ fn replay(a: &Args, keys: &[u64], capacity: u64) -> u64 {
             let _ = cache.insert(k, ());
         }
     }
-    hits
+    Ok(hits)
 }
 
 fn main() -> ExitCode {
@@ -189,7 +210,13 @@ fn main() -> ExitCode {
             .unwrap_or(p)
             .to_string();
         for &c in &a.capacities {
-            let hits = replay(&a, &keys, c);
+            let hits = match replay(&a, &keys, c) {
+                Ok(h) => h,
+                Err(e) => {
+                    eprintln!("hit_ratio: {e}");
+                    return ExitCode::from(2);
+                }
+            };
             let pct = if keys.is_empty() {
                 0.0
             } else {

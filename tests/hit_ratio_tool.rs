@@ -232,3 +232,45 @@ fn a_one_shard_cache_reproduces_the_reference_simulator() {
         "every reference row of these traces was checked"
     );
 }
+
+#[test]
+fn malformed_input_is_an_error_not_a_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |args: &[&str], name: &str, content: &[u8]| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, content).unwrap();
+        let out = Command::new(example())
+            .args(args)
+            .arg(&path)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    // An ARC run past the key space.
+    let (code, err) = run(
+        &["--format", "arc", "--capacity", "10"],
+        "big.arc",
+        b"18446744073709551615 2 0 0\n",
+    );
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("out of range"), "{err}");
+    // A cache2k file cut mid-key.
+    let (code, err) = run(
+        &["--format", "cache2k", "--capacity", "10"],
+        "cut.trace",
+        b"abcde",
+    );
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("4-byte"), "{err}");
+    // Settings the cache refuses.
+    let (code, err) = run(
+        &["--format", "lirs", "--shards", "3", "--capacity", "10"],
+        "ok.trace",
+        b"1\n",
+    );
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("power of two"), "{err}");
+}
