@@ -243,6 +243,50 @@ fn a_non_string_key_does_not_stop_a_cluster_scan_either() {
 }
 
 #[test]
+fn a_scan_that_stops_early_does_not_enumerate_the_rest_first() {
+    let Some(url) = single_url() else { return };
+    // Alone on the single server: the SCAN calls counted here are this test's.
+    let _alone = SINGLE.write().unwrap_or_else(|e| e.into_inner());
+    let mut config = RedisConfig::single(&url).prefix(prefix("early"));
+    config.scan_count = 10;
+    let s = Store::open(config).unwrap();
+    let keys: Vec<String> = (0..500).map(|i| format!("k{i}")).collect();
+    let puts: Vec<_> = keys.iter().map(|k| put(k, k)).collect();
+    s.write_batch(&puts).unwrap();
+    let mut con = redis::Client::open(url.as_str())
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    let mut scans = || -> u64 {
+        let info: String = redis::cmd("INFO")
+            .arg("commandstats")
+            .query(&mut con)
+            .unwrap();
+        info.lines()
+            .find_map(|l| l.strip_prefix("cmdstat_scan:calls="))
+            .and_then(|rest| rest.split(',').next())
+            .map_or(0, |n| n.parse().unwrap())
+    };
+    let before = scans();
+    assert_eq!(scan_all(&s).len(), 500);
+    let full = scans() - before;
+    let before = scans();
+    let mut seen = 0;
+    s.scan(&mut |item| {
+        item.unwrap();
+        seen += 1;
+        seen < 5
+    })
+    .unwrap();
+    let early = scans() - before;
+    assert_eq!(seen, 5);
+    assert!(
+        early * 4 < full,
+        "{early} SCAN calls to stop after 5 records, {full} for all"
+    );
+}
+
+#[test]
 fn prefixes_isolate_stores() {
     let Some(url) = single_url() else { return };
     let _g = SINGLE.read().unwrap();

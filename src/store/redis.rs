@@ -453,17 +453,26 @@ impl<K, V, C: Codec> RedisStore<K, V, C> {
         Ok(out)
     }
 
-    /// Every key under the prefix, from `SCAN` on the node (or on every primary).
-    fn scan_keys(&self) -> Result<Vec<Vec<u8>>, StoreError> {
+    /// Every key under the prefix, from `SCAN` on the node (or on every primary), handed to
+    /// `on_page` one page at a time (each key once, though SCAN may repeat it) until it
+    /// answers `false`: a scan that stops early (a preload that filled the cache) does not
+    /// enumerate the rest of the keyspace first.
+    fn scan_pages(
+        &self,
+        on_page: &mut dyn FnMut(Vec<Vec<u8>>) -> Result<bool, StoreError>,
+    ) -> Result<(), StoreError> {
         let pattern = glob_escape(&self.config.prefix);
         let count = self.config.scan_count.max(1);
         let mut seen = HashSet::new();
-        let mut keys = Vec::new();
-        let mut add = |batch: Vec<Vec<u8>>| {
-            for k in batch {
-                if seen.insert(k.clone()) {
-                    keys.push(k);
-                }
+        let mut page = |batch: Vec<Vec<u8>>| {
+            let fresh: Vec<Vec<u8>> = batch
+                .into_iter()
+                .filter(|k| seen.insert(k.clone()))
+                .collect();
+            if fresh.is_empty() {
+                Ok(true)
+            } else {
+                on_page(fresh)
             }
         };
         let scan_cmd = |cursor: u64| {
@@ -475,13 +484,18 @@ impl<K, V, C: Codec> RedisStore<K, V, C> {
                 .arg(count);
             c
         };
+        // The closure's error is the connection's; what the pages' visitor says (go on,
+        // stop, or its own error) is the inner result.
         self.with_conn(|c| {
             match c {
                 Conn::Single(con) => {
                     let mut cursor = 0u64;
                     loop {
                         let (next, batch): (u64, Vec<Vec<u8>>) = scan_cmd(cursor).query(con)?;
-                        add(batch);
+                        match page(batch) {
+                            Ok(true) => {}
+                            other => return Ok(other.map(|_| ())),
+                        }
                         if next == 0 {
                             break;
                         }
@@ -509,7 +523,10 @@ impl<K, V, C: Codec> RedisStore<K, V, C> {
                                 redis::FromRedisValue::from_redis_value(
                                     con.route_command(&scan_cmd(cursor), route)?,
                                 )?;
-                            add(batch);
+                            match page(batch) {
+                                Ok(true) => {}
+                                other => return Ok(other.map(|_| ())),
+                            }
                             if next == 0 {
                                 break;
                             }
@@ -520,8 +537,7 @@ impl<K, V, C: Codec> RedisStore<K, V, C> {
             }
             Ok(Ok(()))
         })
-        .map_err(|e| read_error("scan", e))??;
-        Ok(keys)
+        .map_err(|e| read_error("scan", e))?
     }
 }
 
@@ -628,30 +644,31 @@ where
     }
 
     fn scan(&self, visit: &mut dyn FnMut(ScanItem<K, V>) -> bool) -> Result<(), StoreError> {
-        let keys = self.scan_keys()?;
         let prefix = &self.config.prefix;
-        for chunk in keys.chunks(self.config.scan_count.max(1)) {
-            let values = self.get_many(chunk)?;
-            let now = SystemTime::now();
-            for (k, v) in chunk.iter().zip(values) {
-                // Expired or deleted between SCAN and GET.
-                let Some(v) = v else { continue };
-                let item = match self.decode(&v, now) {
-                    Ok(None) => continue, // expired
-                    // SCAN matched the prefix; a server (or proxy) that ignores MATCH could
-                    // still hand back a shorter key, which is not one of ours.
-                    Ok(Some(stored)) => match k.strip_prefix(prefix.as_slice()) {
-                        Some(k) => self.codec.decode_key(k).map(|key| (key, stored)),
-                        None => continue,
-                    },
-                    Err(e) => Err(e),
-                };
-                if !visit(item) {
-                    return Ok(());
+        self.scan_pages(&mut |keys| {
+            for chunk in keys.chunks(self.config.scan_count.max(1)) {
+                let values = self.get_many(chunk)?;
+                let now = SystemTime::now();
+                for (k, v) in chunk.iter().zip(values) {
+                    // Expired or deleted between SCAN and GET.
+                    let Some(v) = v else { continue };
+                    let item = match self.decode(&v, now) {
+                        Ok(None) => continue, // expired
+                        // SCAN matched the prefix; a server (or proxy) that ignores MATCH could
+                        // still hand back a shorter key, which is not one of ours.
+                        Ok(Some(stored)) => match k.strip_prefix(prefix.as_slice()) {
+                            Some(k) => self.codec.decode_key(k).map(|key| (key, stored)),
+                            None => continue,
+                        },
+                        Err(e) => Err(e),
+                    };
+                    if !visit(item) {
+                        return Ok(false);
+                    }
                 }
             }
-        }
-        Ok(())
+            Ok(true)
+        })
     }
 }
 
