@@ -165,17 +165,25 @@ fn single_node_contract() {
     });
 }
 
+/// A plain connection to one node, for writing what the store did not.
+fn raw(url: &str) -> redis::Connection {
+    redis::Client::open(url).unwrap().get_connection().unwrap()
+}
+
+/// A single-node store (prefix named after `test`) holding records "a" and "b", and a plain
+/// connection to its server.
+fn store_with_a_and_b(url: &str, test: &str) -> (Store, redis::Connection) {
+    let s = Store::open(RedisConfig::single(url).prefix(prefix(test))).unwrap();
+    let (a, b) = ("a".to_string(), "b".to_string());
+    s.write_batch(&[put(&a, &a), put(&b, &b)]).unwrap();
+    (s, raw(url))
+}
+
 #[test]
 fn a_corrupt_record_is_visited_as_an_error_and_the_scan_goes_on() {
     let Some(url) = single_url() else { return };
     let _g = SINGLE.read().unwrap();
-    let s = Store::open(RedisConfig::single(&url).prefix(prefix("corrupt"))).unwrap();
-    let (a, b) = ("a".to_string(), "b".to_string());
-    s.write_batch(&[put(&a, &a), put(&b, &b)]).unwrap();
-    let mut con = redis::Client::open(url.as_str())
-        .unwrap()
-        .get_connection()
-        .unwrap();
+    let (s, mut con) = store_with_a_and_b(&url, "corrupt");
     let () = redis::cmd("SET")
         .arg(t_key(&s, &"bad".to_string()))
         .arg(&[7u8, 0, 1][..])
@@ -191,7 +199,7 @@ fn a_corrupt_record_is_visited_as_an_error_and_the_scan_goes_on() {
     })
     .unwrap();
     good.sort();
-    assert_eq!(good, vec![a, b]);
+    assert_eq!(good, ["a", "b"]);
     assert_eq!(bad, vec![StoreErrorKind::Fail]);
 }
 
@@ -199,13 +207,7 @@ fn a_corrupt_record_is_visited_as_an_error_and_the_scan_goes_on() {
 fn another_clients_non_string_key_under_the_prefix_does_not_stop_a_scan() {
     let Some(url) = single_url() else { return };
     let _g = SINGLE.read().unwrap();
-    let s = Store::open(RedisConfig::single(&url).prefix(prefix("wrongtype"))).unwrap();
-    let (a, b) = ("a".to_string(), "b".to_string());
-    s.write_batch(&[put(&a, &a), put(&b, &b)]).unwrap();
-    let mut con = redis::Client::open(url.as_str())
-        .unwrap()
-        .get_connection()
-        .unwrap();
+    let (s, mut con) = store_with_a_and_b(&url, "wrongtype");
     // A hash under the prefix: a GET of it fails with WRONGTYPE.
     let () = redis::cmd("HSET")
         .arg(t_key(&s, &"zzz".to_string()))
@@ -214,7 +216,7 @@ fn another_clients_non_string_key_under_the_prefix_does_not_stop_a_scan() {
         .query(&mut con)
         .unwrap();
     let found = scan_all(&s);
-    assert_eq!(found.keys().cloned().collect::<Vec<_>>(), vec![a, b]);
+    assert_eq!(found.keys().cloned().collect::<Vec<_>>(), ["a", "b"]);
 }
 
 #[test]
@@ -253,10 +255,7 @@ fn a_scan_that_stops_early_does_not_enumerate_the_rest_first() {
     let keys: Vec<String> = (0..500).map(|i| format!("k{i}")).collect();
     let puts: Vec<_> = keys.iter().map(|k| put(k, k)).collect();
     s.write_batch(&puts).unwrap();
-    let mut con = redis::Client::open(url.as_str())
-        .unwrap()
-        .get_connection()
-        .unwrap();
+    let mut con = raw(&url);
     let mut scans = || -> u64 {
         let info: String = redis::cmd("INFO")
             .arg("commandstats")
@@ -404,7 +403,7 @@ fn cluster_batches_keep_per_key_order_across_slots() {
 
 /// A node's connection and id, for the resharding test.
 fn cluster_node(url: &str) -> (redis::Connection, String) {
-    let mut c = redis::Client::open(url).unwrap().get_connection().unwrap();
+    let mut c = raw(url);
     let id: String = redis::cmd("CLUSTER").arg("MYID").query(&mut c).unwrap();
     (c, id)
 }
