@@ -8,7 +8,9 @@
 //!   hasher (the identity on small integers) still spreads over the shards; for a good hash
 //!   this is the top bits of a bijection of it, independent of the table's low bits;
 //! - group index: the low bits (masked by the table);
-//! - tag: 7 bits from bits 32..39, with the high bit set to mark "full".
+//! - tag: 7 bits from bits 32..39 of the same product, with the high bit set to mark "full"
+//!   (so a weak hasher does not give every key one tag, which would make every probe compare
+//!   the keys of a whole group).
 
 use std::hash::{BuildHasher, Hash};
 
@@ -36,14 +38,21 @@ pub(crate) fn shard_index(hash: u64, shard_bits: u32) -> usize {
     if shard_bits == 0 {
         0
     } else {
-        (hash.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> (64 - shard_bits)) as usize
+        (mixed(hash) >> (64 - shard_bits)) as usize
     }
 }
 
-/// The tag byte stored in the table for `hash`: high bit set (full), 7 hash bits below.
+/// The hash times an odd constant (a bijection): its high bits depend on every bit of the
+/// hash, so they spread even when a weak hasher leaves the hash's own high bits constant.
+#[inline]
+fn mixed(hash: u64) -> u64 {
+    hash.wrapping_mul(0x9e37_79b9_7f4a_7c15)
+}
+
+/// The tag byte stored in the table for `hash`: high bit set (full), 7 mixed bits below.
 #[inline]
 pub(crate) fn tag(hash: u64) -> u8 {
-    0x80 | ((hash >> 32) as u8 & 0x7f)
+    0x80 | ((mixed(hash) >> 32) as u8 & 0x7f)
 }
 
 #[cfg(all(test, not(loom)))]
@@ -51,20 +60,23 @@ mod tests {
     use super::*;
 
     #[test]
-    fn fields_are_independent() {
-        let h = 0xffff_0000_0000_0000u64;
-        assert_eq!(tag(h), 0x80);
-        assert_eq!(shard_index(h, 0), 0);
-        assert_eq!(tag(0x0000_007f_0000_0000), 0xff);
+    fn tags_mark_full_and_one_shard_is_shard_zero() {
+        for h in [0, 1, u64::MAX, 0xffff_0000_0000_0000] {
+            assert!(tag(h) & 0x80 != 0);
+            assert_eq!(shard_index(h, 0), 0);
+        }
     }
 
     #[test]
-    fn an_identity_hash_of_small_keys_spreads_over_the_shards() {
-        let mut seen = [0usize; 16];
+    fn an_identity_hash_of_small_keys_spreads_over_shards_and_tags() {
+        let mut shards = [0usize; 16];
+        let mut tags = [0usize; 128];
         for k in 0..1000u64 {
-            seen[shard_index(k, 4)] += 1;
+            shards[shard_index(k, 4)] += 1;
+            tags[usize::from(tag(k) & 0x7f)] += 1;
         }
-        assert!(seen.iter().all(|&n| n >= 1000 / 16 / 2), "{seen:?}");
+        assert!(shards.iter().all(|&n| n >= 1000 / 16 / 2), "{shards:?}");
+        assert!(tags.iter().filter(|&&n| n > 0).count() > 100, "{tags:?}");
     }
 
     #[test]
