@@ -216,9 +216,10 @@ impl<K, V> Table<K, V> {
         })
     }
 
-    /// The group a probe for `hash` starts at. The low 32 bits (the shard index uses the top
-    /// bits, the tag bits 32..39) are mixed by a Fibonacci multiplication, so even a weak
-    /// user hasher (consecutive integers) spreads, then scaled onto `0..groups`.
+    /// The group a probe for `hash` starts at. The low 32 bits (the shard index and the tag
+    /// come from the high bits of a 64-bit product, see `hash.rs`) are mixed by a Fibonacci
+    /// multiplication, so even a weak user hasher (consecutive integers) spreads, then scaled
+    /// onto `0..groups`.
     #[inline]
     fn home(&self, hash: u64) -> usize {
         home_of(self.groups.len(), hash)
