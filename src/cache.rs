@@ -383,13 +383,9 @@ where
             let guard = self.inner.reclaim.pin();
             let mut out = Removals::new();
             shard.clear(&guard, &mut out);
-            for (e, cause) in out.iter() {
+            for (e, _) in out.iter() {
                 // An entry past its deadline had already expired; it was not removed.
-                let cause = if self.inner.is_expired(e) {
-                    RemovalCause::Expired
-                } else {
-                    cause
-                };
+                let cause = self.inner.removal_cause(e);
                 self.inner.report_caught(e, cause, &mut first_panic);
             }
         }
@@ -571,9 +567,9 @@ impl<K: Eq + Clone + 'static, V: Clone + 'static, S> Inner<K, V, S> {
         }
     }
 
-    /// Count removals and call the listener; never called with a shard lock held.
-    fn report(&self, removed: &Removals<'_, K, V>) {
-        let now = time::LazyNow::new(&self.clock);
+    /// Count a write's removals and call the listener; never called with a shard lock held.
+    /// `now` is the write's own reading of the clock.
+    fn report(&self, removed: &Removals<'_, K, V>, now: &time::LazyNow<'_>) {
         for (e, cause) in removed.iter() {
             // A victim already past its deadline had expired: the policy chose it before the
             // write's expiry step reached it. (Entries without a deadline skip the clock.)

@@ -537,9 +537,10 @@ impl<K, V> Drop for Pool<K, V> {
         // The shard is being dropped with its cache: no reader exists, so retired entries go
         // at once, and so do the parked batches whose deferred drops have not run yet (their
         // tickets may sit in other threads' epoch bags for as long as those threads live).
-        let parked: Vec<Vec<EntryPtr<K, V>>> = {
+        let parked = {
             let mut p = self.shelf.parked.lock().unwrap_or_else(|e| e.into_inner());
-            (0..p.slots.len()).map(|id| p.take(id)).collect()
+            p.free.clear();
+            std::mem::take(&mut p.slots)
         };
         let batches = std::iter::once(std::mem::take(&mut self.retired)).chain(parked);
         // Each batch is dropped even if an earlier one's values panicked; the first panic

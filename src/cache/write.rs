@@ -260,7 +260,7 @@ where
         let outcome = self.shard(hash).insert(
             hash, key, value, weight, exp, &now, cond, pin, &guard, &mut out,
         );
-        self.inner.report(&out);
+        self.inner.report(&out, &now);
         drop(guard);
         match outcome {
             InsertOutcome::Inserted => inner.counters.incr(Counter::Inserts),
