@@ -396,6 +396,17 @@ impl<K, V, C: Codec> RedisStore<K, V, C> {
         })
     }
 
+    /// One `GET` of a full (prefixed) key, on a pooled connection.
+    fn get_raw(&self, k: &[u8]) -> Result<Option<Vec<u8>>, Result<RedisError, StoreError>> {
+        self.with_conn(|c| {
+            let cmd = redis::cmd("GET").arg(k).clone();
+            match c {
+                Conn::Single(con) => cmd.query(con),
+                Conn::Cluster(con) => cmd.query(con),
+            }
+        })
+    }
+
     /// Read every key (in chunks), in one pipeline per chunk. A key that is not a string
     /// (another client's hash or list under the prefix) is not a record of this store: it
     /// reads as absent, instead of failing the chunk (and the scan) with WRONGTYPE. A single
@@ -432,14 +443,7 @@ impl<K, V, C: Codec> RedisStore<K, V, C> {
                 Err(Ok(e)) if !breaks_connection(&e) => chunk
                     .iter()
                     .map(|k| {
-                        self.with_conn(|c| {
-                            let cmd = redis::cmd("GET").arg(k).clone();
-                            match c {
-                                Conn::Single(con) => cmd.query::<Option<Vec<u8>>>(con),
-                                Conn::Cluster(con) => cmd.query::<Option<Vec<u8>>>(con),
-                            }
-                        })
-                        .or_else(|e| match e {
+                        self.get_raw(k).or_else(|e| match e {
                             Ok(e) if e.code() == Some("WRONGTYPE") => Ok(None),
                             e => Err(e),
                         })
@@ -572,15 +576,7 @@ where
 {
     fn load(&self, key: &K) -> Result<Option<Stored<V>>, StoreError> {
         let k = self.key(key)?;
-        let bytes: Option<Vec<u8>> = self
-            .with_conn(|c| {
-                let cmd = redis::cmd("GET").arg(&k).clone();
-                match c {
-                    Conn::Single(con) => cmd.query(con),
-                    Conn::Cluster(con) => cmd.query(con),
-                }
-            })
-            .map_err(|e| read_error("load", e))?;
+        let bytes = self.get_raw(&k).map_err(|e| read_error("load", e))?;
         match bytes {
             None => Ok(None),
             Some(b) => self.decode(&b, SystemTime::now()),
