@@ -653,3 +653,92 @@ fn tls_and_password_via_url() {
     assert_eq!(e.kind(), StoreErrorKind::Fail);
     assert!(!e.to_string().contains("nope"), "{e}");
 }
+
+/// A stand-in server: answers `+OK` to every command until told to go silent, then reads and
+/// drops what it gets; reports each connection's end on `closed`.
+struct SilentServer {
+    addr: std::net::SocketAddr,
+    silent: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    closed: std::sync::mpsc::Receiver<()>,
+}
+
+impl SilentServer {
+    fn start() -> SilentServer {
+        use std::io::{BufRead, BufReader, Read, Write};
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let silent = std::sync::Arc::new(AtomicBool::new(false));
+        let (tx, closed) = std::sync::mpsc::channel();
+        let flag = silent.clone();
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(conn) = conn else { return };
+                let (flag, tx) = (flag.clone(), tx.clone());
+                std::thread::spawn(move || {
+                    let mut out = conn.try_clone().unwrap();
+                    let mut r = BufReader::new(conn);
+                    let mut line = String::new();
+                    // One command: `*n` then n bulk strings (`$len`, the bytes, CRLF).
+                    let next_line = |r: &mut BufReader<_>, line: &mut String| {
+                        line.clear();
+                        matches!(r.read_line(line), Ok(n) if n > 0)
+                    };
+                    while next_line(&mut r, &mut line) {
+                        let n: usize = line.trim_start_matches('*').trim().parse().unwrap();
+                        for _ in 0..n {
+                            assert!(next_line(&mut r, &mut line), "cut mid-command");
+                            let len: usize = line.trim_start_matches('$').trim().parse().unwrap();
+                            let mut body = vec![0; len + 2];
+                            r.read_exact(&mut body).unwrap();
+                        }
+                        if !flag.load(Ordering::SeqCst) {
+                            out.write_all(b"+OK\r\n").unwrap();
+                        }
+                    }
+                    let _ = tx.send(());
+                });
+            }
+        });
+        SilentServer {
+            addr,
+            silent,
+            closed,
+        }
+    }
+}
+
+#[test]
+fn a_silent_server_costs_a_batch_one_timeout_not_one_per_command() {
+    use std::sync::atomic::Ordering;
+    let server = SilentServer::start();
+    let s = std::sync::Arc::new(
+        Store::open(
+            RedisConfig::single(format!("redis://{}", server.addr))
+                .response_timeout(Duration::from_millis(50)),
+        )
+        .unwrap(),
+    );
+    let (k, v) = ("k".to_string(), "v".to_string());
+    s.write_batch(&[put(&k, &v), put(&k, &v)]).unwrap();
+
+    // A write-behind batch of 20,000 puts to a server that stopped answering. Reading every
+    // reply would wait 20,000 timeouts (1,000 s); the batch must give up after the first.
+    server.silent.store(true, Ordering::SeqCst);
+    let keys: Vec<String> = (0..20_000).map(|i| format!("k{i}")).collect();
+    let store = s.clone();
+    let e = support::within_a_minute(move || {
+        let ops: Vec<_> = keys.iter().map(|k| put(k, k)).collect();
+        store.write_batch(&ops)
+    })
+    .unwrap_err();
+    assert_eq!(e.kind(), StoreErrorKind::Unknown, "{e}");
+    // The timed-out connection was closed (the store is still open), not kept out of step
+    // with its replies; the next batch gets a new one.
+    server
+        .closed
+        .recv_timeout(Duration::from_secs(60))
+        .expect("the timed-out connection was closed");
+    server.silent.store(false, Ordering::SeqCst);
+    s.write_batch(&[put(&k, &v)]).unwrap();
+}

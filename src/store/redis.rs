@@ -50,7 +50,9 @@ pub struct RedisConfig {
     pub prefix: Vec<u8>,
     /// Time allowed to open a connection.
     pub connect_timeout: Duration,
-    /// Time allowed for a reply (per read/write on the socket).
+    /// Time allowed for a reply (per read/write on the socket). On a single node a batch gives
+    /// up at the first reply that takes longer; in cluster mode redis-rs still waits this long
+    /// for each reply of a node's part of the batch.
     pub response_timeout: Duration,
     /// Idle connections kept for reuse (extra ones are closed).
     pub max_idle: usize,
@@ -110,8 +112,61 @@ enum Client {
 }
 
 enum Conn {
-    Single(redis::Connection),
+    Single(SingleConn),
     Cluster(Box<ClusterConnection>),
+}
+
+/// A single-node connection whose pipelines stop reading at the first failed read.
+///
+/// redis-rs reads every reply of a pipeline even after a read failed (so that the connection
+/// stays in step), and each read waits up to the response timeout: a server that stops
+/// answering held a batch of n commands for n timeouts (a write-behind batch of 512 at the
+/// default 2 s: 17 minutes, with `flush` waiting behind it). Here the first failed read ends
+/// the pipeline; the error then retires the connection (see [`breaks_connection`]), so nothing
+/// reads from it out of step. The store never sends `MULTI` pipelines, whose leading replies
+/// this does not interpret.
+struct SingleConn(redis::Connection);
+
+impl redis::ConnectionLike for SingleConn {
+    fn req_packed_command(&mut self, cmd: &[u8]) -> redis::RedisResult<redis::Value> {
+        self.0.req_packed_command(cmd)
+    }
+
+    fn req_packed_commands(
+        &mut self,
+        cmd: &[u8],
+        offset: usize,
+        count: usize,
+    ) -> redis::RedisResult<Vec<redis::Value>> {
+        self.0.send_packed_command(cmd)?;
+        let mut replies = Vec::with_capacity(count);
+        let mut read = 0;
+        while read < offset + count {
+            match self.0.recv_response()? {
+                // RESP3 push data is not a reply.
+                redis::Value::Push { .. } => continue,
+                reply => {
+                    if read >= offset {
+                        replies.push(reply);
+                    }
+                    read += 1;
+                }
+            }
+        }
+        Ok(replies)
+    }
+
+    fn get_db(&self) -> i64 {
+        self.0.get_db()
+    }
+
+    fn check_connection(&mut self) -> bool {
+        self.0.check_connection()
+    }
+
+    fn is_open(&self) -> bool {
+        self.0.is_open()
+    }
 }
 
 /// A store on Redis or Redis Cluster. Thread-safe; each concurrent call uses its own pooled
@@ -327,7 +382,7 @@ impl<K, V, C: Codec> RedisStore<K, V, C> {
                     .map_err(fail)?;
                 con.set_write_timeout(Some(cfg.response_timeout))
                     .map_err(fail)?;
-                Ok(Conn::Single(con))
+                Ok(Conn::Single(SingleConn(con)))
             }
             Client::Cluster(c) => Ok(Conn::Cluster(Box::new(c.get_connection().map_err(fail)?))),
         }
