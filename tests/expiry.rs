@@ -528,3 +528,74 @@ fn listener_calls_held_back_by_a_panicking_operation_run_later() {
         heard.lock().unwrap()
     );
 }
+
+#[test]
+fn iter_does_not_return_entries_that_expired_while_it_ran() {
+    let clock = ManualClock::new();
+    let c: Cache<u32, u32> = Cache::builder()
+        .max_capacity(100)
+        .shards(1)
+        .clock(clock.clone())
+        .time_to_live(10 * S)
+        .build()
+        .unwrap();
+    c.insert(1, 1).unwrap();
+    c.insert(2, 2).unwrap();
+    c.insert_with_ttl(3, 3, 100 * S).unwrap();
+    let mut it = c.iter();
+    let first = it.next().expect("three live entries");
+    clock.advance(10 * S);
+    // The shard was copied out before the clock moved: of the rest, only key 3 is live.
+    let rest: Vec<_> = it.collect();
+    let live: Vec<_> = rest.iter().filter(|(k, _)| *k == 3).collect();
+    assert_eq!(rest.len(), live.len(), "expired entries returned: {rest:?}");
+    assert_eq!(
+        rest.len() + usize::from(first.0 == 3),
+        1,
+        "key 3 is seen once"
+    );
+}
+
+#[test]
+fn iter_returns_an_entry_whose_idle_deadline_a_read_extended() {
+    let clock = ManualClock::new();
+    let c = cache(&clock, None, Some(10 * S));
+    c.insert(1, 1).unwrap();
+    c.insert(2, 2).unwrap();
+    let mut it = c.iter();
+    let first = it.next().expect("two live entries");
+    // Both copies carry the deadline 10 s; a read at 9 s pushes the other key's to 19 s.
+    let other = if first.0 == 1 { 2 } else { 1 };
+    clock.advance(9 * S);
+    assert_eq!(c.get(&other), Some(other));
+    clock.advance(5 * S);
+    assert_eq!(it.collect::<Vec<_>>(), vec![(other, other)]);
+}
+
+#[test]
+fn compute_with_a_zero_default_ttl_supersedes_the_old_value() {
+    let clock = ManualClock::new();
+    let removed = Arc::new(Mutex::new(Vec::new()));
+    let log = removed.clone();
+    let c: Cache<u32, u32> = Cache::builder()
+        .max_capacity(100)
+        .clock(clock.clone())
+        .time_to_live(Duration::ZERO)
+        .eviction_listener(move |k, v, cause| log.lock().unwrap().push((*k, *v, cause)))
+        .build()
+        .unwrap();
+    c.insert_with_ttl(1, 1, 60 * S).unwrap();
+    assert_eq!(c.compute(1, |_| cogwheel::Compute::Put(2)).unwrap(), None);
+    assert_eq!(
+        c.get(&1),
+        None,
+        "as insert would, the put removes the old value"
+    );
+    assert_eq!(
+        *removed.lock().unwrap(),
+        vec![(1, 1, RemovalCause::Replaced)]
+    );
+    // Of an absent key: nothing is kept, nothing reported.
+    assert_eq!(c.compute(5, |_| cogwheel::Compute::Put(5)).unwrap(), None);
+    assert_eq!(removed.lock().unwrap().len(), 1);
+}

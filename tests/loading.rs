@@ -140,6 +140,20 @@ fn a_load_does_not_overwrite_a_concurrent_insert_or_remove() {
 }
 
 #[test]
+fn a_compute_remove_of_an_absent_key_wins_over_a_load_in_flight() {
+    // The cache does not hold the key when `compute` decides to remove it, but a load already
+    // read the source: as with `remove`, the load's value must not be cached after it.
+    let c = cache();
+    let c2 = c.clone();
+    let v = c.get_with(7, || {
+        assert_eq!(c2.compute(7, |_| cogwheel::Compute::Remove).unwrap(), None);
+        70
+    });
+    assert_eq!(v.unwrap(), 70);
+    assert_eq!(c.get(&7), None, "the removal is not undone by the load");
+}
+
+#[test]
 fn a_load_in_flight_is_not_cached_after_invalidate_all_or_invalidate_if() {
     // The loader read its source before the sweep: its value answers its caller, but the
     // cache must not keep it (a later get would serve what the sweep meant to drop).

@@ -2,6 +2,7 @@
 
 use super::Cache;
 use crate::hash::DefaultHashBuilder;
+use crate::time::LazyNow;
 use std::fmt;
 use std::hash::{BuildHasher, Hash};
 
@@ -9,7 +10,8 @@ use std::hash::{BuildHasher, Hash};
 pub struct Iter<'a, K, V, S = DefaultHashBuilder> {
     pub(super) cache: &'a Cache<K, V, S>,
     pub(super) shard: usize,
-    pub(super) buf: std::vec::IntoIter<(K, V)>,
+    /// The current shard's pairs, each with the deadline it had when copied out.
+    pub(super) buf: std::vec::IntoIter<(K, V, u64)>,
 }
 
 impl<K, V, S> Iterator for Iter<'_, K, V, S>
@@ -22,19 +24,35 @@ where
 
     fn next(&mut self) -> Option<(K, V)> {
         loop {
-            if let Some(kv) = self.buf.next() {
-                return Some(kv);
-            }
             let inner = &*self.cache.inner;
+            if let Some((k, v, deadline)) = self.buf.next() {
+                if !LazyNow::new(&inner.clock).passed(deadline) {
+                    return Some((k, v));
+                }
+                // Past the deadline it had when copied out: a read may have extended it
+                // (time-to-idle) or a write replaced the entry since, so ask the cache.
+                let hash = self.cache.hash(&k);
+                let guard = self.cache.pin();
+                let live = self
+                    .cache
+                    .shard(hash)
+                    .peek(hash, |key| *key == k, &guard)
+                    .filter(|e| !inner.is_expired(*e))
+                    .map(|e| e.value.clone());
+                match live {
+                    Some(v) => return Some((k, v)),
+                    None => continue,
+                }
+            }
             let shard = inner.shards.get(self.shard)?;
             self.shard += 1;
             // One shard at a time: the guard is held only while copying one shard out, so a
             // slow consumer of the iterator does not hold back reclamation.
             let guard = self.cache.pin();
-            let items: Vec<(K, V)> = shard
+            let items: Vec<(K, V, u64)> = shard
                 .entries(&guard)
                 .filter(|e| !inner.is_expired(*e))
-                .map(|e| (e.key.clone(), e.value.clone()))
+                .map(|e| (e.key.clone(), e.value.clone(), e.deadline()))
                 .collect();
             self.buf = items.into_iter();
         }

@@ -2,6 +2,7 @@
 
 use super::{Cache, Inner};
 use crate::error::Error;
+use crate::listener::RemovalCause;
 use crate::loader::LoadError;
 use crate::shard::{Cond, entry_id};
 use crate::stats::Counter;
@@ -236,6 +237,22 @@ where
             match f(cur.map(|e| &e.head().value)) {
                 Compute::Keep => return Ok(cur.map(|e| e.value.clone())),
                 Compute::Put(v) => {
+                    // A zero time-to-live keeps nothing: as with `insert`, the put supersedes
+                    // the old value, and the store gets a delete.
+                    let dead = inner.time_to_live == Some(Duration::ZERO);
+                    if dead && inner.store.is_none() {
+                        inner.loader.invalidate(hash, &key);
+                        let Some(e) = cur else { return Ok(None) };
+                        if self.shard(hash).remove_exact(hash, e, &guard) {
+                            let cause = match inner.removal_cause(e) {
+                                RemovalCause::Removed => RemovalCause::Replaced,
+                                expired => expired,
+                            };
+                            inner.report_one(e, cause);
+                            return Ok(None);
+                        }
+                        continue;
+                    }
                     let expires_at = inner
                         .time_to_live
                         .and_then(|t| inner.clock.wall().checked_add(t));
@@ -255,12 +272,21 @@ where
                         // Write-behind: record it (pinning the key), so the record and the
                         // cache agree on the latest write.
                         wb.reserve(hash, &key)?;
-                        wb.record(hash, &key, Pending::Put(v.clone(), expires_at))?;
+                        let op = if dead {
+                            Pending::Delete
+                        } else {
+                            Pending::Put(v.clone(), expires_at)
+                        };
+                        wb.record(hash, &key, op)?;
                     } else if let Some(store) = &inner.store {
-                        let op = WriteOp::Put {
-                            key: &key,
-                            value: &v,
-                            expires_at,
+                        let op = if dead {
+                            WriteOp::Delete { key: &key }
+                        } else {
+                            WriteOp::Put {
+                                key: &key,
+                                value: &v,
+                                expires_at,
+                            }
                         };
                         self.write_through(store.as_ref(), hash, &key, op)?;
                     }
@@ -304,8 +330,10 @@ where
                 }
                 Compute::Remove => {
                     if inner.store.is_none() {
-                        let Some(e) = cur else { return Ok(None) };
+                        // Even with nothing cached: a load in flight must not publish over the
+                        // removal (as for `remove`).
                         inner.loader.invalidate(hash, &key);
+                        let Some(e) = cur else { return Ok(None) };
                         if self.shard(hash).remove_exact(hash, e, &guard) {
                             // It may have expired while `f` ran: then it expired, it was not
                             // removed.
