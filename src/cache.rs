@@ -72,9 +72,20 @@ struct Inner<K, V, S> {
     loader: Loader<K, V>,
     /// Write-behind state (queue, pending records, writer thread), in write-behind mode.
     wb: Option<WriteBehindState<K, V>>,
-    /// The maintenance thread, unparked on drop so it notices and exits.
+    /// The maintenance thread, stopped and joined when the last handle goes.
     #[cfg(not(loom))]
-    maintenance: std::sync::OnceLock<std::thread::Thread>,
+    maintenance: std::sync::Mutex<Option<Maintenance>>,
+    /// Live `Cache` handles (the maintenance thread's temporary references not counted).
+    #[cfg(not(loom))]
+    handles: std::sync::atomic::AtomicUsize,
+}
+
+/// The maintenance thread and its stop flag (read without upgrading its weak reference: while
+/// the last handle is being dropped, the upgrade would still succeed).
+#[cfg(not(loom))]
+struct Maintenance {
+    thread: std::thread::JoinHandle<()>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// A key stripe's lock, with this thread's listener calls held until it is released (fields
@@ -88,11 +99,38 @@ pub(crate) struct KeyLock<'a> {
 /// allocated up front, and the policy's tokens (residents and as many ghosts) are `u32`.
 const MAX_ENTRIES_PER_SHARD: u64 = 1 << 30;
 
-impl<K, V, S> Drop for Inner<K, V, S> {
+impl<K, V, S> Inner<K, V, S> {
+    /// Stop the maintenance thread and, unless this is that thread, wait for it to let go of
+    /// the cache: a run in progress holds a strong reference, and if it outlived the last
+    /// handle, the cache's final drop (draining write-behind, closing the store and releasing
+    /// its file) would happen later, on that thread, after the user's `drop` returned.
+    #[cfg(not(loom))]
+    fn stop_maintenance(&self) {
+        let m = self
+            .maintenance
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        if let Some(m) = m {
+            m.stop.store(true, std::sync::atomic::Ordering::Release);
+            m.thread.thread().unpark();
+            if m.thread.thread().id() != std::thread::current().id() {
+                let _ = m.thread.join();
+            }
+        }
+    }
+}
+
+impl<K, V, S> Drop for Cache<K, V, S> {
     fn drop(&mut self) {
         #[cfg(not(loom))]
-        if let Some(t) = self.maintenance.get() {
-            t.unpark();
+        if self
+            .inner
+            .handles
+            .fetch_sub(1, std::sync::atomic::Ordering::AcqRel)
+            == 1
+        {
+            self.inner.stop_maintenance();
         }
     }
 }
@@ -196,7 +234,9 @@ where
             loader: Loader::new(),
             wb,
             #[cfg(not(loom))]
-            maintenance: std::sync::OnceLock::new(),
+            maintenance: std::sync::Mutex::new(None),
+            #[cfg(not(loom))]
+            handles: std::sync::atomic::AtomicUsize::new(1),
         };
         let cache = Cache {
             inner: Arc::new(inner),
@@ -209,15 +249,21 @@ where
     }
 
     /// Start the maintenance thread. It holds only a weak reference between runs, so it never
-    /// keeps the cache alive, and it is unparked by the cache's drop so it exits promptly.
+    /// keeps the cache alive; dropping the last handle stops it and waits for a run in
+    /// progress to end.
     #[cfg(not(loom))]
     fn spawn_maintenance(&self, every: Duration) -> Result<(), BuildError> {
         let weak = Arc::downgrade(&self.inner);
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stopped = stop.clone();
         let thread = std::thread::Builder::new()
             .name("cogwheel-maintenance".into())
             .spawn(move || {
                 loop {
                     std::thread::park_timeout(every);
+                    if stopped.load(std::sync::atomic::Ordering::Acquire) {
+                        return;
+                    }
                     let Some(inner) = weak.upgrade() else { return };
                     // A panicking listener must not end the thread (expiry would then stop
                     // firing without traffic); its panic has nowhere else to go.
@@ -229,7 +275,12 @@ where
             .map_err(|e| {
                 BuildError::Invalid(format!("cannot start the maintenance thread: {e}"))
             })?;
-        let _ = self.inner.maintenance.set(thread.thread().clone());
+        *self
+            .inner
+            .maintenance
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) =
+            Some(Maintenance { thread, stop });
         Ok(())
     }
 
@@ -657,6 +708,10 @@ impl<K, V, S> Inner<K, V, S> {
 
 impl<K, V, S> Clone for Cache<K, V, S> {
     fn clone(&self) -> Self {
+        #[cfg(not(loom))]
+        self.inner
+            .handles
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         Cache {
             inner: Arc::clone(&self.inner),
         }

@@ -278,6 +278,47 @@ mod redb_store {
     }
 
     #[test]
+    fn dropping_the_last_handle_during_a_maintenance_run_closes_the_store_before_it_returns() {
+        use cogwheel::{Cache, ManualClock, RemovalCause, WriteBehind, WritePolicy};
+        use std::sync::{Mutex, mpsc};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.redb");
+        let (entered_tx, entered) = mpsc::channel();
+        let (go, go_rx) = mpsc::channel::<()>();
+        let go_rx = Mutex::new(go_rx);
+        let clock = ManualClock::new();
+        let cache: Cache<String, String> = Cache::builder()
+            .max_capacity(10)
+            .clock(clock.clone())
+            .store(Store::open(&path).unwrap())
+            .write_policy(WritePolicy::WriteBehind(WriteBehind::default()))
+            .maintenance_interval(Duration::from_millis(1))
+            .eviction_listener(move |_, _, cause| {
+                if cause == RemovalCause::Expired {
+                    entered_tx.send(()).unwrap();
+                    let _ = go_rx.lock().unwrap().recv();
+                }
+            })
+            .build()
+            .unwrap();
+        cache.insert("kept".into(), "v".into()).unwrap();
+        cache
+            .insert_with_ttl("brief".into(), "v".into(), Duration::from_secs(1))
+            .unwrap();
+        clock.advance(Duration::from_secs(2));
+        // The maintenance thread is now inside a run (holding the cache) and in the listener.
+        entered.recv().unwrap();
+        let dropper = std::thread::spawn(move || {
+            drop(cache);
+            // The drop drained the write-behind queue and closed the file before returning.
+            let s = Store::open(&path).map_err(|e| e.to_string())?;
+            Ok::<_, String>(s.load(&"kept".to_string()).unwrap().map(|st| st.value))
+        });
+        go.send(()).unwrap();
+        assert_eq!(dropper.join().unwrap(), Ok(Some("v".to_string())));
+    }
+
+    #[test]
     fn redb_survives_reopen_and_scans_for_warm_restart() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("w.redb");
