@@ -419,8 +419,9 @@ where
         }
     }
 
-    /// Remove every entry. Loads in flight (`get_with` and friends) still answer their
-    /// callers, but their values are not cached.
+    /// Remove every entry from the cache; a backing store keeps its records (a `fetch` reads
+    /// them back; use [`remove`](Self::remove) to delete from the store too). Loads in flight
+    /// (`get_with` and friends) still answer their callers, but their values are not cached.
     ///
     /// A listener that panics does not stop the sweep: every entry is removed and reported,
     /// and the first panic reaches the caller at the end (so for `invalidate_if` and
@@ -444,6 +445,7 @@ where
     }
 
     /// Remove every entry for which `predicate` returns true; returns how many were removed.
+    /// Only the cache is swept: a backing store keeps its records.
     ///
     /// The predicate runs without any lock held (it may use the cache). An entry replaced
     /// between the predicate's verdict and the removal is kept: the verdict was about the old

@@ -201,9 +201,12 @@ where
     ///
     /// Calls for the same key are serialized. `f` runs with no shard lock held; if a plain
     /// `insert` or `remove` of the key lands while `f` runs, `f` is called again with the new
-    /// value, so its decision is always applied to the value it saw. `f` may read and write
-    /// other keys, but must not write this key itself (its own write would change the value
-    /// `f` saw, so `f` would be called again, and again). With a backing store, a `Put`
+    /// value, so its decision is always applied to the value it saw. `f` may read other keys,
+    /// but must not write this key itself (its own write would change the value `f` saw, so
+    /// `f` would be called again, and again). Writing other keys from `f` can deadlock: the
+    /// call holds a lock for its key's stripe, and a write-through write or `compute` of
+    /// another key takes that key's, so two threads doing this in opposite order wait for each
+    /// other (as with `ConcurrentHashMap::compute` in Java). With a backing store, a `Put`
     /// or `Remove` goes to the store first (written through, or recorded for write-behind);
     /// from then on it is decided and lands in the cache even if a read-through load filled
     /// the key meanwhile. A `Remove` also deletes a key the cache does not hold (`f` saw
