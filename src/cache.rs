@@ -622,7 +622,10 @@ impl<K: Eq + Clone + 'static, V: Clone + 'static, S> Inner<K, V, S> {
 
     /// Count a write's removals and call the listener; never called with a shard lock held.
     /// `now` is the write's own reading of the clock.
+    /// A panicking listener (or key or value `Clone`, for a held-back call) does not cost the
+    /// other removals their calls and counts: the first panic goes on after all of them.
     fn report(&self, removed: &Removals<'_, K, V>, now: &time::LazyNow<'_>) {
+        let mut first_panic = None;
         for (e, cause) in removed.iter() {
             // A victim already past its deadline had expired: the policy chose it before the
             // write's expiry step reached it. (Entries without a deadline skip the clock.)
@@ -631,7 +634,10 @@ impl<K: Eq + Clone + 'static, V: Clone + 'static, S> Inner<K, V, S> {
             } else {
                 cause
             };
-            self.report_one(e, cause);
+            self.report_caught(e, cause, &mut first_panic);
+        }
+        if let Some(p) = first_panic {
+            std::panic::resume_unwind(p);
         }
     }
 

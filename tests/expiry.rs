@@ -599,3 +599,40 @@ fn compute_with_a_zero_default_ttl_supersedes_the_old_value() {
     assert_eq!(c.compute(5, |_| cogwheel::Compute::Put(5)).unwrap(), None);
     assert_eq!(removed.lock().unwrap().len(), 1);
 }
+
+#[test]
+fn a_listener_panicking_on_one_removal_of_a_write_does_not_lose_the_others() {
+    let clock = ManualClock::new();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let log = seen.clone();
+    let c: Cache<u32, u32> = Cache::builder()
+        .max_capacity(100)
+        .shards(1)
+        .clock(clock.clone())
+        .eviction_listener(move |k, _, cause| {
+            log.lock().unwrap().push((*k, cause));
+            assert_ne!(
+                cause,
+                RemovalCause::Replaced,
+                "listener refuses replacements"
+            );
+        })
+        .build()
+        .unwrap();
+    c.insert_with_ttl(2, 2, S).unwrap();
+    c.insert(1, 1).unwrap();
+    clock.advance(2 * S);
+    // One write, two removals: key 1's old value (replaced, the listener panics) and key 2
+    // (expired, reclaimed by the write's expiry step).
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| c.insert(1, 10)));
+    assert!(r.is_err(), "the listener's panic reaches the writer");
+    let mut seen = seen.lock().unwrap().clone();
+    seen.sort_by_key(|(k, _)| *k);
+    assert_eq!(
+        seen,
+        vec![(1, RemovalCause::Replaced), (2, RemovalCause::Expired)]
+    );
+    let s = c.stats();
+    assert_eq!((s.inserts, s.updates, s.expirations), (2, 1, 1));
+    assert_eq!(c.get(&1), Some(10));
+}

@@ -260,19 +260,20 @@ where
         let outcome = self.shard(hash).insert(
             hash, key, value, weight, exp, &now, cond, pin, &guard, &mut out,
         );
-        self.inner.report(&out, &now);
-        drop(guard);
+        // Counted before the listener runs: a panicking listener does not undo the write.
         match outcome {
             InsertOutcome::Inserted => inner.counters.incr(Counter::Inserts),
             InsertOutcome::Replaced => inner.counters.incr(Counter::Updates),
-            InsertOutcome::TooHeavy => {
-                inner.counters.incr(Counter::Refused);
-                return Err(Error::TooHeavy);
-            }
-            InsertOutcome::Full => return Err(Error::Full),
-            InsertOutcome::Unchanged => {}
+            InsertOutcome::TooHeavy => inner.counters.incr(Counter::Refused),
+            InsertOutcome::Full | InsertOutcome::Unchanged => {}
         }
-        Ok(outcome)
+        self.inner.report(&out, &now);
+        drop(guard);
+        match outcome {
+            InsertOutcome::TooHeavy => Err(Error::TooHeavy),
+            InsertOutcome::Full => Err(Error::Full),
+            _ => Ok(outcome),
+        }
     }
 
     /// Remove from the cache only; the live value, if there was one.
