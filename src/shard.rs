@@ -78,6 +78,9 @@ pub(crate) enum Cond {
     Always,
     /// Only if the key has no live entry (an expired one counts as absent).
     IfAbsent,
+    /// As `IfAbsent`, and only if the shard has room without evicting anything (a warm
+    /// restart fills the cache; it must not push out what it loaded a moment ago).
+    IfRoom,
     /// Only if the key's live entry is still the one at this address (0: still absent).
     IfCurrent(usize),
 }
@@ -337,6 +340,8 @@ impl<K: Eq, V> Shard<K, V> {
                 let allowed = match cond {
                     Cond::Always => true,
                     Cond::IfAbsent => !live,
+                    // Replacing an expired entry of at least the weight needs no room.
+                    Cond::IfRoom => !live && old.weight >= weight,
                     Cond::IfCurrent(id) => {
                         if live {
                             id == entry_id(Some(old))
@@ -392,8 +397,10 @@ impl<K: Eq, V> Shard<K, V> {
                 if expired {
                     table.take_referenced(slot);
                 }
-                let old_ptr = table.replace(slot, new_entry(fresh, guard), guard);
-                self.table.retire(old_ptr, &mut w.pool, guard);
+                // PLANTED BUG: retire before the replacement is published.
+                self.table
+                    .retire(table.ptr_at(slot, guard), &mut w.pool, guard);
+                let _ = table.replace(slot, new_entry(fresh, guard), guard);
                 w.schedule(token, exp.deadline);
                 out.push((
                     old,
@@ -411,6 +418,12 @@ impl<K: Eq, V> Shard<K, V> {
                 }
             }
             Some(Probe::Vacant(_)) if matches!(cond, Cond::IfCurrent(id) if id != 0) => {
+                return InsertOutcome::Unchanged;
+            }
+            Some(Probe::Vacant(_))
+                if cond == Cond::IfRoom
+                    && w.policy.weight().saturating_add(u64::from(weight)) > self.capacity =>
+            {
                 return InsertOutcome::Unchanged;
             }
             Some(Probe::Vacant(slot)) => {

@@ -90,6 +90,54 @@ fn preload_is_bounded_by_capacity_and_reports_progress() {
     assert!(done.scanned < 1000, "stopped once full");
 }
 
+/// A store of 1000 records, and a preload into `builder`'s cache: (scanned, loaded,
+/// evictions the listener saw, entries in the cache).
+fn preload_into(
+    builder: cogwheel::CacheBuilder<u64, u64, ahash::RandomState>,
+) -> (u64, u64, usize, usize) {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let store = cogwheel::store::MemoryStore::new();
+    for i in 0..1000u64 {
+        store.insert(i, i, None);
+    }
+    let evicted = Arc::new(AtomicUsize::new(0));
+    let seen = evicted.clone();
+    let c = builder
+        .hasher(cogwheel::fixed_hasher(3))
+        .store(store)
+        .eviction_listener(move |_, _, _| {
+            seen.fetch_add(1, Ordering::SeqCst);
+        })
+        .build()
+        .unwrap();
+    let done = c.preload(|_, _| true, |_| {}).unwrap();
+    (
+        done.scanned,
+        done.loaded,
+        evicted.load(Ordering::SeqCst),
+        c.len(),
+    )
+}
+
+#[test]
+fn preload_never_evicts_what_it_loaded_and_stops_when_every_shard_is_full() {
+    // Several shards: one fills before the others; it must turn records away, not evict.
+    let (scanned, loaded, evicted, len) = preload_into(Cache::builder().max_capacity(64).shards(4));
+    assert_eq!(
+        evicted, 0,
+        "a warm restart evicted entries it had just loaded"
+    );
+    assert_eq!(loaded as usize, len);
+    assert!(loaded <= 64 && loaded > 48, "{loaded} loaded");
+    assert!(scanned < 1000, "stopped once every shard was full");
+    // Weights that do not add up to the capacity: the shard is never exactly full.
+    let (scanned, loaded, evicted, len) =
+        preload_into(Cache::builder().max_weight(25).shards(1).weigher(|_, _| 10));
+    assert_eq!((loaded, evicted, len), (2, 0, 2));
+    assert_eq!(scanned, 3, "stopped at the first record that did not fit");
+}
+
 /// A cache over a `MemoryStore` holding `1 → 10`, and a handle on the store.
 fn over_a_store_holding_one(
     policy: WritePolicy,

@@ -2,6 +2,7 @@
 
 use super::{Cache, Inner};
 use crate::error::Error;
+use crate::hash;
 use crate::listener::RemovalCause;
 use crate::loader::LoadError;
 use crate::shard::{Cond, entry_id};
@@ -434,7 +435,9 @@ where
     /// Warm restart: fill the cache from the backing store's contents (its `scan`), up to the
     /// cache's capacity, keeping each entry's remaining time-to-live. `filter` chooses which
     /// entries to load; `progress` is called after every entry. Entries already in the cache
-    /// are kept (the cache is newer than the store). Without a store, nothing happens.
+    /// are kept (the cache is newer than the store), and loading never evicts: a record whose
+    /// shard has no room left is skipped, and the scan stops once every shard has turned one
+    /// away. Without a store, nothing happens.
     ///
     /// Safe to run while the cache is in use: a record that a write made during the scan may
     /// have outdated is skipped, never loaded over the write (the check is per stripe of keys,
@@ -468,6 +471,11 @@ where
         // (in this order: a write recorded after the counts were noted is counted itself).
         let counts = inner.key_locks.write_counts();
         let pending = inner.wb.as_ref().map(|wb| wb.pending_keys());
+        // Shards that turned a record away for lack of room; once all have, the scan stops.
+        // (Loads never evict, so a shard whose weights do not add up to its capacity exactly
+        // still counts as full.)
+        let mut full = vec![false; inner.shards.len()];
+        let mut full_count = 0;
         store.scan(&mut |item| {
             p.scanned += 1;
             let (key, stored) = match item {
@@ -487,19 +495,37 @@ where
                 // Expired while the cache was down.
                 None => Some(Duration::ZERO),
             };
+            let hash = self.hash(&key);
+            let index = hash::shard_index(hash, inner.shard_bits);
             let loaded = ttl != Some(Duration::ZERO)
                 && filter(&key, &stored.value)
                 && !pending.as_ref().is_some_and(|keys| keys.contains(&key))
                 && {
-                    let hash = self.hash(&key);
-                    // A stripe held by a writer right now: the record may be outdated by it.
-                    inner.try_lock_key_uncounted(hash).is_some_and(|held| {
-                        inner.key_locks.unwritten_since(&counts, hash, &held.lock)
-                            && matches!(
-                                self.write_local(hash, key, stored.value, ttl, Cond::IfAbsent),
-                                Ok(crate::shard::InsertOutcome::Inserted)
-                            )
-                    })
+                    let weight = inner.weigh(&key, &stored.value);
+                    let shard = &inner.shards[index];
+                    if shard.weight().saturating_add(u64::from(weight)) > shard.capacity() {
+                        if !std::mem::replace(&mut full[index], true) {
+                            full_count += 1;
+                        }
+                        false
+                    } else {
+                        // A stripe held by a writer right now: the record may be outdated by
+                        // it.
+                        inner.try_lock_key_uncounted(hash).is_some_and(|held| {
+                            inner.key_locks.unwritten_since(&counts, hash, &held.lock)
+                                && matches!(
+                                    self.write_local_weighed(
+                                        hash,
+                                        key,
+                                        stored.value,
+                                        weight,
+                                        ttl,
+                                        Cond::IfRoom
+                                    ),
+                                    Ok(crate::shard::InsertOutcome::Inserted)
+                                )
+                        })
+                    }
                 };
             if loaded {
                 p.loaded += 1;
@@ -507,8 +533,8 @@ where
                 p.skipped += 1;
             }
             progress(p);
-            // Bounded by capacity: stop once the cache is full.
-            self.weighted_size() < inner.capacity
+            // Bounded by capacity: stop once every shard is full.
+            full_count < full.len() && self.weighted_size() < inner.capacity
         })?;
         Ok(p)
     }
