@@ -391,3 +391,71 @@ fn a_panic_in_a_manual_flush_round_leaves_its_records_queued() {
     assert_eq!(c.dirty_count(), 0);
     assert_eq!(store.snapshot().get(&K(1)).map(|s| s.value), Some(11));
 }
+
+thread_local! {
+    /// Clones a `Touchy` may still make on this thread before one panics (`None`: no limit).
+    static CLONES_LEFT: std::cell::Cell<Option<usize>> = const { std::cell::Cell::new(None) };
+}
+
+/// A value whose `Clone` panics once the thread's allowance runs out.
+#[derive(Debug, PartialEq)]
+struct Touchy(u64);
+
+impl Clone for Touchy {
+    fn clone(&self) -> Self {
+        CLONES_LEFT.with(|left| match left.get() {
+            Some(0) => {
+                left.set(None);
+                panic!("clone refused");
+            }
+            Some(n) => left.set(Some(n - 1)),
+            None => {}
+        });
+        Touchy(self.0)
+    }
+}
+
+#[test]
+fn a_clone_that_panics_mid_write_never_leaves_the_cache_behind_the_store() {
+    let store = MemoryStore::new();
+    let c: Cache<u64, Touchy> = Cache::builder()
+        .max_capacity(100)
+        .store(store.clone())
+        .write_policy(WritePolicy::WriteBehind(
+            WriteBehind::default().manual(true),
+        ))
+        .build()
+        .unwrap();
+    c.insert(1, Touchy(1)).unwrap();
+    c.flush().unwrap();
+    // Each of the write's clones in turn refuses: whatever the write got to, the cache must
+    // not serve the value it superseded while the store gets the new one.
+    for allowance in 0..4 {
+        CLONES_LEFT.with(|l| l.set(Some(allowance)));
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            c.insert(1, Touchy(10 + allowance as u64))
+        }));
+        check(&c, &store, allowance, r.is_ok());
+        CLONES_LEFT.with(|l| l.set(Some(allowance)));
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            c.compute(1, |_| cogwheel::Compute::Put(Touchy(20 + allowance as u64)))
+        }));
+        check(&c, &store, allowance, r.is_ok());
+    }
+}
+
+/// After a write that may have panicked: flushed, the cache holds nothing or the store's
+/// value; then key 1 is reset to `Touchy(1)`.
+fn check(c: &Cache<u64, Touchy>, store: &MemoryStore<u64, Touchy>, allowance: usize, ok: bool) {
+    CLONES_LEFT.with(|l| l.set(None));
+    c.flush().unwrap();
+    let stored = store.snapshot().get(&1).map(|s| s.value.0);
+    let cached = c.get(&1).map(|v| v.0);
+    assert!(
+        cached.is_none() || cached == stored,
+        "clone #{allowance} refused ({}): cache {cached:?}, store {stored:?}",
+        if ok { "no panic" } else { "panicked" }
+    );
+    c.insert(1, Touchy(1)).unwrap();
+    c.flush().unwrap();
+}

@@ -272,6 +272,9 @@ where
                     } else {
                         inner.weigh(&key, &v)
                     };
+                    // The cache's copies, made before the store or the record gets the write
+                    // (see `insert_behind`).
+                    let mut copies = Some((key.clone(), v.clone()));
                     if let Some(wb) = &inner.wb {
                         // Write-behind: record it (pinning the key), so the record and the
                         // cache agree on the latest write.
@@ -301,10 +304,11 @@ where
                         Cond::IfCurrent(id)
                     };
                     let out = loop {
+                        let (k, val) = copies.take().unwrap_or_else(|| (key.clone(), v.clone()));
                         match self.write_local_weighed(
                             hash,
-                            key.clone(),
-                            v.clone(),
+                            k,
+                            val,
                             weight,
                             inner.time_to_live,
                             cond,

@@ -159,19 +159,19 @@ where
                 ttl.and_then(|t| self.inner.clock.wall().checked_add(t)),
             )
         };
+        // The copies the cache keeps are made before the record: a `Clone` that panics then
+        // leaves neither the store nor the cache changed, where after the record the cache
+        // would go on serving the value the recorded write superseded.
+        let mut copies = Some((key.clone(), value.clone()));
         // Record first: from here on the key is pinned, so the entry published next cannot be
         // evicted before the writer has stored it.
         wb.record(hash, &key, op)?;
         inner.loader.invalidate(hash, &key);
         loop {
-            match self.write_local_weighed(
-                hash,
-                key.clone(),
-                value.clone(),
-                weight,
-                ttl,
-                Cond::Always,
-            ) {
+            let (k, v) = copies
+                .take()
+                .unwrap_or_else(|| (key.clone(), value.clone()));
+            match self.write_local_weighed(hash, k, v, weight, ttl, Cond::Always) {
                 // Every evictable entry of the shard is dirty: wait for the writer (never spin).
                 Err(Error::Full) => self.wait_after_record(wb, hash, &key)?,
                 r => return r.map(|_| ()),
