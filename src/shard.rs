@@ -397,10 +397,8 @@ impl<K: Eq, V> Shard<K, V> {
                 if expired {
                     table.take_referenced(slot);
                 }
-                // PLANTED BUG: retire before the replacement is published.
-                self.table
-                    .retire(table.ptr_at(slot, guard), &mut w.pool, guard);
-                let _ = table.replace(slot, new_entry(fresh, guard), guard);
+                let old_ptr = table.replace(slot, new_entry(fresh, guard), guard);
+                self.table.retire(old_ptr, &mut w.pool, guard);
                 w.schedule(token, exp.deadline);
                 out.push((
                     old,
