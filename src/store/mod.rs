@@ -151,8 +151,10 @@ pub type ScanItem<K, V> = Result<(K, Stored<V>), StoreError>;
 ///
 /// Implementations must be safe to call from several threads at once. `write_batch` applies
 /// the operations in order and either applies all of them (`Ok`), none ([`StoreErrorKind::Fail`])
-/// or an unknown subset ([`StoreErrorKind::Unknown`]); callers retry a batch only with the same
-/// idempotent puts and deletes, so a partial apply followed by a retry converges.
+/// or an unknown subset ([`StoreErrorKind::Unknown`]). Every operation is an idempotent put or
+/// delete, so a partial apply followed by a retry converges. A retried batch need not be the
+/// same batch: write-behind merges writes made meanwhile into it (each key at most once per
+/// batch, always its latest write) and, after repeated failures, retries key by key.
 pub trait BackingStore<K, V>: Send + Sync + 'static {
     /// Read `key`; `Ok(None)` when the store does not hold it (a miss, not an error).
     fn load(&self, key: &K) -> Result<Option<Stored<V>>, StoreError>;
