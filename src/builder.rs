@@ -15,6 +15,9 @@ use std::marker::PhantomData;
 use std::sync::Arc;
 use std::time::Duration;
 
+/// The default of [`CacheBuilder::purge_store_every`].
+const DEFAULT_PURGE_STORE_EVERY: Duration = Duration::from_secs(600);
+
 /// The most shards a cache may have.
 pub const MAX_SHARDS: usize = 1 << 16;
 
@@ -43,6 +46,7 @@ pub struct CacheBuilder<K, V, S = DefaultHashBuilder> {
     pub(crate) time_to_idle: Option<Duration>,
     pub(crate) listener: Option<Listener<K, V>>,
     pub(crate) maintenance_interval: Option<Duration>,
+    pub(crate) purge_store_every: Duration,
     pub(crate) store: Option<Arc<dyn BackingStore<K, V>>>,
     pub(crate) write_policy: WritePolicy,
     pub(crate) dead_letter: Option<DeadLetterHook<K, V>>,
@@ -64,6 +68,7 @@ impl<K, V> CacheBuilder<K, V, DefaultHashBuilder> {
             time_to_idle: None,
             listener: None,
             maintenance_interval: None,
+            purge_store_every: DEFAULT_PURGE_STORE_EVERY,
             store: None,
             write_policy: WritePolicy::default(),
             dead_letter: None,
@@ -182,6 +187,17 @@ where
         self
     }
 
+    /// How often the maintenance thread deletes the backing store's expired records
+    /// ([`Cache::purge_expired_records`]), by the cache's clock; default 10 minutes. Expired
+    /// records are never served, but a store that does not expire records itself (the redb
+    /// store) keeps them on disk until then. Only with a maintenance thread
+    /// ([`maintenance_interval`](Self::maintenance_interval)); without one, call
+    /// [`Cache::purge_expired_records`] yourself.
+    pub fn purge_store_every(mut self, every: Duration) -> Self {
+        self.purge_store_every = every;
+        self
+    }
+
     /// Put a backing store behind the cache. `insert` and `remove` then write through (store
     /// first; the cache changes only if the store said `Ok`), and [`Cache::fetch`] reads
     /// through on a miss (single-flight).
@@ -238,6 +254,7 @@ where
             time_to_idle: self.time_to_idle,
             listener: self.listener,
             maintenance_interval: self.maintenance_interval,
+            purge_store_every: self.purge_store_every,
             store: self.store,
             write_policy: self.write_policy,
             dead_letter: self.dead_letter,
@@ -278,6 +295,11 @@ where
         };
         if matches!(self.write_policy, WritePolicy::WriteBehind(_)) && self.store.is_none() {
             return Err(BuildError::Invalid("write-behind needs a store".into()));
+        }
+        if self.purge_store_every.is_zero() {
+            return Err(BuildError::Invalid(
+                "purge_store_every must be longer than zero".into(),
+            ));
         }
         if self.maintenance_interval == Some(Duration::ZERO) {
             return Err(BuildError::Invalid(

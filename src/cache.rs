@@ -11,7 +11,7 @@ pub use load::{Compute, Preload};
 
 use crate::builder::CacheBuilder;
 use crate::entry::{EntryRef, Expiry};
-use crate::error::BuildError;
+use crate::error::{BuildError, Error};
 use crate::hash::{self, DefaultHashBuilder};
 use crate::key_locks::KeyLocks;
 use crate::listener::{Listener, RemovalCause, Weigher};
@@ -198,7 +198,9 @@ where
         #[cfg(not(loom))]
         let stripes = 4 * std::thread::available_parallelism().map_or(1, |p| p.get());
         #[cfg_attr(loom, allow(unused_variables))] // no maintenance thread under loom
-        let b_maintenance = b.maintenance_interval;
+        let b_maintenance = b
+            .maintenance_interval
+            .map(|every| (every, b.purge_store_every));
         let wb = match (&b.write_policy, &b.store) {
             (WritePolicy::WriteBehind(cfg), Some(store)) => Some(
                 WriteBehindState::new(
@@ -242,8 +244,8 @@ where
             inner: Arc::new(inner),
         };
         #[cfg(not(loom))]
-        if let Some(every) = b_maintenance {
-            cache.spawn_maintenance(every)?;
+        if let Some((every, purge_every)) = b_maintenance {
+            cache.spawn_maintenance(every, purge_every)?;
         }
         Ok(cache)
     }
@@ -252,8 +254,10 @@ where
     /// keeps the cache alive; dropping the last handle stops it and waits for a run in
     /// progress to end.
     #[cfg(not(loom))]
-    fn spawn_maintenance(&self, every: Duration) -> Result<(), BuildError> {
+    fn spawn_maintenance(&self, every: Duration, purge_every: Duration) -> Result<(), BuildError> {
         let weak = Arc::downgrade(&self.inner);
+        let purge_nanos = u64::try_from(purge_every.as_nanos()).unwrap_or(u64::MAX);
+        let mut last_purge = self.inner.clock.now();
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let stopped = stop.clone();
         let thread = std::thread::Builder::new()
@@ -268,7 +272,15 @@ where
                     // A panicking listener must not end the thread (expiry would then stop
                     // firing without traffic); its panic has nowhere else to go.
                     let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                        inner.maintain(true)
+                        inner.maintain(true);
+                        if let Some(store) = &inner.store {
+                            let now = inner.clock.now();
+                            if now.saturating_sub(last_purge) >= purge_nanos {
+                                last_purge = now;
+                                // A failure is tried again at the next period.
+                                let _ = store.purge_expired(inner.clock.wall());
+                            }
+                        }
                     }));
                 }
             })
@@ -513,6 +525,19 @@ where
     /// A panicking listener does not stop it (see [`invalidate_all`](Self::invalidate_all)).
     pub fn run_pending_tasks(&self) {
         self.inner.maintain(false);
+    }
+
+    /// Delete the backing store's expired records, judged by the cache's clock; returns how
+    /// many went (0 without a store, or for a store that expires records itself). Expired
+    /// records are never served; this gives their space back. A maintenance thread does it
+    /// every [`purge_store_every`](CacheBuilder::purge_store_every).
+    pub fn purge_expired_records(&self) -> Result<usize, Error> {
+        let Some(store) = &self.inner.store else {
+            return Ok(0);
+        };
+        store
+            .purge_expired(self.inner.clock.wall())
+            .map_err(Error::from)
     }
 
     /// A snapshot of the statistics.

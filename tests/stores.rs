@@ -1,6 +1,8 @@
 //! Contract tests for the in-process stores: the same checks run against `MemoryStore` and
 //! `RedbStore`, then store-specific ones (fault injection; redb open errors).
 
+mod support;
+
 use cogwheel::store::{
     Applied, AppliedOp, BackingStore, FaultKind, Faults, MemoryStore, StoreErrorKind, Stored,
     WriteOp,
@@ -316,6 +318,67 @@ mod redb_store {
         });
         go.send(()).unwrap();
         assert_eq!(dropper.join().unwrap(), Ok(Some("v".to_string())));
+    }
+
+    #[test]
+    fn expired_records_are_purged_from_the_file_while_the_cache_runs() {
+        use cogwheel::{Cache, ManualClock};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("p.redb");
+        let clock = ManualClock::new();
+        let cache: Cache<String, String> = Cache::builder()
+            .max_capacity(10)
+            .clock(clock.clone())
+            .store(Store::open(&path).unwrap())
+            .build()
+            .unwrap();
+        for i in 0..100 {
+            let k = format!("session{i}");
+            cache
+                .insert_with_ttl(k, "v".into(), Duration::from_secs(60))
+                .unwrap();
+        }
+        cache
+            .insert_with_ttl("long".into(), "v".into(), Duration::from_secs(3600))
+            .unwrap();
+        assert_eq!(
+            cache.purge_expired_records().unwrap(),
+            0,
+            "nothing expired yet"
+        );
+        clock.advance(Duration::from_secs(61));
+        assert_eq!(cache.purge_expired_records().unwrap(), 100);
+        assert_eq!(cache.fetch("long").unwrap().as_deref(), Some("v"));
+        drop(cache);
+        // Only the hour-long record is left in the file.
+        let s = Store::open(&path).unwrap();
+        let far = SystemTime::now() + Duration::from_secs(10 * 365 * 24 * 3600);
+        assert_eq!(s.purge_expired(far).unwrap(), 1);
+    }
+
+    #[test]
+    fn the_maintenance_thread_purges_the_store_on_its_period() {
+        use cogwheel::{Cache, ManualClock};
+        let store = MemoryStore::new();
+        let clock = ManualClock::new();
+        let cache: Cache<u64, u64> = Cache::builder()
+            .max_capacity(10)
+            .clock(clock.clone())
+            .store(store.clone())
+            .maintenance_interval(Duration::from_millis(1))
+            .purge_store_every(Duration::from_secs(3600))
+            .build()
+            .unwrap();
+        cache
+            .insert_with_ttl(1, 1, Duration::from_secs(60))
+            .unwrap();
+        cache.insert(2, 2).unwrap();
+        assert_eq!(store.len(), 2);
+        clock.advance(Duration::from_secs(3600));
+        support::eventually("the expired record is purged", || {
+            (store.len() == 1).then_some(())
+        });
+        assert!(store.snapshot().contains_key(&2));
     }
 
     #[test]

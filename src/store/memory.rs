@@ -534,4 +534,11 @@ where
         }
         Ok(())
     }
+
+    fn purge_expired(&self, now: SystemTime) -> Result<usize, StoreError> {
+        let mut s = self.lock();
+        let before = s.data.len();
+        s.data.retain(|_, st| live(st, now));
+        Ok(before - s.data.len())
+    }
 }

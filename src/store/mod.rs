@@ -170,4 +170,13 @@ pub trait BackingStore<K, V>: Send + Sync + 'static {
         let _ = visit;
         Err(StoreError::fail("this store cannot scan its contents"))
     }
+
+    /// Delete every record whose deadline is at or before `now` (wall clock); returns how many
+    /// went. Expired records are already misses for `load` and `scan`; this gives their space
+    /// back. Stores that expire records themselves (Redis) keep this default, which does
+    /// nothing.
+    fn purge_expired(&self, now: SystemTime) -> Result<usize, StoreError> {
+        let _ = now;
+        Ok(0)
+    }
 }

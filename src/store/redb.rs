@@ -691,6 +691,10 @@ where
             }
         }
     }
+
+    fn purge_expired(&self, now: SystemTime) -> Result<usize, StoreError> {
+        RedbStore::purge_expired(self, now)
+    }
 }
 
 #[cfg(test)]
