@@ -42,16 +42,25 @@ pub enum Error {
     Recursive,
     /// The entry is heavier than a shard can ever hold; it was not stored.
     TooHeavy,
-    /// Every entry of the key's shard is pinned (dirty, waiting for write-behind) and the
-    /// cache was built to fail fast instead of waiting.
+    /// Write-behind with [`fail_fast`](crate::WriteBehind::fail_fast): the dirty budget
+    /// ([`max_dirty`](crate::WriteBehind::max_dirty)) is used up and this write would dirty
+    /// one more key. It was refused before it was recorded: neither the cache nor the store
+    /// changed. (Without `fail_fast` such a write waits for the writer thread instead; a write
+    /// whose shard is full of dirty entries waits in either mode.)
     Full,
     /// The cache was closed.
     Closed,
     /// A flush (or close) could not write everything: the store failed. `pending` writes are
     /// still waiting (they are retried, not dropped; after `close` they went to the
-    /// dead-letter hook), or were given up during the flush as poison (dead-lettered).
+    /// dead-letter hook), or were given up during the flush as poison (dead-lettered). (In
+    /// `manual` write-behind a write waiting for room runs a round itself, and gets this
+    /// error when that round fails.)
     Unflushed {
-        /// How many dirty keys are still not in the store.
+        /// How many writes are not in the store. When writes were given up (handed to the
+        /// dead-letter hook) during the flush or close, the number given up; otherwise the
+        /// number of keys whose write from before the flush is still not stored (in `manual`
+        /// write-behind, where the failed round ran on the calling thread: every key dirty
+        /// when it failed).
         pending: usize,
         /// The store's last error.
         cause: Arc<StoreError>,
@@ -63,7 +72,7 @@ impl fmt::Display for Error {
         match self {
             Error::Store(e) => write!(f, "{e}"),
             Error::TooHeavy => f.write_str("the entry is heavier than a shard can hold"),
-            Error::Full => f.write_str("the shard is full of pinned (dirty) entries"),
+            Error::Full => f.write_str("the write-behind dirty budget (max_dirty) is used up"),
             Error::Closed => f.write_str("the cache is closed"),
             Error::Unflushed { pending, cause } => {
                 write!(f, "{pending} writes are not in the store yet: {cause}")

@@ -12,9 +12,10 @@
 //! `taken`, the one the writer is storing. The lock-free MPSC queue carries stripes, not
 //! keys: a stripe is pushed when its first untaken record appears (its clean→dirty
 //! transition), so the queue never holds more than 64 nodes, nor more nodes than there are
-//! dirty keys. A round pops the queued stripes and, for each, swaps `live` out as the taken
-//! generation in O(1); it writes the generations without any lock (they are immutable once
-//! taken) and, once stored, drops each generation in O(1). A key written again while its
+//! dirty keys. A round pops queued stripes (until it holds about `max_batch` keys, see
+//! *Batches*) and, for each, swaps `live` out as the taken generation in O(1); it writes the
+//! generations without any lock (they are immutable once taken) and, once stored, drops each
+//! generation in O(1). A key written again while its
 //! older write is being stored has a record in both generations and stays dirty; the store
 //! sees its writes in order, as its latest state. Removes are ordinary `Delete` records, so
 //! put / remove / put of one key reaches the store in order.
@@ -39,12 +40,16 @@
 //! # Batches
 //! Batches are adaptive. The writer starts a round once 512 keys are dirty (fewer if
 //! `max_batch` or half the dirty budget is smaller), or when `max_delay` has passed, or when a
-//! flush or a parked writer asks; the round takes every queued stripe and writes what it took
-//! in `write_batch` calls of at most `max_batch` (default 16 384) operations. Under light
-//! load batches stay small and prompt; while the writer is behind, each round takes the whole
-//! backlog, so a store that costs per batch (a transaction, a pipeline) drains as fast as the
-//! cache dirties keys instead of capping the rate at `max_batch` per store round trip.
-//! `max_batch` bounds the size of one store request.
+//! flush or a parked writer asks. A round takes queued stripes, each whole, until it holds
+//! `max_batch` (default 16 384) keys, so the last stripe taken may carry it past that by its
+//! own records; it writes what it took in `write_batch` calls of at most `max_batch`
+//! operations. The stripes it did not take stay queued, keep coalescing, and go to the next
+//! round, which starts at once while enough keys are dirty. (Taking everything would make a
+//! round with a small `max_batch` over a slow store long, and every key written during it a
+//! second store write.) Under light load batches stay small and prompt; while the writer is
+//! behind, rounds grow to about `max_batch` keys, so a store that costs per batch (a
+//! transaction, a pipeline) writes that many keys per round trip. `max_batch` bounds the size
+//! of one store request and, but for the last stripe, of one round.
 //!
 //! # Failures
 //! A failed round is retried with capped exponential back-off, never dropping a write: the
@@ -64,8 +69,10 @@
 //! to the dead-letter hook.
 //!
 //! # Back-pressure
-//! At most `max_dirty` keys may be dirty. A writer that would dirty one more key waits for the
-//! writer thread to make room (or, with `fail_fast`, gets [`Error::Full`](crate::Error::Full)).
+//! At most `max_dirty` keys may be dirty (writers of new keys that pass the check together may
+//! overshoot it by at most their number minus one, see [`WriteBehind::max_dirty`]). A writer
+//! that would dirty one more key waits for the writer thread to make room (or, with
+//! `fail_fast`, gets [`Error::Full`](crate::Error::Full)).
 
 pub(crate) mod mpsc;
 pub(crate) mod wake;
@@ -80,19 +87,20 @@ pub(crate) mod writer_hook {
 
 use std::time::Duration;
 
-/// Default cap on the operations of one `write_batch` call.
+/// Default cap on the keys one round takes and on the operations of one `write_batch` call.
 ///
 /// Stores that cost per batch (a redb transaction, a Redis pipeline) drain faster with larger
 /// batches: at 512 a store that takes 1 ms per batch drains at most ~0.5M ops/s, and a caller
 /// that writes faster is parked by the dirty budget. The writer does not wait for a full batch
 /// (see [`START_BATCH`]): batches grow to this cap only while the writer is behind, so a
-/// light load still gets small, prompt batches. The cap bounds the size of one store request
-/// (a round writes everything it took, in as many requests as it needs).
+/// light load still gets small, prompt batches. A round takes whole stripes until it holds
+/// this many keys (the last stripe may carry it past) and writes them in requests of at most
+/// this many operations.
 pub(crate) const DEFAULT_MAX_BATCH: usize = 16_384;
 
 /// The writer starts a round once this many keys are dirty (or `max_batch`, or half the dirty
-/// budget, if smaller), without waiting for `max_delay`; the round then takes everything
-/// pending and writes it in requests of at most `max_batch`.
+/// budget, if smaller), without waiting for `max_delay`; the round then takes pending keys up
+/// to `max_batch` (whole stripes) and writes them in requests of at most `max_batch`.
 pub(crate) const START_BATCH: usize = 512;
 
 /// Settings of write-behind mode (see [`WritePolicy::WriteBehind`]).
@@ -135,14 +143,18 @@ impl Default for WriteBehind {
 }
 
 impl WriteBehind {
-    /// The most operations written in one `write_batch` call (default 16 384).
+    /// How many keys one round of the writer takes, and the most operations written in one
+    /// `write_batch` call (default 16 384).
     ///
     /// Batches are adaptive: the writer starts a round as soon as 512 keys (or `max_batch`, or
-    /// half the dirty budget, if smaller) are dirty, or when `max_delay` has passed, and the
-    /// round takes everything pending, written in requests of at most `max_batch`. Under
-    /// light load batches stay small and prompt; while the writer is behind, each round takes
-    /// the whole backlog, so a store that costs per batch rather than per operation keeps up.
-    /// Lower it for stores that limit request sizes.
+    /// half the dirty budget, if smaller) are dirty, or when `max_delay` has passed. The round
+    /// takes pending keys until it holds `max_batch` of them (a stripe of keys at a time, so
+    /// the last one may carry it past) and writes them in requests of at most `max_batch`;
+    /// the rest waits for the next round, which starts at once while the writer is behind.
+    /// Under light load batches stay small and prompt; while the writer is behind, each round
+    /// writes about `max_batch` keys, so a store that costs per batch rather than per
+    /// operation keeps up better with a larger value. Lower it for stores that limit request
+    /// sizes.
     pub fn max_batch(mut self, n: usize) -> Self {
         self.max_batch = n.max(1);
         self
