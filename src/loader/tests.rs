@@ -40,9 +40,25 @@ fn quiet_planned_panics() {
     });
 }
 
-/// Wait (yielding, never sleeping) until `n` callers wait on KEY's flight.
+/// Wait (yielding, never sleeping) until `n` callers wait on KEY's flight. Bounded by a
+/// minute (a liveness bound, not a timing threshold), so a caller that never joins fails the
+/// test instead of hanging it. After one wait timed out, every later one fails at once: a
+/// leader that panics here hands the load to a waiter, which would wait a minute again.
 fn until_waiting(loader: &Loader<u64, u32>, n: usize) {
+    static TIMED_OUT: AtomicBool = AtomicBool::new(false);
+    let start = std::time::Instant::now();
     while loader.waiting(HASH, &KEY) < n {
+        assert!(
+            !TIMED_OUT.load(Ordering::Relaxed),
+            "an earlier wait for callers to join a flight timed out"
+        );
+        if start.elapsed() > std::time::Duration::from_secs(60) {
+            TIMED_OUT.store(true, Ordering::Relaxed);
+            panic!(
+                "{} callers wait on the flight after a minute, expected {n}",
+                loader.waiting(HASH, &KEY)
+            );
+        }
         std::thread::yield_now();
     }
 }
@@ -206,6 +222,12 @@ fn a_panic_wakes_the_waiters_and_exactly_one_retries() {
         hs.into_iter().map(|h| h.join().unwrap()).collect()
     });
     let panicked = outcomes.iter().filter(|o| o.is_err()).count();
+    // The planned panic, not a failed wait (which would also be one panic).
+    let payload = outcomes.iter().find_map(|o| o.as_ref().err());
+    assert_eq!(
+        payload.and_then(|p| p.downcast_ref::<&str>().copied()),
+        Some("planned: loader blew up")
+    );
     let ok: Vec<_> = outcomes.iter().filter_map(|o| o.as_ref().ok()).collect();
     assert_eq!(panicked, 1, "the panic reaches the panicking caller only");
     assert!(ok.iter().all(|l| l.value == 11));
@@ -352,6 +374,9 @@ fn an_invalidated_flight_serves_its_waiters_but_is_not_published() {
                 |v| cache.publish(v),
             )
         });
+        // Owned here: if this thread panics (below), the leader's `recv` fails instead of
+        // blocking the scope's join forever.
+        let go_tx = go_tx;
         started_rx.recv().unwrap();
         let waiter = s.spawn(|| {
             loader.run::<(), _, _, _>(HASH, &KEY, || None, || unreachable!(), |_| unreachable!())
