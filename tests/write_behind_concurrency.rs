@@ -161,3 +161,33 @@ fn writers_parked_on_a_failing_store_wait_out_the_back_off() {
     c.flush().unwrap();
     assert_eq!(store.len(), 5);
 }
+
+#[test]
+fn an_idle_writer_thread_is_always_woken_by_the_writes_that_follow() {
+    // The writer thread sleeps without a timeout once nothing is dirty; only the hand-shake
+    // with `record` wakes it. Round after round: let it go idle, then write from several
+    // threads at once, and wait (no flush) until it has stored everything. A lost wake-up
+    // leaves keys dirty for good, and the wait fails after a minute instead of hanging.
+    let store = MemoryStore::new();
+    let c = threaded(&store, WriteBehind::default().max_delay(Duration::ZERO));
+    let threads = 4u64;
+    for round in 0..200u64 {
+        // Odd rounds write one key: no other write of the round can make up for a lost wake.
+        let writers = if round % 2 == 1 { 1 } else { threads };
+        std::thread::scope(|s| {
+            for t in 0..writers {
+                let c = &c;
+                s.spawn(move || c.insert(round * threads + t, round).unwrap());
+            }
+        });
+        support::within_a_minute({
+            let c = c.clone();
+            move || {
+                while c.stats().dirty > 0 {
+                    std::thread::yield_now();
+                }
+            }
+        });
+    }
+    assert_eq!(store.len() as u64, 100 * threads + 100);
+}
