@@ -307,3 +307,84 @@ fn clear_vs_reader() {
         log.check_all_freed();
     });
 }
+
+/// What the writer does to key 1 (value 0) while a reader looks it up, in
+/// [`change_vs_reader_with_collection`].
+#[derive(Clone, Copy, Debug)]
+enum Change {
+    /// `insert(1, v1)`: the old entry is replaced in its slot.
+    Replace,
+    /// `remove(&1)`: the entry is unlinked.
+    Remove,
+    /// `insert(2, v1)` at capacity 1: key 1 is evicted (unlinked) to make room.
+    Evict,
+}
+
+/// The writer changes key 1 and then collects twice, while a reader (whose first pin
+/// collects too) looks key 1 up. Two collections are what the retired entry needs: the first
+/// seals the writer's bag at the current epoch `e` and advances to `e + 1`, the second
+/// advances to `e + 2`, where the bag is freed, unless the reader is still pinned in an older
+/// epoch. So the old value is dropped during the race: a reader that can still reach it then
+/// (an entry handed to the epoch before it was unlinked, and sealed meanwhile) clones it
+/// after the drop. Kept to two threads and a handful of operations: the epoch's
+/// participant list and bag queue are instrumented too, and each collection multiplies the
+/// interleavings.
+fn change_vs_reader_with_collection(change: Change) {
+    loom::model(move || {
+        let log = Log::new();
+        let c = cache(if matches!(change, Change::Evict) {
+            1
+        } else {
+            2
+        });
+        c.insert(1, Val::new(0, &log)).unwrap();
+        let r = {
+            let c = c.clone();
+            spawn(move || {
+                // This thread's first pin: it collects (and may advance the epoch) before
+                // the read of key 1 pins again.
+                assert!(c.get(&0).is_none());
+                c.get(&1).map(|v| v.id)
+            })
+        };
+        match change {
+            Change::Replace => c.insert(1, Val::new(1, &log)).unwrap(),
+            Change::Remove => assert_eq!(c.remove(&1).unwrap().map(|v| v.id), Some(0)),
+            Change::Evict => c.insert(2, Val::new(1, &log)).unwrap(),
+        }
+        c.__collect();
+        c.__collect();
+        let got = r.join().unwrap();
+        match change {
+            Change::Replace => {
+                assert!(matches!(got, Some(0 | 1)), "key 1: {got:?}");
+                assert_eq!(c.get(&1).map(|v| v.id), Some(1));
+            }
+            Change::Remove | Change::Evict => {
+                assert!(matches!(got, None | Some(0)), "key 1: {got:?}");
+                assert!(c.get(&1).is_none());
+            }
+        }
+        if matches!(change, Change::Evict) {
+            assert_eq!(c.get(&2).map(|v| v.id), Some(1));
+        }
+        c.validate_internals();
+        drop(c);
+        log.check_all_freed();
+    });
+}
+
+#[test]
+fn replace_vs_reader_with_collection() {
+    change_vs_reader_with_collection(Change::Replace);
+}
+
+#[test]
+fn remove_vs_reader_with_collection() {
+    change_vs_reader_with_collection(Change::Remove);
+}
+
+#[test]
+fn eviction_vs_reader_with_collection() {
+    change_vs_reader_with_collection(Change::Evict);
+}
