@@ -388,3 +388,52 @@ fn remove_vs_reader_with_collection() {
 fn eviction_vs_reader_with_collection() {
     change_vs_reader_with_collection(Change::Evict);
 }
+
+/// A reader racing expiry: the clock passes key 1's deadline while the reader looks it up,
+/// then maintenance reclaims it and the epoch is collected twice (as in
+/// [`change_vs_reader_with_collection`]), so the value is freed during the race. The reader
+/// gets the value (read before the deadline) or nothing, never a freed one; the entry is
+/// reported once, as expired.
+#[test]
+fn expiry_vs_reader_with_collection() {
+    use cogwheel::{ManualClock, RemovalCause};
+    use std::time::Duration;
+    loom::model(|| {
+        let log = Log::new();
+        let clock = ManualClock::new();
+        let expired = Arc::new(AtomicUsize::new(0));
+        let seen = expired.clone();
+        let c: Cache<u64, Val, _> = Cache::builder()
+            .max_capacity(2)
+            .shards(1)
+            .hasher(fixed_hasher(0))
+            .time_to_live(Duration::from_secs(1))
+            .clock(clock.clone())
+            .eviction_listener(move |_, _, cause| {
+                assert_eq!(cause, RemovalCause::Expired);
+                seen.fetch_add(1, SeqCst);
+            })
+            .build()
+            .unwrap();
+        c.insert(1, Val::new(0, &log)).unwrap();
+        let r = {
+            let c = c.clone();
+            spawn(move || {
+                assert!(c.get(&0).is_none()); // this thread's first pin collects
+                c.get(&1).map(|v| v.id)
+            })
+        };
+        // Past the deadline and the wheel's first tick.
+        clock.advance(Duration::from_secs(3));
+        c.run_pending_tasks();
+        c.__collect();
+        c.__collect();
+        let got = r.join().unwrap();
+        assert!(matches!(got, None | Some(0)), "key 1: {got:?}");
+        assert!(c.get(&1).is_none(), "an expired entry is never returned");
+        assert_eq!(expired.load(SeqCst), 1, "reported once, as expired");
+        c.validate_internals();
+        drop(c);
+        log.check_all_freed();
+    });
+}
