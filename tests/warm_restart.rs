@@ -136,6 +136,15 @@ fn preload_never_evicts_what_it_loaded_and_stops_when_every_shard_is_full() {
         preload_into(Cache::builder().max_weight(25).shards(1).weigher(|_, _| 10));
     assert_eq!((loaded, evicted, len), (2, 0, 2));
     assert_eq!(scanned, 3, "stopped at the first record that did not fit");
+    // Records too heavy for any shard (all but ten) do not make their shard count as full:
+    // the scan goes on to the light ones, whatever the order.
+    let (_, loaded, evicted, _) = preload_into(
+        Cache::builder()
+            .max_weight(25)
+            .shards(1)
+            .weigher(|k, _| if *k < 990 { 100 } else { 10 }),
+    );
+    assert_eq!((loaded, evicted), (2, 0));
 }
 
 /// A cache over a `MemoryStore` holding `1 → 10`, and a handle on the store.

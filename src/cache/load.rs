@@ -507,7 +507,9 @@ where
                 && {
                     let weight = inner.weigh(&key, &stored.value);
                     let shard = &inner.shards[index];
-                    if shard.weight().saturating_add(u64::from(weight)) > shard.capacity() {
+                    if u64::from(weight) > shard.capacity() {
+                        false // too heavy for any shard: says nothing about this one's room
+                    } else if shard.weight().saturating_add(u64::from(weight)) > shard.capacity() {
                         if !std::mem::replace(&mut full[index], true) {
                             full_count += 1;
                         }
