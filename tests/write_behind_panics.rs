@@ -356,18 +356,27 @@ fn a_key_whose_hash_panics_in_the_pin_check_leaves_the_shard_consistent() {
     assert!(c.weighted_size() <= 20);
 }
 
-#[test]
-fn a_panic_in_a_manual_flush_round_leaves_its_records_queued() {
-    use support::PanicKey as K;
-    let store = MemoryStore::new();
-    let c: Cache<K, u64> = Cache::builder()
+/// A cache of capacity 100 over `store`, in manual write-behind mode.
+fn manual_over<K, V>(store: &MemoryStore<K, V>) -> Cache<K, V>
+where
+    K: std::hash::Hash + Eq + Clone + Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
+{
+    Cache::builder()
         .max_capacity(100)
         .store(store.clone())
         .write_policy(WritePolicy::WriteBehind(
             WriteBehind::default().manual(true),
         ))
         .build()
-        .unwrap();
+        .unwrap()
+}
+
+#[test]
+fn a_panic_in_a_manual_flush_round_leaves_its_records_queued() {
+    use support::PanicKey as K;
+    let store = MemoryStore::new();
+    let c = manual_over(&store);
     store.set_down(true);
     c.insert(K(1), 10).unwrap();
     assert!(
@@ -418,14 +427,7 @@ impl Clone for Touchy {
 #[test]
 fn a_clone_that_panics_mid_write_never_leaves_the_cache_behind_the_store() {
     let store = MemoryStore::new();
-    let c: Cache<u64, Touchy> = Cache::builder()
-        .max_capacity(100)
-        .store(store.clone())
-        .write_policy(WritePolicy::WriteBehind(
-            WriteBehind::default().manual(true),
-        ))
-        .build()
-        .unwrap();
+    let c = manual_over(&store);
     c.insert(1, Touchy(1)).unwrap();
     c.flush().unwrap();
     // Each of the write's clones in turn refuses: whatever the write got to, the cache must
