@@ -79,8 +79,10 @@ fn a_remove_decided_on_a_key_only_in_the_store_deletes_it_there() {
 
 #[test]
 fn a_compute_whose_value_the_cache_cannot_keep_returns() {
-    // A zero TTL: nothing is kept in the cache, but with a store the write is still made.
+    // A zero TTL: nothing is kept, in the cache or in the store; as with `insert`, the put
+    // supersedes the old value, so the store gets a delete.
     let store = MemoryStore::new();
+    store.insert(1, 1, None);
     let c: Cache<u64, u64> = Cache::builder()
         .max_capacity(10)
         .time_to_live(std::time::Duration::ZERO)
@@ -88,7 +90,11 @@ fn a_compute_whose_value_the_cache_cannot_keep_returns() {
         .build()
         .unwrap();
     assert_eq!(c.compute(1, |_| Compute::Put(10)).unwrap(), None);
-    assert_eq!(store.snapshot().get(&1).map(|s| s.value), Some(10));
+    assert!(
+        !store.snapshot().contains_key(&1),
+        "the old value was deleted"
+    );
+    assert_eq!(c.fetch(&1).unwrap(), None);
     // Capacity 0 without a store.
     let plain: Cache<u64, u64> = Cache::builder().max_capacity(0).build().unwrap();
     assert_eq!(plain.compute(1, |_| Compute::Put(10)).unwrap(), None);
