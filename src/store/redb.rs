@@ -277,7 +277,16 @@ impl<K, V> RedbStore<K, V, PostcardCodec> {
 
 fn storage(context: &str, e: impl Into<redb::Error>) -> Failed {
     let e = e.into();
-    let poisoned = matches!(e, redb::Error::Io(_) | redb::Error::PreviousIo);
+    // Errors after which redb refuses the handle for good and asks to reopen it: an I/O
+    // error, and the state a panic inside a commit leaves (the allocator state discarded, or
+    // a poisoned lock). Reopening repairs the file if needed.
+    let poisoned = matches!(
+        e,
+        redb::Error::Io(_)
+            | redb::Error::PreviousIo
+            | redb::Error::Corrupted(_)
+            | redb::Error::LockPoisoned(_)
+    );
     Failed {
         error: StoreError::fail(format!("redb: {context}")).with_source(e),
         poisoned,
@@ -315,7 +324,9 @@ impl<K, V, C: Codec> RedbStore<K, V, C> {
     /// How many times the store has reopened its file after a storage error.
     ///
     /// After an I/O error redb refuses every later operation on the same handle
-    /// (`PreviousIo`, "close and re-open the database"). The store does that by itself: the call
+    /// (`PreviousIo`, "close and re-open the database"), and after a panic inside a commit
+    /// every later write transaction (the allocator state discarded, or a poisoned lock). The
+    /// store reopens the file by itself: the call
     /// that hit the error reports it, the handle is dropped and the file reopened (redb repairs
     /// it if needed), and later calls use the new handle. If the reopen fails, every call tries
     /// again, failing with `Fail` until it works.
@@ -326,35 +337,31 @@ impl<K, V, C: Codec> RedbStore<K, V, C> {
     /// Run `f` on the open database; after a storage error, reopen it (see
     /// [`reopens`](Self::reopens)).
     fn with_db<T>(&self, f: impl FnOnce(&Database) -> Result<T, Failed>) -> Result<T, StoreError> {
-        let generation = {
-            let slot = self.slot.read().map_err(lock_err)?;
-            match slot.db.as_ref() {
-                Some(db) => {
-                    return match f(db) {
-                        Ok(v) => Ok(v),
-                        Err(Failed { error, poisoned }) => {
-                            let generation = slot.generation;
-                            drop(slot);
-                            if poisoned {
-                                // The failed call reports its own error; a failed reopen is
-                                // retried (and reported) by the next call.
-                                let _ = self.reopen(generation);
-                            }
-                            Err(error)
-                        }
-                    };
-                }
-                None => slot.generation,
-            }
-        };
-        // A previous reopen failed: try again before running `f`.
-        self.reopen(generation)?;
         let slot = self.slot.read().map_err(lock_err)?;
+        let slot = if slot.db.is_some() {
+            slot
+        } else {
+            // A previous reopen failed: try again before running `f`.
+            let generation = slot.generation;
+            drop(slot);
+            self.reopen(generation)?;
+            self.slot.read().map_err(lock_err)?
+        };
         let db = slot
             .db
             .as_ref()
             .ok_or_else(|| StoreError::fail("redb: store is closed"))?;
-        f(db).map_err(|f| f.error)
+        let generation = slot.generation;
+        let result = f(db);
+        drop(slot);
+        result.map_err(|Failed { error, poisoned }| {
+            if poisoned {
+                // The failed call reports its own error; a failed reopen is retried (and
+                // reported) by the next call.
+                let _ = self.reopen(generation);
+            }
+            error
+        })
     }
 
     /// Replace the database handle, unless another thread already did since `generation`.

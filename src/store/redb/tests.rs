@@ -18,6 +18,8 @@ enum Fault {
     While(Arc<AtomicBool>),
     /// Fail after this many mutating calls: the file as a process killed at that point left it.
     After(Arc<AtomicU64>),
+    /// Panic while the flag is set: a backend (or redb itself) panicking mid-commit.
+    Panic(Arc<AtomicBool>),
 }
 
 impl FaultyDisk {
@@ -27,6 +29,8 @@ impl FaultyDisk {
                 Err(io::Error::other("injected I/O error"))
             }
             Fault::While(_) => Ok(()),
+            Fault::Panic(on) if on.load(Ordering::SeqCst) => panic!("injected backend panic"),
+            Fault::Panic(_) => Ok(()),
             Fault::After(budget) => budget
                 .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |b| b.checked_sub(1))
                 .map(|_| ())
@@ -78,6 +82,14 @@ impl StorageBackend for FaultyDisk {
 }
 
 fn flaky_store(path: &Path, fail: Arc<AtomicBool>) -> RedbStore<u32, String> {
+    store_over(path, move || Fault::While(fail.clone()))
+}
+
+/// A store whose file goes through a `FaultyDisk` with a new `fault()` on every (re)open.
+fn store_over(
+    path: &Path,
+    fault: impl Fn() -> Fault + Send + Sync + 'static,
+) -> RedbStore<u32, String> {
     let opener: Opener = Box::new(move |p: &Path| {
         let file = std::fs::OpenOptions::new()
             .read(true)
@@ -87,7 +99,7 @@ fn flaky_store(path: &Path, fail: Arc<AtomicBool>) -> RedbStore<u32, String> {
             .open(p)?;
         let disk = FaultyDisk {
             file: FileBackend::new(file)?,
-            fault: Fault::While(fail.clone()),
+            fault: fault(),
         };
         Ok(Database::builder().create_with_backend(disk)?)
     });
@@ -236,4 +248,31 @@ fn scan_crosses_chunk_boundaries() {
     let expected: Vec<u32> = keys.iter().copied().filter(|k| *k != 6).collect();
     seen.retain(|k| *k != 6);
     assert_eq!(seen, expected);
+}
+
+#[test]
+fn reopens_after_a_panic_inside_a_commit() {
+    // A panic in the middle of a commit leaves redb's handle refusing every write transaction
+    // ("allocator state was discarded ... reopen the database"): without a reopen the store
+    // would fail every later write, and write-behind would retry forever.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("panicky.redb");
+    let on = Arc::new(AtomicBool::new(false));
+    let flag = on.clone();
+    let s = store_over(&path, move || Fault::Panic(flag.clone()));
+    let (k, v) = (1u32, "one".to_string());
+    s.write_batch(&[put(&k, &v)]).unwrap();
+    on.store(true, Ordering::SeqCst);
+    let (k2, v2) = (2u32, "two".to_string());
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        s.write_batch(&[put(&k2, &v2)])
+    }));
+    assert!(r.is_err(), "the backend panicked inside the commit");
+    on.store(false, Ordering::SeqCst);
+    // The next call may report the refused handle; it reopens the file, and writes work again.
+    let _ = s.write_batch(&[put(&k2, &v2)]);
+    s.write_batch(&[put(&k2, &v2)]).unwrap();
+    assert!(s.reopens() >= 1);
+    assert_eq!(s.load(&k).unwrap().map(|st| st.value), Some(v));
+    assert_eq!(s.load(&k2).unwrap().map(|st| st.value), Some(v2));
 }
