@@ -94,13 +94,45 @@ fn parse() -> Result<Args, String> {
     Ok(a)
 }
 
+/// Every zstd frame of a file, one after the other (`zstd -T0` and `cat a.zst b.zst` write
+/// several; a decoder stops at the end of the first).
+struct Frames<R: std::io::BufRead> {
+    frame: Option<ruzstd::decoding::StreamingDecoder<R, ruzstd::decoding::FrameDecoder>>,
+}
+
+impl<R: std::io::BufRead> Frames<R> {
+    fn new(input: R) -> Result<Self, String> {
+        let frame = ruzstd::decoding::StreamingDecoder::new(input).map_err(|e| e.to_string())?;
+        Ok(Frames { frame: Some(frame) })
+    }
+}
+
+impl<R: std::io::BufRead> Read for Frames<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        loop {
+            let Some(frame) = &mut self.frame else {
+                return Ok(0);
+            };
+            let n = frame.read(buf)?;
+            if n > 0 || buf.is_empty() {
+                return Ok(n);
+            }
+            // This frame is done: another one follows unless the input is at its end.
+            let mut input = self.frame.take().expect("checked above").into_inner();
+            if input.fill_buf()?.is_empty() {
+                return Ok(0);
+            }
+            let next = ruzstd::decoding::StreamingDecoder::new(input)
+                .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
+            self.frame = Some(next);
+        }
+    }
+}
+
 fn read_trace(format: &str, path: &Path) -> Result<Vec<u64>, String> {
     let file = std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
     let raw: Box<dyn Read> = if path.extension().is_some_and(|e| e == "zst") {
-        Box::new(
-            ruzstd::decoding::StreamingDecoder::new(file)
-                .map_err(|e| format!("{}: {e}", path.display()))?,
-        )
+        Box::new(Frames::new(BufReader::new(file)).map_err(|e| format!("{}: {e}", path.display()))?)
     } else {
         Box::new(file)
     };

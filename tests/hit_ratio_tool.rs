@@ -106,6 +106,23 @@ fn replays_a_generated_trace() {
             "{policy}"
         );
     }
+    // The same trace as two zstd frames (as `zstd -T0` or `cat a.zst b.zst` write it): both
+    // are read.
+    let frames = dir.path().join("frames.lis.zst");
+    let (first, second) = lis.split_at(lis.find('\n').unwrap() + 1);
+    let mut bytes = ruzstd::encoding::compress_to_vec(first.as_bytes(), level);
+    bytes.extend(ruzstd::encoding::compress_to_vec(
+        second.as_bytes(),
+        ruzstd::encoding::CompressionLevel::Fastest,
+    ));
+    std::fs::write(&frames, bytes).unwrap();
+    let out = Command::new(example())
+        .args(["--format", "arc", "--capacity", "10"])
+        .arg(&frames)
+        .output()
+        .unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(text.lines().nth(1), Some("frames\t10\t7\t3\t42.8571"));
     // Plain CLOCK has no cold share to set.
     let out = Command::new(example())
         .args(["--format", "arc", "--policy", "clock", "--cold", "fixed5"])
