@@ -1,11 +1,13 @@
 //! The cogwheel demo, on the embedded redb store (no server needed):
 //!
-//! 1. single-flight: 8 threads ask for 3 missing keys at once; each key is computed once;
+//! 1. single-flight: 8 threads ask for the same missing key at once (3 keys in turn); each
+//!    key is computed once;
 //! 2. readers and writers on one bounded cache: eviction at work, writes going behind to redb;
 //! 3. expiry: short-lived entries reclaimed by the maintenance thread, with no traffic;
 //! 4. restart: the cache is closed, a new one is built over the same file, and the data is back.
 //!
-//! Run with `cargo run --release --example demo [DIR]` (DIR defaults to a temporary directory).
+//! Run with `cargo run --release --example demo [-- DIR]` (DIR defaults to a temporary
+//! directory). It checks what it prints: a phase that goes wrong stops it with a panic.
 
 use cogwheel::store::RedbStore;
 use cogwheel::{Cache, RemovalCause, WriteBehind, WritePolicy};
@@ -51,8 +53,9 @@ fn main() -> Result<(), Err> {
 
     single_flight(&cache)?;
     readers_and_writers(&cache, &evicted)?;
-    // What the cache holds now is in redb too (the phase ended with a flush).
-    let kept: HashMap<u64, Arc<String>> = cache.iter().collect();
+    // What the cache holds now of phase 2's keys is in redb too (the phase ended with a
+    // flush; phase 1's keys were computed into the cache only).
+    let kept: HashMap<u64, Arc<String>> = cache.iter().filter(|(k, _)| *k < KEYS).collect();
     expiry(&cache, &expired)?;
 
     let report = cache.close()?;
@@ -68,36 +71,49 @@ fn main() -> Result<(), Err> {
     let cache: Cache<u64, Arc<String>> = Cache::builder()
         .max_capacity(CAPACITY)
         .store(RedbStore::open(&path)?)
-        .preload(true)
         .build()?;
+    let warm = cache.preload(|_, _| true, |_| {})?;
+    let took = started.elapsed();
     // Preloaded entries are in memory; the rest are read through from redb on demand.
     let mut back = 0;
     for (k, v) in &kept {
         back += usize::from(cache.fetch(k)?.as_ref() == Some(v));
     }
+    let s = cache.stats();
     println!(
-        "   reopened {} and preloaded {} entries in {:.1?}; {back} of the {} entries cached after phase 2 read back intact",
+        "   reopened {} and preloaded {} entries in {took:.1?} (scanned {}, skipped {} expired or over capacity)",
         path.file_name().unwrap_or_default().to_string_lossy(),
-        cache.len(),
-        started.elapsed(),
-        kept.len()
+        warm.loaded,
+        warm.scanned,
+        warm.skipped,
+    );
+    println!(
+        "   {back} of the {} entries cached after phase 2 read back intact: {} from memory, {} read through from redb",
+        kept.len(),
+        s.hits,
+        s.store_hits
+    );
+    assert!(
+        warm.loaded > 0 && warm.corrupt == 0,
+        "the warm restart loaded the store"
     );
     assert_eq!(back, kept.len(), "every entry cached at close came back");
     Ok(())
 }
 
-/// 8 threads miss the same 3 keys at once; each key's loader runs once.
+/// 8 threads miss the same key at once, for 3 keys in turn; each key's loader runs once.
 fn single_flight(cache: &Cache<u64, Arc<String>>) -> Result<(), Err> {
-    println!("\n1. single-flight: 8 readers ask for 3 missing keys through get_with");
+    println!("\n1. single-flight: 8 readers ask for the same missing key at once, 3 keys in turn");
     let runs: Arc<Mutex<HashMap<u64, u32>>> = Arc::default();
     let barrier = Arc::new(Barrier::new(8));
     let handles: Vec<_> = (0..8u64)
-        .map(|t| {
+        .map(|_| {
             let (cache, runs, barrier) = (cache.clone(), runs.clone(), barrier.clone());
             thread::spawn(move || {
-                barrier.wait();
                 for i in 0..3u64 {
-                    let key = 1_000_000 + (i + t) % 3;
+                    // All 8 miss key i together: one computes it, the other 7 wait for it.
+                    barrier.wait();
+                    let key = 1_000_000 + i;
                     let v = cache.get_with(key, || {
                         *runs.lock().unwrap().entry(key).or_default() += 1;
                         thread::sleep(Duration::from_millis(50)); // an expensive computation
@@ -113,16 +129,24 @@ fn single_flight(cache: &Cache<u64, Arc<String>>) -> Result<(), Err> {
     }
     let mut runs: Vec<_> = runs.lock().unwrap().clone().into_iter().collect();
     runs.sort();
-    for (k, n) in runs {
+    for &(k, n) in &runs {
         println!("   key {k}: computed {n} time(s) for its 8 concurrent requests");
     }
+    assert_eq!(runs.len(), 3, "every key was computed");
+    assert!(
+        runs.iter().all(|&(_, n)| n == 1),
+        "a key was computed twice"
+    );
     Ok(())
 }
 
 /// Readers and writers on skewed keys; the cache stays bounded; writes go behind to redb.
 fn readers_and_writers(cache: &Cache<u64, Arc<String>>, evicted: &AtomicU64) -> Result<(), Err> {
     println!("\n2. readers and writers: 4 readers, 2 writers, {KEYS} keys, capacity {CAPACITY}");
+    let before = cache.stats();
+    let len_before = cache.len() as u64;
     let start = Instant::now();
+    let max_len = Arc::new(AtomicU64::new(0));
     let mut handles = Vec::new();
     for w in 0..2u64 {
         let cache = cache.clone();
@@ -138,10 +162,13 @@ fn readers_and_writers(cache: &Cache<u64, Arc<String>>, evicted: &AtomicU64) -> 
         }));
     }
     for r in 0..4u64 {
-        let cache = cache.clone();
+        let (cache, max_len) = (cache.clone(), max_len.clone());
         handles.push(thread::spawn(move || {
             let mut x = 0x2545_f491_4f6c_dd1du64 ^ (r << 8);
-            for _ in 0..500_000 {
+            for i in 0..500_000 {
+                if r == 0 && i % 1024 == 0 {
+                    max_len.fetch_max(cache.len() as u64, Ordering::Relaxed);
+                }
                 x = xorshift(x);
                 let k = skewed(x);
                 if let Some(v) = cache.get(&k) {
@@ -158,32 +185,46 @@ fn readers_and_writers(cache: &Cache<u64, Arc<String>>, evicted: &AtomicU64) -> 
         h.join().map_err(|_| "demo thread panicked")?;
     }
     let flushed = cache.flush()?;
-    let s = cache.stats();
+    let now = cache.stats();
+    // This phase's share of the counters.
+    let d = |f: fn(&cogwheel::Stats) -> u64| f(&now) - f(&before);
+    let (hits, misses) = (d(|s| s.hits), d(|s| s.misses));
+    let (inserts, writes) = (d(|s| s.inserts), d(|s| s.inserts + s.updates));
+    let (evictions, store_ops) = (d(|s| s.evictions), d(|s| s.store_writes));
+    let len = cache.len() as u64;
     println!(
         "   done in {:.2?}; flush wrote the last {} dirty keys",
         start.elapsed(),
         flushed.flushed
     );
     println!(
-        "   entries {:>8} (capacity {CAPACITY}, never exceeded)",
-        cache.len()
+        "   entries {len:>8} (capacity {CAPACITY}; at most {} seen while it ran)",
+        max_len.load(Ordering::Relaxed)
     );
     println!(
         "   reads   {:>8}  hit ratio {:.1} %",
-        s.requests(),
-        100.0 * s.hit_ratio()
+        hits + misses,
+        100.0 * hits as f64 / (hits + misses) as f64
     );
+    println!("   writes  {writes:>8}  reached redb as {store_ops} store ops (coalesced)");
     println!(
-        "   writes  {:>8}  reached redb as {} store ops (coalesced)",
-        s.inserts + s.updates,
-        s.store_writes
-    );
-    println!(
-        "   evicted {:>8}  (listener saw {})",
-        s.evictions,
+        "   evicted {evictions:>8}  (listener saw {})",
         evicted.load(Ordering::Relaxed)
     );
-    assert!(cache.len() as u64 <= CAPACITY);
+    assert_eq!(hits + misses, 4 * 500_000, "every read counted once");
+    assert_eq!(writes, 2 * 50_000, "every write counted once");
+    assert!(len <= CAPACITY && max_len.load(Ordering::Relaxed) <= CAPACITY);
+    // Entries in = entries out + entries left (nothing expires or is removed here).
+    assert_eq!(
+        len_before + inserts,
+        len + evictions,
+        "entries are conserved"
+    );
+    assert!(
+        store_ops <= writes,
+        "write-behind never writes more than it was given"
+    );
+    assert_eq!(now.dirty, 0, "the flush left nothing dirty");
     Ok(())
 }
 
@@ -210,6 +251,13 @@ fn expiry(cache: &Cache<u64, Arc<String>>, expired: &AtomicU64) -> Result<(), Er
         expired.load(Ordering::Relaxed),
         cache.len()
     );
+    assert_eq!(before, 500);
+    assert_eq!(
+        expired.load(Ordering::Relaxed),
+        500,
+        "the maintenance thread expired every session"
+    );
+    assert_eq!(cache.len(), 0);
     Ok(())
 }
 
