@@ -177,9 +177,11 @@ where
     /// Start a maintenance thread that reclaims expired entries (and calls the listener for
     /// them) every `every`, so expiry happens even when no one writes. The thread only ever
     /// `try_lock`s a shard (it never makes a caller wait), holds no strong reference to the
-    /// cache between runs, and exits when the last handle is dropped (that drop waits for a
-    /// run in progress, listener calls included, so the cache is fully closed when it
-    /// returns). Without it, expired
+    /// cache between runs, and exits when the last handle is dropped. That drop waits for a
+    /// run in progress (its listener calls and store purge included), so the cache is fully
+    /// closed when it returns; after 10 s it stops waiting (a hung store, or a listener that
+    /// waits for a lock the dropping thread holds) and the run finishes on its own thread,
+    /// which then closes the cache. Without it, expired
     /// entries are never returned anyway, and are reclaimed by writes and
     /// [`Cache::run_pending_tasks`].
     pub fn maintenance_interval(mut self, every: Duration) -> Self {

@@ -86,7 +86,14 @@ struct Inner<K, V, S> {
 struct Maintenance {
     thread: std::thread::JoinHandle<()>,
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// Disconnected when the thread ends (its sender drops): a wait for it with a limit.
+    ended: std::sync::mpsc::Receiver<()>,
 }
+
+/// How long dropping the last handle waits for a maintenance run in progress (a listener
+/// call or a store purge of it) before leaving the run to finish on its own thread.
+#[cfg(not(loom))]
+const MAINTENANCE_STOP_WAIT: Duration = Duration::from_secs(10);
 
 /// A key stripe's lock, with this thread's listener calls held until it is released (fields
 /// drop in order: the lock, then the hold, which runs the held calls).
@@ -103,7 +110,9 @@ impl<K, V, S> Inner<K, V, S> {
     /// Stop the maintenance thread and, unless this is that thread, wait for it to let go of
     /// the cache: a run in progress holds a strong reference, and if it outlived the last
     /// handle, the cache's final drop (draining write-behind, closing the store and releasing
-    /// its file) would happen later, on that thread, after the user's `drop` returned.
+    /// its file) would happen later, on that thread, after the user's `drop` returned. The
+    /// wait is bounded ([`MAINTENANCE_STOP_WAIT`]): a run stuck in a hung store, or in a
+    /// listener waiting for a lock the dropping thread holds, must not hang the drop.
     #[cfg(not(loom))]
     fn stop_maintenance(&self) {
         let m = self
@@ -114,7 +123,10 @@ impl<K, V, S> Inner<K, V, S> {
         if let Some(m) = m {
             m.stop.store(true, std::sync::atomic::Ordering::Release);
             m.thread.thread().unpark();
-            if m.thread.thread().id() != std::thread::current().id() {
+            if m.thread.thread().id() != std::thread::current().id()
+                && m.ended.recv_timeout(MAINTENANCE_STOP_WAIT)
+                    != Err(std::sync::mpsc::RecvTimeoutError::Timeout)
+            {
                 let _ = m.thread.join();
             }
         }
@@ -260,9 +272,11 @@ where
         let mut last_purge = self.inner.clock.now();
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let stopped = stop.clone();
+        let (end_tx, ended) = std::sync::mpsc::channel::<()>();
         let thread = std::thread::Builder::new()
             .name("cogwheel-maintenance".into())
             .spawn(move || {
+                let _ending = end_tx; // dropped when the thread ends, whatever the way
                 loop {
                     std::thread::park_timeout(every);
                     if stopped.load(std::sync::atomic::Ordering::Acquire) {
@@ -272,16 +286,19 @@ where
                     // A panicking listener must not end the thread (expiry would then stop
                     // firing without traffic); its panic has nowhere else to go.
                     let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                        inner.maintain(true);
-                        if let Some(store) = &inner.store {
-                            let now = inner.clock.now();
-                            if now.saturating_sub(last_purge) >= purge_nanos {
-                                last_purge = now;
-                                // A failure is tried again at the next period.
-                                let _ = store.purge_expired(inner.clock.wall());
-                            }
-                        }
+                        inner.maintain(true)
                     }));
+                    // Apart from the expiry run, so a panicking listener does not put it off.
+                    if let Some(store) = &inner.store {
+                        let now = inner.clock.now();
+                        if now.saturating_sub(last_purge) >= purge_nanos {
+                            last_purge = now;
+                            // A failure (or a panicking store) is tried again next period.
+                            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                                store.purge_expired(inner.clock.wall())
+                            }));
+                        }
+                    }
                 }
             })
             .map_err(|e| {
@@ -292,7 +309,11 @@ where
             .maintenance
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner) =
-            Some(Maintenance { thread, stop });
+            Some(Maintenance {
+                thread,
+                stop,
+                ended,
+            });
         Ok(())
     }
 

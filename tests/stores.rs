@@ -768,3 +768,47 @@ mod model {
         }
     }
 }
+
+/// A store whose `purge_expired` blocks until released (a hung disk or network).
+struct HungPurge {
+    entered: std::sync::Mutex<std::sync::mpsc::Sender<()>>,
+    release: std::sync::Mutex<std::sync::mpsc::Receiver<()>>,
+}
+
+impl BackingStore<u64, u64> for HungPurge {
+    fn load(&self, _: &u64) -> Result<Option<Stored<u64>>, cogwheel::store::StoreError> {
+        Ok(None)
+    }
+    fn write_batch(&self, _: &[WriteOp<'_, u64, u64>]) -> Result<(), cogwheel::store::StoreError> {
+        Ok(())
+    }
+    fn purge_expired(&self, _: SystemTime) -> Result<usize, cogwheel::store::StoreError> {
+        let _ = self.entered.lock().unwrap().send(());
+        let _ = self.release.lock().unwrap().recv();
+        Ok(0)
+    }
+}
+
+#[test]
+fn dropping_the_last_handle_does_not_wait_forever_for_a_hung_purge() {
+    use cogwheel::{Cache, ManualClock};
+    let (entered_tx, entered) = std::sync::mpsc::channel();
+    let (release, release_rx) = std::sync::mpsc::channel();
+    let clock = ManualClock::new();
+    let cache: Cache<u64, u64> = Cache::builder()
+        .max_capacity(10)
+        .clock(clock.clone())
+        .store(HungPurge {
+            entered: std::sync::Mutex::new(entered_tx),
+            release: std::sync::Mutex::new(release_rx),
+        })
+        .maintenance_interval(Duration::from_millis(1))
+        .purge_store_every(Duration::from_secs(1))
+        .build()
+        .unwrap();
+    clock.advance(Duration::from_secs(2));
+    entered.recv().unwrap(); // the maintenance thread is stuck in the store
+    // The drop waits a while for the run, then leaves it to finish on its own thread.
+    support::within_a_minute(move || drop(cache));
+    release.send(()).unwrap();
+}
