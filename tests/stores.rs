@@ -425,6 +425,24 @@ mod redb_store {
         .unwrap();
         assert_eq!(s.purge_expired(now).unwrap(), 1);
         assert_eq!(scan_all(&s).len(), 2);
+        // Across several of the purge's chunks: every other one of 2,500 records expired.
+        let keys: Vec<String> = (0..2500).map(|i| format!("k{i:04}")).collect();
+        let ops: Vec<_> = keys
+            .iter()
+            .enumerate()
+            .map(|(i, k)| {
+                let at = if i % 2 == 0 {
+                    now - Duration::from_secs(1)
+                } else {
+                    now + Duration::from_secs(60)
+                };
+                put_ttl(k, k, at)
+            })
+            .collect();
+        s.write_batch(&ops).unwrap();
+        assert_eq!(s.purge_expired(now).unwrap(), 1250);
+        assert_eq!(scan_all(&s).len(), 2 + 1250);
+        assert_eq!(s.purge_expired(now).unwrap(), 0);
     }
 
     #[test]
@@ -811,4 +829,23 @@ fn dropping_the_last_handle_does_not_wait_forever_for_a_hung_purge() {
     // The drop waits a while for the run, then leaves it to finish on its own thread.
     support::within_a_minute(move || drop(cache));
     release.send(()).unwrap();
+}
+
+#[test]
+fn a_memory_store_purge_goes_through_its_fault_injection() {
+    let store: MemoryStore<u64, u64> = MemoryStore::new();
+    let past = SystemTime::now() - Duration::from_secs(1);
+    store.insert(1, 1, Some(past));
+    store.insert(2, 2, None);
+    store.set_down(true);
+    assert!(
+        store.purge_expired(SystemTime::now()).is_err(),
+        "a down store purges nothing"
+    );
+    assert_eq!(store.len(), 2);
+    store.set_down(false);
+    store.clear_applied_ops();
+    assert_eq!(store.purge_expired(SystemTime::now()).unwrap(), 1);
+    assert_eq!(store.applied_ops(), vec![AppliedOp::Delete { key: 1 }]);
+    assert_eq!(store.len(), 1);
 }

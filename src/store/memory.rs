@@ -535,10 +535,29 @@ where
         Ok(())
     }
 
+    /// A write for the fault injection: it fails (applying nothing, or everything for
+    /// `Unknown { applied: All }`) as a `write_batch` would, and its deletes are logged.
     fn purge_expired(&self, now: SystemTime) -> Result<usize, StoreError> {
-        let mut s = self.lock();
-        let before = s.data.len();
-        s.data.retain(|_, st| live(st, now));
-        Ok(before - s.data.len())
+        let (mut s, fault) = self.enter(Call::Write)?;
+        let result = match fault {
+            None => Ok(()),
+            Some((
+                e,
+                FaultKind::Unknown {
+                    applied: Applied::All,
+                },
+            )) => Err(e),
+            Some((e, _)) => return Err(e),
+        };
+        let doomed: Vec<K> = s
+            .data
+            .iter()
+            .filter(|(_, st)| !live(st, now))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in &doomed {
+            apply(&mut s, &WriteOp::Delete { key });
+        }
+        result.map(|()| doomed.len())
     }
 }

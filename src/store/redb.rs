@@ -12,7 +12,8 @@
 use super::codec::{Codec, PostcardCodec, peek_deadline};
 use super::{BackingStore, ScanItem, StoreError, Stored, WriteOp};
 use redb::{
-    CommitError, Database, ReadableDatabase, TableDefinition, TableError, TransactionError,
+    CommitError, Database, ReadableDatabase, ReadableTable, TableDefinition, TableError,
+    TransactionError,
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -280,13 +281,14 @@ fn storage(context: &str, e: impl Into<redb::Error>) -> Failed {
     // Errors after which redb refuses the handle for good and asks to reopen it: an I/O
     // error, and the state a panic inside a commit leaves (the allocator state discarded, or
     // a poisoned lock). Reopening repairs the file if needed.
-    let poisoned = matches!(
-        e,
-        redb::Error::Io(_)
-            | redb::Error::PreviousIo
-            | redb::Error::Corrupted(_)
-            | redb::Error::LockPoisoned(_)
-    );
+    let poisoned = match e {
+        redb::Error::Io(_) | redb::Error::PreviousIo | redb::Error::LockPoisoned(_) => true,
+        // At the start of a write, corruption means the allocator state was discarded and
+        // the handle must be reopened; elsewhere it is a bad page, which reopening does not
+        // mend (and reopening on every read of it would stall the store).
+        redb::Error::Corrupted(_) => context == "begin write",
+        _ => false,
+    };
     Failed {
         error: StoreError::fail(format!("redb: {context}")).with_source(e),
         poisoned,
@@ -401,25 +403,68 @@ impl<K, V, C: Codec> RedbStore<K, V, C> {
         &self.codec
     }
 
-    /// Delete every entry whose deadline is at or before `now`, in one transaction; returns how
-    /// many were removed. Records whose header cannot be read are kept (and reported by `load`).
+    /// Delete every entry whose deadline is at or before `now`; returns how many were removed.
+    /// Records whose header cannot be read are kept (and reported by `load`).
+    ///
+    /// It reads the table a chunk at a time in read transactions (which do not block writers)
+    /// and deletes each chunk's expired records in a short write transaction of their own, so
+    /// writes to the store wait for one chunk at most, not for a pass over the whole table. A
+    /// record rewritten in between is judged again before it is deleted.
     pub fn purge_expired(&self, now: SystemTime) -> Result<usize, StoreError> {
-        self.with_db(|db| {
-            let txn = db.begin_write().map_err(|e| storage("begin write", e))?;
-            let mut removed = 0;
-            {
-                let mut table = txn.open_table(DATA).map_err(|e| storage("open table", e))?;
-                table
-                    .retain(|_, v| {
-                        let expired = matches!(peek_deadline(v), Ok(Some(t)) if t <= now);
-                        removed += usize::from(expired);
-                        !expired
-                    })
-                    .map_err(|e| storage("purge", e))?;
+        let expired = |v: &[u8]| matches!(peek_deadline(v), Ok(Some(t)) if t <= now);
+        let mut removed = 0;
+        let mut after: Option<Vec<u8>> = None;
+        loop {
+            let (doomed, last, full) = self.with_db(|db| {
+                let txn = db.begin_read().map_err(read_err)?;
+                let table = txn.open_table(DATA).map_err(|e| storage("open table", e))?;
+                let lower = match &after {
+                    Some(k) => Bound::Excluded(k.as_slice()),
+                    None => Bound::Unbounded,
+                };
+                let range = table
+                    .range::<&[u8]>((lower, Bound::Unbounded))
+                    .map_err(|e| storage("iterate", e))?;
+                let (mut doomed, mut last, mut seen) = (Vec::new(), None, 0);
+                for item in range.take(SCAN_CHUNK) {
+                    let (k, v) = item.map_err(|e| storage("iterate", e))?;
+                    seen += 1;
+                    if expired(v.value()) {
+                        doomed.push(k.value().to_vec());
+                    }
+                    last = Some(k.value().to_vec());
+                }
+                Ok((doomed, last, seen == SCAN_CHUNK))
+            })?;
+            if !doomed.is_empty() {
+                removed += self.with_db(|db| {
+                    let txn = db.begin_write().map_err(|e| storage("begin write", e))?;
+                    let mut gone = 0;
+                    {
+                        let mut table =
+                            txn.open_table(DATA).map_err(|e| storage("open table", e))?;
+                        for k in &doomed {
+                            let still = table
+                                .get(k.as_slice())
+                                .map_err(|e| storage("read", e))?
+                                .is_some_and(|v| expired(v.value()));
+                            if still {
+                                table
+                                    .remove(k.as_slice())
+                                    .map_err(|e| storage("purge", e))?;
+                                gone += 1;
+                            }
+                        }
+                    }
+                    commit(txn)?;
+                    Ok(gone)
+                })?;
             }
-            commit(txn)?;
-            Ok(removed)
-        })
+            match last {
+                Some(k) if full => after = Some(k),
+                _ => return Ok(removed),
+            }
+        }
     }
 }
 

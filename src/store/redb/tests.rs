@@ -302,8 +302,16 @@ fn an_acknowledged_batch_was_synced_to_disk() {
             "batch {i} acknowledged unsynced"
         );
     }
+    let (k, v) = (9u32, "gone".to_string());
+    let past = SystemTime::now() - std::time::Duration::from_secs(1);
+    s.write_batch(&[WriteOp::Put {
+        key: &k,
+        value: &v,
+        expires_at: Some(past),
+    }])
+    .unwrap();
     let before = syncs.load(Ordering::SeqCst);
-    s.purge_expired(SystemTime::now()).unwrap();
+    assert_eq!(s.purge_expired(SystemTime::now()).unwrap(), 1);
     assert!(
         syncs.load(Ordering::SeqCst) > before,
         "purge committed unsynced"
