@@ -308,12 +308,11 @@ where
             .inner
             .maintenance
             .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) =
-            Some(Maintenance {
-                thread,
-                stop,
-                ended,
-            });
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(Maintenance {
+            thread,
+            stop,
+            ended,
+        });
         Ok(())
     }
 
