@@ -31,15 +31,7 @@ where
                 }
                 // Past the deadline it had when copied out: a read may have extended it
                 // (time-to-idle) or a write replaced the entry since, so ask the cache.
-                let hash = self.cache.hash(&k);
-                let guard = self.cache.pin();
-                let live = self
-                    .cache
-                    .shard(hash)
-                    .peek(hash, |key| *key == k, &guard)
-                    .filter(|e| !inner.is_expired(*e))
-                    .map(|e| e.value.clone());
-                match live {
+                match self.cache.peek_live(self.cache.hash(&k), &k) {
                     Some(v) => return Some((k, v)),
                     None => continue,
                 }

@@ -1,10 +1,12 @@
 //! Loading: single-flight `get_with` / `try_get_with`, read-through `fetch`, and `compute`.
 
 use super::{Cache, Inner};
+use crate::entry::EntryRef;
 use crate::error::Error;
 use crate::hash;
 use crate::listener::RemovalCause;
 use crate::loader::LoadError;
+use crate::reclaim::Guard;
 use crate::shard::{Cond, entry_id};
 use crate::stats::Counter;
 use crate::store::{StoreError, WriteOp};
@@ -245,14 +247,7 @@ where
                     // the old value, and the store gets a delete.
                     let dead = inner.time_to_live == Some(Duration::ZERO);
                     if dead && inner.store.is_none() {
-                        inner.loader.invalidate(hash, &key);
-                        let Some(e) = cur else { return Ok(None) };
-                        if self.shard(hash).remove_exact(hash, e, &guard) {
-                            let cause = match inner.removal_cause(e) {
-                                RemovalCause::Removed => RemovalCause::Replaced,
-                                expired => expired,
-                            };
-                            inner.report_one(e, cause);
+                        if self.take_current(hash, &key, cur, &guard, RemovalCause::Replaced) {
                             return Ok(None);
                         }
                         continue;
@@ -338,14 +333,7 @@ where
                 }
                 Compute::Remove => {
                     if inner.store.is_none() {
-                        // Even with nothing cached: a load in flight must not publish over the
-                        // removal (as for `remove`).
-                        inner.loader.invalidate(hash, &key);
-                        let Some(e) = cur else { return Ok(None) };
-                        if self.shard(hash).remove_exact(hash, e, &guard) {
-                            // It may have expired while `f` ran: then it expired, it was not
-                            // removed.
-                            inner.report_one(e, inner.removal_cause(e));
+                        if self.take_current(hash, &key, cur, &guard, RemovalCause::Removed) {
                             return Ok(None);
                         }
                         continue;
@@ -373,8 +361,34 @@ where
         }
     }
 
+    /// `compute` without a store, taking the key out of the cache: `cur`, the live entry its
+    /// closure saw, leaves as `cause` (or as `Expired`, if it expired while the closure ran).
+    /// `false` if the key changed meanwhile (the closure must decide again). Loads in flight
+    /// are marked stale even when `cur` is `None`: they must not publish over the decision.
+    fn take_current(
+        &self,
+        hash: u64,
+        key: &K,
+        cur: Option<EntryRef<'_, K, V>>,
+        guard: &Guard,
+        cause: RemovalCause,
+    ) -> bool {
+        let inner = &*self.inner;
+        inner.loader.invalidate(hash, key);
+        let Some(e) = cur else { return true };
+        if !self.shard(hash).remove_exact(hash, e, guard) {
+            return false;
+        }
+        let cause = match inner.removal_cause(e) {
+            RemovalCause::Removed => cause,
+            expired => expired,
+        };
+        inner.report_one(e, cause);
+        true
+    }
+
     /// The live value of a key, without counting a hit or touching the entry.
-    fn peek_live<Q>(&self, hash: u64, key: &Q) -> Option<V>
+    pub(super) fn peek_live<Q>(&self, hash: u64, key: &Q) -> Option<V>
     where
         K: Borrow<Q>,
         Q: Hash + Eq + ?Sized,
