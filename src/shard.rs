@@ -69,6 +69,8 @@ pub(crate) enum InsertOutcome {
     Full,
     /// The condition did not hold; nothing changed.
     Unchanged,
+    /// `Cond::IfRoom`: the shard has no room for it without evicting; nothing changed.
+    NoRoom,
 }
 
 /// When an insert may happen.
@@ -418,11 +420,13 @@ impl<K: Eq, V> Shard<K, V> {
             Some(Probe::Vacant(_)) if matches!(cond, Cond::IfCurrent(id) if id != 0) => {
                 return InsertOutcome::Unchanged;
             }
+            // (An entry heavier than the whole shard goes on to be refused as `TooHeavy`.)
             Some(Probe::Vacant(_))
                 if cond == Cond::IfRoom
-                    && w.policy.weight().saturating_add(u64::from(weight)) > self.capacity =>
+                    && u64::from(weight) <= self.capacity
+                    && w.policy.weight() + u64::from(weight) > self.capacity =>
             {
-                return InsertOutcome::Unchanged;
+                return InsertOutcome::NoRoom;
             }
             Some(Probe::Vacant(slot)) => {
                 let mut res = Res {

@@ -7,7 +7,7 @@ use crate::hash;
 use crate::listener::RemovalCause;
 use crate::loader::LoadError;
 use crate::reclaim::Guard;
-use crate::shard::{Cond, entry_id};
+use crate::shard::{Cond, InsertOutcome, entry_id};
 use crate::stats::Counter;
 use crate::store::{StoreError, WriteOp};
 use crate::write_behind::Pending;
@@ -316,7 +316,7 @@ where
                             r => break r?,
                         }
                     };
-                    if out != crate::shard::InsertOutcome::Unchanged {
+                    if out != InsertOutcome::Unchanged {
                         return Ok(Some(v));
                     }
                     // Unchanged: either the cache does not keep the value at all (capacity 0,
@@ -514,39 +514,24 @@ where
                 None => Some(Duration::ZERO),
             };
             let hash = self.hash(&key);
-            let index = hash::shard_index(hash, inner.shard_bits);
             let loaded = ttl != Some(Duration::ZERO)
                 && filter(&key, &stored.value)
                 && !pending.as_ref().is_some_and(|keys| keys.contains(&key))
-                && {
-                    let weight = inner.weigh(&key, &stored.value);
-                    let shard = &inner.shards[index];
-                    if u64::from(weight) > shard.capacity() {
-                        false // too heavy for any shard: says nothing about this one's room
-                    } else if shard.weight().saturating_add(u64::from(weight)) > shard.capacity() {
-                        if !std::mem::replace(&mut full[index], true) {
-                            full_count += 1;
+                // A stripe held by a writer right now: the record may be outdated by it.
+                && inner.try_lock_key_uncounted(hash).is_some_and(|held| {
+                    inner.key_locks.unwritten_since(&counts, hash, &held.lock)
+                        && match self.write_local(hash, key, stored.value, ttl, Cond::IfRoom) {
+                            Ok(InsertOutcome::Inserted) => true,
+                            Ok(InsertOutcome::NoRoom) => {
+                                let index = hash::shard_index(hash, inner.shard_bits);
+                                if !std::mem::replace(&mut full[index], true) {
+                                    full_count += 1;
+                                }
+                                false
+                            }
+                            _ => false,
                         }
-                        false
-                    } else {
-                        // A stripe held by a writer right now: the record may be outdated by
-                        // it.
-                        inner.try_lock_key_uncounted(hash).is_some_and(|held| {
-                            inner.key_locks.unwritten_since(&counts, hash, &held.lock)
-                                && matches!(
-                                    self.write_local_weighed(
-                                        hash,
-                                        key,
-                                        stored.value,
-                                        weight,
-                                        ttl,
-                                        Cond::IfRoom
-                                    ),
-                                    Ok(crate::shard::InsertOutcome::Inserted)
-                                )
-                        })
-                    }
-                };
+                });
             if loaded {
                 p.loaded += 1;
             } else {

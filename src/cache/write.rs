@@ -265,7 +265,7 @@ where
             InsertOutcome::Inserted => inner.counters.incr(Counter::Inserts),
             InsertOutcome::Replaced => inner.counters.incr(Counter::Updates),
             InsertOutcome::TooHeavy => inner.counters.incr(Counter::Refused),
-            InsertOutcome::Full | InsertOutcome::Unchanged => {}
+            InsertOutcome::Full | InsertOutcome::Unchanged | InsertOutcome::NoRoom => {}
         }
         self.inner.report(&out, &now);
         drop(guard);
