@@ -235,7 +235,23 @@ impl<K: Hash + Eq + Clone, V: Clone> Loader<K, V> {
     /// before changing the cache for `key` (insert, remove), holding no cache lock. Returns
     /// whether a running flight was marked. If the flight is publishing right now, this waits
     /// until the publish is complete, so the caller's change lands after it.
+    #[inline]
     pub fn invalidate<Q>(&self, hash: u64, key: &Q) -> bool
+    where
+        K: std::borrow::Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        // Every write calls this, and almost never with a load in flight: the check is inlined
+        // into the write, the rest is not.
+        if self.shard(hash).flights.load(Ordering::SeqCst) == 0 {
+            return false;
+        }
+        self.invalidate_flight(hash, key)
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn invalidate_flight<Q>(&self, hash: u64, key: &Q) -> bool
     where
         K: std::borrow::Borrow<Q>,
         Q: Hash + Eq + ?Sized,
@@ -243,9 +259,6 @@ impl<K: Hash + Eq + Clone, V: Clone> Loader<K, V> {
         // Take the flight out under the registry lock, then lock the flight alone: the registry
         // and flight locks are never held together, so there is no lock order to get wrong.
         let shard = self.shard(hash);
-        if shard.flights.load(Ordering::SeqCst) == 0 {
-            return false;
-        }
         let Some(flight) = sync::lock(&shard.map).get(key).cloned() else {
             return false;
         };
