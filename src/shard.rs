@@ -681,6 +681,9 @@ impl<K: Eq, V> Shard<K, V> {
         })
     }
 
+    /// Unlink the entries the policy chose as victims. Inlined for its first check: most
+    /// writes (a replaced value, or room to spare) have none, and every write calls this.
+    #[inline]
     fn remove_victims<'g>(
         &self,
         w: &mut Writer<K, V>,
@@ -688,9 +691,19 @@ impl<K: Eq, V> Shard<K, V> {
         guard: &'g Guard,
         out: &mut Removals<'g, K, V>,
     ) {
-        if w.evicted.is_empty() {
-            return; // most writes: a replaced value, or room to spare
+        if !w.evicted.is_empty() {
+            self.unlink_victims(w, table, guard, out);
         }
+    }
+
+    #[inline(never)]
+    fn unlink_victims<'g>(
+        &self,
+        w: &mut Writer<K, V>,
+        table: &Table<K, V>,
+        guard: &'g Guard,
+        out: &mut Removals<'g, K, V>,
+    ) {
         let mut victims = std::mem::take(&mut w.evicted);
         for token in victims.drain(..) {
             let slot = w.slot_of[token as usize];

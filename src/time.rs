@@ -215,6 +215,7 @@ impl<'a> LazyNow<'a> {
     }
 
     /// Whether `deadline` has passed; reads the clock only for a real deadline.
+    #[inline]
     pub(crate) fn passed(&self, deadline: u64) -> bool {
         deadline != NEVER && deadline <= self.get()
     }
