@@ -435,11 +435,18 @@ impl<K, V> Pool<K, V> {
 
     /// Take an entry the caller unlinked (readers may still hold it). Returns the ticket of
     /// a full batch, which the caller must hand to the epoch (see `TablePtr::retire`).
+    #[inline]
     pub(crate) fn retire(&mut self, e: EntryPtr<K, V>) -> Option<Retired<K, V>> {
         self.retired.push(e);
         if self.retired.len() < self.limit {
             return None;
         }
+        Some(self.park_batch())
+    }
+
+    /// Park the full batch of retired entries on the shelf; its ticket goes to the epoch.
+    #[inline(never)]
+    fn park_batch(&mut self) -> Retired<K, V> {
         let entries = std::mem::replace(&mut self.retired, Vec::with_capacity(self.limit));
         let id = self
             .shelf
@@ -447,10 +454,10 @@ impl<K, V> Pool<K, V> {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .park(entries);
-        Some(Retired {
+        Retired {
             id,
             shelf: StdArc::clone(&self.shelf),
-        })
+        }
     }
 }
 
