@@ -652,16 +652,23 @@ impl<K: Eq + Clone + 'static, V: Clone + 'static, S> Inner<K, V, S> {
 
     /// [`report_one`](Self::report_one) for sweeps, which must finish even when a listener
     /// panics: the first panic is kept for the caller to resume once the sweep is done.
+    #[inline]
     fn report_caught(
         &self,
         e: EntryRef<'_, K, V>,
         cause: RemovalCause,
         first_panic: &mut Option<Box<dyn std::any::Any + Send>>,
     ) {
-        let r =
-            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.report_one(e, cause)));
-        if let Err(p) = r {
-            first_panic.get_or_insert(p);
+        // Counting cannot panic; only the listener call is caught (and only paid for when
+        // there is a listener: most writes replace a value in a cache without one).
+        self.count_removal(cause);
+        if let Some(l) = &self.listener {
+            let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                self.call_listener(l, e, cause)
+            }));
+            if let Err(p) = r {
+                first_panic.get_or_insert(p);
+            }
         }
     }
 
@@ -697,19 +704,29 @@ impl<K: Eq + Clone + 'static, V: Clone + 'static, S> Inner<K, V, S> {
 
     /// Count one removal and call the listener for it.
     fn report_one(&self, e: EntryRef<'_, K, V>, cause: RemovalCause) {
+        self.count_removal(cause);
+        if let Some(l) = &self.listener {
+            self.call_listener(l, e, cause);
+        }
+    }
+
+    #[inline]
+    fn count_removal(&self, cause: RemovalCause) {
         match cause {
             RemovalCause::Evicted => self.counters.incr(Counter::EvictedSize),
             RemovalCause::Expired => self.counters.incr(Counter::EvictedExpired),
             RemovalCause::Removed => self.counters.incr(Counter::Removals),
             RemovalCause::Replaced => {}
         }
-        if let Some(l) = &self.listener {
-            if crate::listener::held() {
-                let (l, k, v) = (std::sync::Arc::clone(l), e.key.clone(), e.value.clone());
-                crate::listener::defer(Box::new(move || l(&k, &v, cause)));
-            } else {
-                l(&e.key, &e.value, cause);
-            }
+    }
+
+    /// Call the listener now, or hold the call back while this thread holds a lock.
+    fn call_listener(&self, l: &Listener<K, V>, e: EntryRef<'_, K, V>, cause: RemovalCause) {
+        if crate::listener::held() {
+            let (l, k, v) = (std::sync::Arc::clone(l), e.key.clone(), e.value.clone());
+            crate::listener::defer(Box::new(move || l(&k, &v, cause)));
+        } else {
+            l(&e.key, &e.value, cause);
         }
     }
 
