@@ -333,12 +333,10 @@ impl<K, V> Table<K, V> {
                 }
             }
             if vacant.is_none() {
-                for i in 0..GROUP_WIDTH {
-                    let b = get_byte(tags, i);
-                    if b == EMPTY || b == DELETED {
-                        vacant = Some(slot_index(g, i));
-                        break;
-                    }
+                // Free (`EMPTY` or `DELETED`) is exactly a clear high bit: tags have it set.
+                let free = !tags & HI;
+                if free != 0 {
+                    vacant = Some(slot_index(g, (free.trailing_zeros() / 8) as usize));
                 }
             }
             if has_empty(tags) {
@@ -525,6 +523,8 @@ fn split(slot: u32) -> (usize, usize) {
 /// Bits of a slot number that say where in its group the slot is.
 const SLOT_SHIFT: u32 = 3;
 const _: () = assert!(GROUP_WIDTH < 1 << SLOT_SHIFT);
+// `probe` finds free slots by a clear high bit.
+const _: () = assert!(EMPTY & 0x80 == 0 && DELETED & 0x80 == 0);
 
 /// The table a shard publishes, and the operations on the pointer to it.
 pub(crate) struct TablePtr<K, V> {
