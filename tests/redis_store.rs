@@ -677,11 +677,15 @@ fn tls_and_password_via_url() {
     assert!(!e.to_string().contains("nope"), "{e}");
 }
 
-/// A stand-in server: answers `+OK` to every command until told to go silent, then reads and
-/// drops what it gets; reports each connection's end on `closed`.
+/// A stand-in server: answers `+OK` to every command (`+PONG` to `PING`, and to `CLUSTER SLOTS`
+/// a map of one range 0-16383 owned by itself, so it also passes for a one-node cluster) until
+/// told to go silent, then reads and drops what it gets; reports each connection's end on
+/// `closed`.
 struct SilentServer {
     addr: std::net::SocketAddr,
     silent: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// Answer `SET` with an error reply (as a server out of memory does).
+    reject: std::sync::Arc<std::sync::atomic::AtomicBool>,
     closed: std::sync::mpsc::Receiver<()>,
 }
 
@@ -694,10 +698,12 @@ impl SilentServer {
         let silent = std::sync::Arc::new(AtomicBool::new(false));
         let (tx, closed) = std::sync::mpsc::channel();
         let flag = silent.clone();
+        let reject = std::sync::Arc::new(AtomicBool::new(false));
+        let rejecting = reject.clone();
         std::thread::spawn(move || {
             for conn in listener.incoming() {
                 let Ok(conn) = conn else { return };
-                let (flag, tx) = (flag.clone(), tx.clone());
+                let (flag, tx, rejecting) = (flag.clone(), tx.clone(), rejecting.clone());
                 std::thread::spawn(move || {
                     let mut out = conn.try_clone().unwrap();
                     let mut r = BufReader::new(conn);
@@ -707,17 +713,34 @@ impl SilentServer {
                         line.clear();
                         matches!(r.read_line(line), Ok(n) if n > 0)
                     };
+                    let slots = format!(
+                        "*1\r\n*3\r\n:0\r\n:16383\r\n*2\r\n$9\r\n127.0.0.1\r\n:{}\r\n",
+                        addr.port()
+                    );
                     while next_line(&mut r, &mut line) {
                         let n: usize = line.trim_start_matches('*').trim().parse().unwrap();
+                        let mut args = Vec::with_capacity(n);
                         for _ in 0..n {
                             assert!(next_line(&mut r, &mut line), "cut mid-command");
                             let len: usize = line.trim_start_matches('$').trim().parse().unwrap();
                             let mut body = vec![0; len + 2];
                             r.read_exact(&mut body).unwrap();
+                            body.truncate(len);
+                            args.push(String::from_utf8_lossy(&body).to_ascii_uppercase());
                         }
-                        if !flag.load(Ordering::SeqCst) {
-                            out.write_all(b"+OK\r\n").unwrap();
+                        if flag.load(Ordering::SeqCst) {
+                            continue;
                         }
+                        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+                        let reply = match args[..] {
+                            ["PING", ..] => "+PONG\r\n",
+                            ["CLUSTER", "SLOTS"] => slots.as_str(),
+                            ["SET", ..] if rejecting.load(Ordering::SeqCst) => {
+                                "-OOM command not allowed when used memory > 'maxmemory'.\r\n"
+                            }
+                            _ => "+OK\r\n",
+                        };
+                        out.write_all(reply.as_bytes()).unwrap();
                     }
                     let _ = tx.send(());
                 });
@@ -726,6 +749,7 @@ impl SilentServer {
         SilentServer {
             addr,
             silent,
+            reject,
             closed,
         }
     }
@@ -764,4 +788,69 @@ fn a_silent_server_costs_a_batch_one_timeout_not_one_per_command() {
         .expect("the timed-out connection was closed");
     server.silent.store(false, Ordering::SeqCst);
     s.write_batch(&[put(&k, &v)]).unwrap();
+}
+
+#[test]
+fn a_silent_cluster_node_costs_a_batch_one_timeout_not_one_per_command() {
+    use std::sync::atomic::Ordering;
+    let server = SilentServer::start();
+    let s = std::sync::Arc::new(
+        Store::open(
+            RedisConfig::cluster([format!("redis://{}", server.addr)])
+                .response_timeout(Duration::from_millis(50)),
+        )
+        .unwrap(),
+    );
+    let (k, v) = ("k".to_string(), "v".to_string());
+    let keys: Vec<String> = (0..20_000).map(|i| format!("k{i}")).collect();
+    let small: Vec<_> = keys[..100].iter().map(|k| put(k, k)).collect();
+    s.write_batch(&small).unwrap();
+
+    // A write-behind batch of 20,000 puts to a node that stopped answering. Reading every reply
+    // would wait 20,000 timeouts (1,000 s); the batch must give up after the first.
+    server.silent.store(true, Ordering::SeqCst);
+    let store = s.clone();
+    let started = std::time::Instant::now();
+    let e = support::within_a_minute(move || {
+        let ops: Vec<_> = keys.iter().map(|k| put(k, k)).collect();
+        store.write_batch(&ops)
+    })
+    .unwrap_err();
+    println!("the batch failed after {:?}: {e}", started.elapsed());
+    assert_eq!(e.kind(), StoreErrorKind::Unknown, "{e}");
+    // The cluster connection was retired (its node connection closed), not kept out of step.
+    server
+        .closed
+        .recv_timeout(Duration::from_secs(60))
+        .expect("the timed-out connection was closed");
+    server.silent.store(false, Ordering::SeqCst);
+    s.write_batch(&[put(&k, &v)]).unwrap();
+}
+
+/// A write the server refuses with an error reply (here: out of memory) fails the batch, on a
+/// single node and in a cluster, whatever the batch's other replies were: the write-behind
+/// writer must keep it and retry, never count it as stored. (The store's cluster batches are
+/// its own per-node pipelines; redis-rs turns their error replies into errors.)
+#[test]
+fn an_error_reply_fails_the_batch() {
+    use std::sync::atomic::Ordering;
+    let server = SilentServer::start();
+    let url = format!("redis://{}", server.addr);
+    let stores = [
+        Store::open(RedisConfig::single(url.clone())).unwrap(),
+        Store::open(RedisConfig::cluster([url])).unwrap(),
+    ];
+    let keys: Vec<String> = (0..10).map(|i| format!("k{i}")).collect();
+    for (mode, s) in ["single", "cluster"].iter().zip(&stores) {
+        let mut ops: Vec<_> = keys.iter().map(|k| put(k, k)).collect();
+        s.write_batch(&ops).unwrap();
+        // One put in the middle of deletes: the server answers it (only) with an error.
+        server.reject.store(true, Ordering::SeqCst);
+        ops = keys.iter().map(|k| WriteOp::Delete { key: k }).collect();
+        ops[5] = put(&keys[5], &keys[5]);
+        let e = s.write_batch(&ops).unwrap_err();
+        server.reject.store(false, Ordering::SeqCst);
+        assert!(e.to_string().contains("OOM"), "{mode}: {e}");
+        s.write_batch(&ops).unwrap();
+    }
 }

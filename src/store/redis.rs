@@ -8,9 +8,9 @@
 //! - **Values**: the codec's bytes (value + deadline header). A deadline becomes a Redis expiry
 //!   (`SET .. PX ms`, the time left on the wall clock, rounded up); a put whose deadline has
 //!   already passed is sent as a `DEL`, so the store never holds an expired value.
-//! - **Batches**: one pipeline per batch (a cluster pipeline in cluster mode, which groups the
-//!   commands per node and keeps each key's commands in order). Not a `MULTI`: a failure
-//!   mid-batch may leave a prefix applied, which is what [`StoreErrorKind::Unknown`] allows.
+//! - **Batches**: one pipeline per batch; in cluster mode one per node, the nodes one after
+//!   another, each key's commands in order. Not a `MULTI`: a failure mid-batch may leave a
+//!   prefix applied, which is what [`StoreErrorKind::Unknown`] allows.
 //! - **Connections**: a small pool of idle connections; each call takes one (connecting if the
 //!   pool is empty) and returns it only if the call did not break it. A server restart therefore
 //!   costs the calls in flight (and those that pick up a connection that died meanwhile) one
@@ -28,9 +28,9 @@
 
 use super::codec::{Codec, PostcardCodec};
 use super::{BackingStore, ScanItem, StoreError, Stored, WriteOp};
-use redis::cluster::{ClusterClient, ClusterConnection, cluster_pipe};
+use redis::cluster::{ClusterClient, ClusterConnection, Connect};
 use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
-use redis::{ErrorKind, RedisError};
+use redis::{ConnectionLike, ErrorKind, IntoConnectionInfo, RedisError, RedisResult, Value};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::collections::HashSet;
@@ -50,16 +50,15 @@ pub struct RedisConfig {
     pub prefix: Vec<u8>,
     /// Time allowed to open a connection.
     pub connect_timeout: Duration,
-    /// Time allowed for a reply (per read/write on the socket). On a single node a batch gives
-    /// up at the first reply that takes longer; in cluster mode redis-rs still waits this long
-    /// for each reply of a node's part of the batch.
+    /// Time allowed for a reply (per read/write on the socket). A batch gives up at the first
+    /// reply that takes longer.
     pub response_timeout: Duration,
     /// Idle connections kept for reuse (extra ones are closed).
     pub max_idle: usize,
     /// The `COUNT` hint of each `SCAN` step, and how many values `scan` fetches per pipeline.
     pub scan_count: usize,
-    /// Cluster mode only: how often the cluster client retries a command on redirects and
-    /// connection errors before giving up.
+    /// Cluster mode only: how often the cluster client retries a command (or a node's part of
+    /// a batch) on redirects and connection errors before giving up.
     pub cluster_retries: u32,
 }
 
@@ -113,7 +112,7 @@ enum Client {
 
 enum Conn {
     Single(SingleConn),
-    Cluster(Box<ClusterConnection>),
+    Cluster(Box<ClusterConn>),
 }
 
 /// A single-node connection whose pipelines stop reading at the first failed read.
@@ -127,8 +126,33 @@ enum Conn {
 /// this does not interpret.
 struct SingleConn(redis::Connection);
 
-impl redis::ConnectionLike for SingleConn {
-    fn req_packed_command(&mut self, cmd: &[u8]) -> redis::RedisResult<redis::Value> {
+/// Send a pipeline and read its replies, stopping at the first failed read (see [`SingleConn`]).
+fn pipeline_until_failure(
+    con: &mut redis::Connection,
+    cmd: &[u8],
+    offset: usize,
+    count: usize,
+) -> RedisResult<Vec<Value>> {
+    con.send_packed_command(cmd)?;
+    let mut replies = Vec::with_capacity(count);
+    let mut read = 0;
+    while read < offset + count {
+        match con.recv_response()? {
+            // RESP3 push data is not a reply.
+            Value::Push { .. } => continue,
+            reply => {
+                if read >= offset {
+                    replies.push(reply);
+                }
+                read += 1;
+            }
+        }
+    }
+    Ok(replies)
+}
+
+impl ConnectionLike for SingleConn {
+    fn req_packed_command(&mut self, cmd: &[u8]) -> RedisResult<Value> {
         self.0.req_packed_command(cmd)
     }
 
@@ -137,23 +161,8 @@ impl redis::ConnectionLike for SingleConn {
         cmd: &[u8],
         offset: usize,
         count: usize,
-    ) -> redis::RedisResult<Vec<redis::Value>> {
-        self.0.send_packed_command(cmd)?;
-        let mut replies = Vec::with_capacity(count);
-        let mut read = 0;
-        while read < offset + count {
-            match self.0.recv_response()? {
-                // RESP3 push data is not a reply.
-                redis::Value::Push { .. } => continue,
-                reply => {
-                    if read >= offset {
-                        replies.push(reply);
-                    }
-                    read += 1;
-                }
-            }
-        }
-        Ok(replies)
+    ) -> RedisResult<Vec<Value>> {
+        pipeline_until_failure(&mut self.0, cmd, offset, count)
     }
 
     fn get_db(&self) -> i64 {
@@ -167,6 +176,208 @@ impl redis::ConnectionLike for SingleConn {
     fn is_open(&self) -> bool {
         self.0.is_open()
     }
+}
+
+/// A cluster node's connection that stops at the first failed read or write, as [`SingleConn`]
+/// does: redis-rs's cluster client otherwise waits the response timeout once per reply, and on
+/// a timeout retries on the same connection. Once a call failed (an I/O or protocol error, not
+/// a server's error reply such as MOVED, which redis-rs must see to follow it) the connection
+/// is out of step: every later call fails at once with that error without touching the socket,
+/// and it reports itself closed, so redis-rs replaces it; the store retires the whole cluster
+/// connection (see [`breaks_connection`]).
+struct ClusterNodeConn {
+    con: redis::Connection,
+    failed: Option<RedisError>,
+}
+
+impl ClusterNodeConn {
+    fn run<T>(
+        &mut self,
+        f: impl FnOnce(&mut redis::Connection) -> RedisResult<T>,
+    ) -> RedisResult<T> {
+        if let Some(e) = &self.failed {
+            return Err(e.clone());
+        }
+        let r = f(&mut self.con);
+        if let Err(e) = &r
+            && (e.is_io_error() || e.kind() == ErrorKind::Parse)
+        {
+            self.failed = Some(e.clone());
+        }
+        r
+    }
+}
+
+impl Connect for ClusterNodeConn {
+    fn connect<T: IntoConnectionInfo>(info: T, timeout: Option<Duration>) -> RedisResult<Self> {
+        let con = <redis::Connection as Connect>::connect(info, timeout)?;
+        // redis-rs sends a PING before it sets the response timeout; unbounded, that PING would
+        // hang on a node that accepts connections but does not answer.
+        con.set_read_timeout(timeout)?;
+        con.set_write_timeout(timeout)?;
+        Ok(ClusterNodeConn { con, failed: None })
+    }
+
+    fn send_packed_command(&mut self, cmd: &[u8]) -> RedisResult<()> {
+        self.run(|c| c.send_packed_command(cmd))
+    }
+
+    fn set_write_timeout(&self, dur: Option<Duration>) -> RedisResult<()> {
+        self.con.set_write_timeout(dur)
+    }
+
+    fn set_read_timeout(&self, dur: Option<Duration>) -> RedisResult<()> {
+        self.con.set_read_timeout(dur)
+    }
+
+    fn recv_response(&mut self) -> RedisResult<Value> {
+        self.run(|c| c.recv_response())
+    }
+}
+
+impl ConnectionLike for ClusterNodeConn {
+    fn req_packed_command(&mut self, cmd: &[u8]) -> RedisResult<Value> {
+        self.run(|c| c.req_packed_command(cmd))
+    }
+
+    fn req_packed_commands(
+        &mut self,
+        cmd: &[u8],
+        offset: usize,
+        count: usize,
+    ) -> RedisResult<Vec<Value>> {
+        self.run(|c| pipeline_until_failure(c, cmd, offset, count))
+    }
+
+    fn req_command(&mut self, cmd: &redis::Cmd) -> RedisResult<Value> {
+        self.run(|c| c.req_command(cmd))
+    }
+
+    fn get_db(&self) -> i64 {
+        self.con.get_db()
+    }
+
+    fn check_connection(&mut self) -> bool {
+        redis::cmd("PING").query::<String>(self).is_ok()
+    }
+
+    fn is_open(&self) -> bool {
+        self.failed.is_none() && self.con.is_open()
+    }
+}
+
+/// A cluster connection, and the slot map its batches are split by.
+///
+/// The store sends each node's part of a batch itself, as a plain pipeline through
+/// `req_packed_commands`: redis-rs's cluster pipelines (`cluster_pipe`) only run on
+/// `ClusterConnection<redis::Connection>`, whose node connections read every reply.
+struct ClusterConn {
+    con: ClusterConnection<ClusterNodeConn>,
+    /// Each slot's primary as an index (`NO_OWNER` when no node serves it).
+    owners: Vec<u16>,
+}
+
+const SLOTS: usize = 16384;
+const NO_OWNER: u16 = u16::MAX;
+
+impl ClusterConn {
+    /// Run `cmds` (each with its key as first argument) as one pipeline per node, the nodes one
+    /// after another, each node's commands in their order; the replies in `cmds`' order.
+    /// redis-rs routes each part by its first key, and after a redirect or a dropped connection
+    /// may send the whole part again (each key's commands run again in order: same end state).
+    /// A part built from a stale map fails on the keys its node lost, which retires the
+    /// connection.
+    fn pipeline(&mut self, cmds: &[redis::Cmd]) -> RedisResult<Vec<Value>> {
+        let owner = |c: &redis::Cmd| match c.args_iter().nth(1) {
+            Some(redis::Arg::Simple(key)) => self.owners[usize::from(key_slot(key))],
+            _ => NO_OWNER,
+        };
+        let mut order: Vec<(u16, usize)> = cmds.iter().map(owner).zip(0..).collect();
+        // Stable: a node's commands keep their order.
+        order.sort_by_key(|&(node, _)| node);
+        let mut replies = vec![Value::Nil; cmds.len()];
+        for part in order.chunk_by(|a, b| a.0 == b.0) {
+            let mut packed = Vec::new();
+            for &(_, i) in part {
+                cmds[i].write_packed_command(&mut packed);
+            }
+            let got = self.con.req_packed_commands(&packed, 0, part.len())?;
+            if got.len() != part.len() {
+                return Err(RedisError::from((
+                    ErrorKind::Client,
+                    "redis: a node answered a pipeline with the wrong number of replies",
+                )));
+            }
+            for (&(_, i), reply) in part.iter().zip(got) {
+                replies[i] = reply;
+            }
+        }
+        Ok(replies)
+    }
+}
+
+/// Each slot's primary as an index, from a `CLUSTER SLOTS` reply: ranges of
+/// `[start, end, [host, port, ..], replicas..]`.
+fn slot_owners(reply: Value) -> Vec<u16> {
+    let mut owners = vec![NO_OWNER; SLOTS];
+    let mut primaries: Vec<Vec<Value>> = Vec::new();
+    let Value::Array(ranges) = reply else {
+        return owners;
+    };
+    for range in ranges {
+        let Value::Array(range) = range else { continue };
+        let [
+            Value::Int(start),
+            Value::Int(end),
+            Value::Array(primary),
+            ..,
+        ] = &range[..]
+        else {
+            continue;
+        };
+        // Host and port name the node (the id that may follow is missing on old servers).
+        let node = primary.iter().take(2).cloned().collect::<Vec<_>>();
+        let index = match primaries.iter().position(|p| *p == node) {
+            Some(i) => i,
+            None => {
+                primaries.push(node);
+                primaries.len() - 1
+            }
+        };
+        let (Ok(index), Ok(start), Ok(end)) = (
+            u16::try_from(index),
+            usize::try_from(*start),
+            usize::try_from(*end),
+        ) else {
+            continue;
+        };
+        for owner in owners.iter_mut().take(end.saturating_add(1)).skip(start) {
+            *owner = index;
+        }
+    }
+    owners
+}
+
+/// A key's cluster slot: CRC16 (XMODEM) of its hash tag (the bytes between the first `{` and
+/// the next `}`, if any) or of the whole key, modulo 16384.
+fn key_slot(key: &[u8]) -> u16 {
+    let tagged = key.iter().position(|&b| b == b'{').and_then(|open| {
+        let rest = &key[open + 1..];
+        let close = rest.iter().position(|&b| b == b'}')?;
+        (close > 0).then(|| &rest[..close])
+    });
+    let mut crc = 0u16;
+    for &b in tagged.unwrap_or(key) {
+        crc ^= u16::from(b) << 8;
+        for _ in 0..8 {
+            crc = if crc & 0x8000 != 0 {
+                (crc << 1) ^ 0x1021
+            } else {
+                crc << 1
+            };
+        }
+    }
+    crc % SLOTS as u16
 }
 
 /// A store on Redis or Redis Cluster. Thread-safe; each concurrent call uses its own pooled
@@ -223,10 +434,9 @@ impl<K, V> RedisStore<K, V, PostcardCodec> {
 }
 
 /// What a failed command means for the connection that ran it. A cluster redirect (MOVED,
-/// ASK) or a cluster-state error also retires the connection: redis-rs follows redirects for
-/// single commands but not inside a pipeline, so a connection whose slot map went stale (after
-/// a resharding or a failover) would fail every batch touching the moved slots; a new one
-/// reads the current map.
+/// ASK) or a cluster-state error also retires the connection: the store splits batches by its
+/// own copy of the slot map, so a connection whose map went stale (after a resharding or a
+/// failover) would fail every batch touching the moved slots; a new one reads the current map.
 fn breaks_connection(e: &RedisError) -> bool {
     e.is_io_error()
         || e.is_connection_dropped()
@@ -384,7 +594,29 @@ impl<K, V, C: Codec> RedisStore<K, V, C> {
                     .map_err(fail)?;
                 Ok(Conn::Single(SingleConn(con)))
             }
-            Client::Cluster(c) => Ok(Conn::Cluster(Box::new(c.get_connection().map_err(fail)?))),
+            Client::Cluster(c) => {
+                // `get_generic_connection` is doc(hidden), outside semver: fine while Cargo.lock
+                // pins redis 1.8.1; recheck it (and `ClusterNodeConn`) on an upgrade.
+                let con = c
+                    .get_generic_connection::<ClusterNodeConn>()
+                    .map_err(fail)?;
+                // redis-rs sets no write timeout on cluster nodes by default.
+                con.set_write_timeout(Some(cfg.response_timeout))
+                    .map_err(fail)?;
+                let mut con = ClusterConn {
+                    con,
+                    owners: Vec::new(),
+                };
+                let slots = con
+                    .con
+                    .route_command(
+                        redis::cmd("CLUSTER").arg("SLOTS"),
+                        RoutingInfo::SingleNode(SingleNodeRoutingInfo::Random),
+                    )
+                    .map_err(fail)?;
+                con.owners = slot_owners(slots);
+                Ok(Conn::Cluster(Box::new(con)))
+            }
         }
     }
 
@@ -457,7 +689,7 @@ impl<K, V, C: Codec> RedisStore<K, V, C> {
             let cmd = redis::cmd("GET").arg(k).clone();
             match c {
                 Conn::Single(con) => cmd.query(con),
-                Conn::Cluster(con) => cmd.query(con),
+                Conn::Cluster(con) => cmd.query(&mut con.con),
             }
         })
     }
@@ -466,8 +698,7 @@ impl<K, V, C: Codec> RedisStore<K, V, C> {
     /// (another client's hash or list under the prefix) is not a record of this store: it
     /// reads as absent, instead of failing the chunk (and the scan) with WRONGTYPE. A single
     /// node reads each key with a one-key `MGET`, which answers nil for such a key; a cluster
-    /// pipeline cannot carry `MGET`, so it reads with `GET` and, if a chunk gets an error
-    /// reply, reads that chunk again key by key.
+    /// reads with `GET` and, if a chunk gets an error reply, reads that chunk again key by key.
     fn get_many(&self, keys: &[Vec<u8>]) -> Result<Vec<Option<Vec<u8>>>, StoreError> {
         let mut out = Vec::with_capacity(keys.len());
         for chunk in keys.chunks(self.config.scan_count.max(1)) {
@@ -484,17 +715,22 @@ impl<K, V, C: Codec> RedisStore<K, V, C> {
                         .collect())
                 }
                 Conn::Cluster(con) => {
-                    let mut p = cluster_pipe();
-                    for k in chunk {
-                        p.cmd("GET").arg(k);
-                    }
-                    p.query::<Vec<Option<Vec<u8>>>>(con)
+                    let gets: Vec<redis::Cmd> = chunk
+                        .iter()
+                        .map(|k| {
+                            let mut c = redis::cmd("GET");
+                            c.arg(k);
+                            c
+                        })
+                        .collect();
+                    Ok(redis::FromRedisValue::from_redis_values(
+                        con.pipeline(&gets)?,
+                    )?)
                 }
             });
             let got = match got {
                 // A server's error reply (not a broken connection): which key? Read again one
-                // by one. (A cluster pipeline reports "Pipeline failure" with the replies'
-                // codes inside, not WRONGTYPE itself.)
+                // by one.
                 Err(Ok(e)) if !breaks_connection(&e) => chunk
                     .iter()
                     .map(|k| {
@@ -563,7 +799,7 @@ impl<K, V, C: Codec> RedisStore<K, V, C> {
                 }
                 Conn::Cluster(con) => {
                     let nodes: String =
-                        redis::FromRedisValue::from_redis_value(con.route_command(
+                        redis::FromRedisValue::from_redis_value(con.con.route_command(
                             redis::cmd("CLUSTER").arg("NODES"),
                             RoutingInfo::SingleNode(SingleNodeRoutingInfo::Random),
                         )?)?;
@@ -580,7 +816,7 @@ impl<K, V, C: Codec> RedisStore<K, V, C> {
                             });
                             let (next, batch): (u64, Vec<Vec<u8>>) =
                                 redis::FromRedisValue::from_redis_value(
-                                    con.route_command(&scan_cmd(cursor), route)?,
+                                    con.con.route_command(&scan_cmd(cursor), route)?,
                                 )?;
                             match page(batch) {
                                 Ok(true) => {}
@@ -683,13 +919,7 @@ where
                 }
                 p.exec(con)
             }
-            Conn::Cluster(con) => {
-                let mut p = cluster_pipe();
-                for cmd in &cmds {
-                    p.add_command(cmd.clone()).ignore();
-                }
-                p.exec(con)
-            }
+            Conn::Cluster(con) => con.pipeline(&cmds).map(drop),
         })
         .map_err(|e| write_error(e, self.config.cluster))
     }
@@ -795,6 +1025,65 @@ bb22 [::1]:30005@40005 master - 0 1 4 connected 16383
         };
         assert_eq!(write_error(refused(), false).kind(), StoreErrorKind::Fail);
         assert_eq!(write_error(refused(), true).kind(), StoreErrorKind::Unknown);
+    }
+
+    #[test]
+    fn key_slots_agree_with_redis_rs() {
+        use redis::cluster_routing::Slot;
+        assert_eq!(
+            key_slot(b"123456789"),
+            0x31c3,
+            "the CRC16/XMODEM check value"
+        );
+        let keys: [&[u8]; 9] = [
+            b"foo",
+            b"",
+            b"{user1000}.following",
+            b"{user1000}.followers",
+            b"{}x",
+            b"a{}{b}",
+            b"{a",
+            b"x}{y}z",
+            b"cogwheel:\x00\xff{",
+        ];
+        for key in keys {
+            assert_eq!(
+                Slot::new(key_slot(key)),
+                Some(Slot::for_key(key)),
+                "{key:?}"
+            );
+        }
+        assert_eq!(
+            key_slot(b"{user1000}.following"),
+            key_slot(b"{user1000}.followers")
+        );
+    }
+
+    #[test]
+    fn slot_owners_come_from_cluster_slots() {
+        let node = |host: &str, port: i64| {
+            Value::Array(vec![
+                Value::BulkString(host.into()),
+                Value::Int(port),
+                Value::BulkString(format!("id-{port}").into()),
+            ])
+        };
+        let range = |start, end, nodes: Vec<Value>| {
+            let mut r = vec![Value::Int(start), Value::Int(end)];
+            r.extend(nodes);
+            Value::Array(r)
+        };
+        let owners = slot_owners(Value::Array(vec![
+            range(0, 99, vec![node("a", 1), node("r", 9)]),
+            range(100, 199, vec![node("b", 2)]),
+            range(300, 16383, vec![node("a", 1)]),
+            Value::Nil,
+        ]));
+        assert_eq!(owners.len(), SLOTS);
+        assert_eq!((owners[0], owners[99], owners[16383]), (0, 0, 0));
+        assert_eq!((owners[100], owners[199]), (1, 1));
+        assert_eq!((owners[200], owners[299]), (NO_OWNER, NO_OWNER));
+        assert!(slot_owners(Value::Nil).iter().all(|&o| o == NO_OWNER));
     }
 
     #[test]
