@@ -9,8 +9,10 @@
 //!   (`SET .. PX ms`, the time left on the wall clock, rounded up); a put whose deadline has
 //!   already passed is sent as a `DEL`, so the store never holds an expired value.
 //! - **Batches**: one pipeline per batch; in cluster mode one per node, the nodes one after
-//!   another, each key's commands in order. Not a `MULTI`: a failure mid-batch may leave a
-//!   prefix applied, which is what [`StoreErrorKind::Unknown`] allows.
+//!   another, each key's commands in order, on connections that neither retry nor follow
+//!   redirects (a batch that meets one fails; the write-behind writer retries it). Not a
+//!   `MULTI`: a failure mid-batch may leave a prefix applied, which is what
+//!   [`StoreErrorKind::Unknown`] allows.
 //! - **Connections**: a small pool of idle connections; each call takes one (connecting if the
 //!   pool is empty) and returns it only if the call did not break it. A server restart therefore
 //!   costs the calls in flight (and those that pick up a connection that died meanwhile) one
@@ -57,8 +59,9 @@ pub struct RedisConfig {
     pub max_idle: usize,
     /// The `COUNT` hint of each `SCAN` step, and how many values `scan` fetches per pipeline.
     pub scan_count: usize,
-    /// Cluster mode only: how often the cluster client retries a command (or a node's part of
-    /// a batch) on redirects and connection errors before giving up.
+    /// Cluster mode only: how often the cluster client retries a single command (a load, a
+    /// scan step) on redirects and connection errors before giving up. Batches are not
+    /// retried here (see the module docs).
     pub cluster_retries: u32,
 }
 
@@ -107,7 +110,26 @@ impl RedisConfig {
 
 enum Client {
     Single(redis::Client),
-    Cluster(ClusterClient),
+    /// Two clients: batches run on connections that neither retry nor follow redirects.
+    /// redis-rs routes a node's part of a batch by its first key and, on a redirect, resends
+    /// the whole part; after an `ASK` (a slot in migration) only the part's first command
+    /// runs under the `ASKING` exception, so that command would write a second copy of its
+    /// key on the migration's target while the key still lives on its source. A batch that
+    /// meets a redirect fails instead (and retires its connection, see
+    /// [`breaks_connection`]); single-key reads and scans follow redirects as usual.
+    Cluster {
+        reads: ClusterClient,
+        batches: Box<ClusterClient>,
+    },
+}
+
+/// What a pooled connection is for (each kind has its own pool).
+#[derive(Clone, Copy)]
+enum Use {
+    /// Single commands: loads and scans.
+    Read = 0,
+    /// Pipelines: write batches and chunked reads.
+    Batch = 1,
 }
 
 enum Conn {
@@ -182,9 +204,10 @@ impl ConnectionLike for SingleConn {
 /// does: redis-rs's cluster client otherwise waits the response timeout once per reply, and on
 /// a timeout retries on the same connection. Once a call failed (an I/O or protocol error, not
 /// a server's error reply such as MOVED, which redis-rs must see to follow it) the connection
-/// is out of step: every later call fails at once with that error without touching the socket,
-/// and it reports itself closed, so redis-rs replaces it; the store retires the whole cluster
-/// connection (see [`breaks_connection`]).
+/// is out of step: every later call fails at once with that error without touching the socket
+/// (redis-rs's immediate retries on it then cost nothing), and the store retires the whole
+/// cluster connection (see [`breaks_connection`]). redis-rs 1.8.1 does not consult a node's
+/// `is_open`; it is false here anyway.
 struct ClusterNodeConn {
     con: redis::Connection,
     failed: Option<RedisError>,
@@ -283,10 +306,9 @@ const NO_OWNER: u16 = u16::MAX;
 impl ClusterConn {
     /// Run `cmds` (each with its key as first argument) as one pipeline per node, the nodes one
     /// after another, each node's commands in their order; the replies in `cmds`' order.
-    /// redis-rs routes each part by its first key, and after a redirect or a dropped connection
-    /// may send the whole part again (each key's commands run again in order: same end state).
-    /// A part built from a stale map fails on the keys its node lost, which retires the
-    /// connection.
+    /// redis-rs routes each part by its first key; on a batch connection it neither retries
+    /// nor follows a redirect (see [`Client::Cluster`]), so a part built from a stale map fails
+    /// on the keys its node lost, which retires the connection.
     fn pipeline(&mut self, cmds: &[redis::Cmd]) -> RedisResult<Vec<Value>> {
         let owner = |c: &redis::Cmd| match c.args_iter().nth(1) {
             Some(redis::Arg::Simple(key)) => self.owners[usize::from(key_slot(key))],
@@ -396,7 +418,8 @@ pub struct RedisStore<K, V, C: Codec = PostcardCodec> {
     client: Client,
     config: RedisConfig,
     codec: C,
-    idle: Mutex<Vec<Conn>>,
+    /// Idle connections, by [`Use`].
+    idle: [Mutex<Vec<Conn>>; 2],
     _types: PhantomData<Types<K, V>>,
 }
 
@@ -545,13 +568,18 @@ impl<K, V, C: Codec> RedisStore<K, V, C> {
                 .with_source(e)
         };
         let client = if config.cluster {
-            let c = ClusterClient::builder(config.urls.iter().map(String::as_str))
-                .connection_timeout(config.connect_timeout)
-                .response_timeout(config.response_timeout)
-                .retries(config.cluster_retries)
-                .build()
-                .map_err(bad_url)?;
-            Client::Cluster(c)
+            let build = |retries| {
+                ClusterClient::builder(config.urls.iter().map(String::as_str))
+                    .connection_timeout(config.connect_timeout)
+                    .response_timeout(config.response_timeout)
+                    .retries(retries)
+                    .build()
+                    .map_err(bad_url)
+            };
+            Client::Cluster {
+                reads: build(config.cluster_retries)?,
+                batches: Box::new(build(0)?),
+            }
         } else {
             if config.urls.len() != 1 {
                 return Err(StoreError::fail(
@@ -564,11 +592,11 @@ impl<K, V, C: Codec> RedisStore<K, V, C> {
             client,
             config,
             codec,
-            idle: Mutex::new(Vec::new()),
+            idle: [Mutex::new(Vec::new()), Mutex::new(Vec::new())],
             _types: PhantomData,
         };
-        let conn = store.new_conn()?;
-        store.put_back(conn);
+        let conn = store.new_conn(Use::Read)?;
+        store.put_back(Use::Read, conn);
         Ok(store)
     }
 
@@ -577,7 +605,7 @@ impl<K, V, C: Codec> RedisStore<K, V, C> {
         &self.config
     }
 
-    fn new_conn(&self) -> Result<Conn, StoreError> {
+    fn new_conn(&self, kind: Use) -> Result<Conn, StoreError> {
         let cfg = &self.config;
         let fail = |e: RedisError| {
             StoreError::fail(format!("redis: cannot connect to {}", redact(&cfg.urls[0])))
@@ -594,9 +622,13 @@ impl<K, V, C: Codec> RedisStore<K, V, C> {
                     .map_err(fail)?;
                 Ok(Conn::Single(SingleConn(con)))
             }
-            Client::Cluster(c) => {
-                // `get_generic_connection` is doc(hidden), outside semver: fine while Cargo.lock
-                // pins redis 1.8.1; recheck it (and `ClusterNodeConn`) on an upgrade.
+            Client::Cluster { reads, batches } => {
+                let c = match kind {
+                    Use::Read => reads,
+                    Use::Batch => batches,
+                };
+                // `get_generic_connection` is doc(hidden), outside semver: Cargo.toml keeps
+                // redis below 1.9; recheck it (and `ClusterNodeConn`) on an upgrade.
                 let con = c
                     .get_generic_connection::<ClusterNodeConn>()
                     .map_err(fail)?;
@@ -620,20 +652,32 @@ impl<K, V, C: Codec> RedisStore<K, V, C> {
         }
     }
 
-    fn take(&self) -> Result<Conn, StoreError> {
+    /// The pool of `kind`'s idle connections: one for all on a single node, where both kinds
+    /// of connection are the same.
+    fn pool(&self, kind: Use) -> &Mutex<Vec<Conn>> {
+        match self.client {
+            Client::Single(_) => &self.idle[0],
+            Client::Cluster { .. } => &self.idle[kind as usize],
+        }
+    }
+
+    fn take(&self, kind: Use) -> Result<Conn, StoreError> {
         let pooled = self
-            .idle
+            .pool(kind)
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .pop();
         match pooled {
             Some(c) => Ok(c),
-            None => self.new_conn(),
+            None => self.new_conn(kind),
         }
     }
 
-    fn put_back(&self, conn: Conn) {
-        let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+    fn put_back(&self, kind: Use, conn: Conn) {
+        let mut idle = self
+            .pool(kind)
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         if idle.len() < self.config.max_idle {
             idle.push(conn);
         }
@@ -642,17 +686,18 @@ impl<K, V, C: Codec> RedisStore<K, V, C> {
     /// Run `f` on a pooled connection; keep the connection unless the error broke it.
     fn with_conn<T>(
         &self,
+        kind: Use,
         f: impl FnOnce(&mut Conn) -> Result<T, RedisError>,
     ) -> Result<T, Result<RedisError, StoreError>> {
-        let mut conn = self.take().map_err(Err)?;
+        let mut conn = self.take(kind).map_err(Err)?;
         match f(&mut conn) {
             Ok(v) => {
-                self.put_back(conn);
+                self.put_back(kind, conn);
                 Ok(v)
             }
             Err(e) => {
                 if !breaks_connection(&e) {
-                    self.put_back(conn);
+                    self.put_back(kind, conn);
                 }
                 Err(Ok(e))
             }
@@ -685,7 +730,7 @@ impl<K, V, C: Codec> RedisStore<K, V, C> {
 
     /// One `GET` of a full (prefixed) key, on a pooled connection.
     fn get_raw(&self, k: &[u8]) -> Result<Option<Vec<u8>>, Result<RedisError, StoreError>> {
-        self.with_conn(|c| {
+        self.with_conn(Use::Read, |c| {
             let cmd = redis::cmd("GET").arg(k).clone();
             match c {
                 Conn::Single(con) => cmd.query(con),
@@ -702,7 +747,7 @@ impl<K, V, C: Codec> RedisStore<K, V, C> {
     fn get_many(&self, keys: &[Vec<u8>]) -> Result<Vec<Option<Vec<u8>>>, StoreError> {
         let mut out = Vec::with_capacity(keys.len());
         for chunk in keys.chunks(self.config.scan_count.max(1)) {
-            let got = self.with_conn(|c| match c {
+            let got = self.with_conn(Use::Batch, |c| match c {
                 Conn::Single(con) => {
                     let mut p = redis::pipe();
                     for k in chunk {
@@ -781,7 +826,7 @@ impl<K, V, C: Codec> RedisStore<K, V, C> {
         };
         // The closure's error is the connection's; what the pages' visitor says (go on,
         // stop, or its own error) is the inner result.
-        self.with_conn(|c| {
+        self.with_conn(Use::Read, |c| {
             match c {
                 Conn::Single(con) => {
                     let mut cursor = 0u64;
@@ -911,7 +956,7 @@ where
             }
             cmds.push(c);
         }
-        self.with_conn(|c| match c {
+        self.with_conn(Use::Batch, |c| match c {
             Conn::Single(con) => {
                 let mut p = redis::pipe();
                 for cmd in &cmds {
