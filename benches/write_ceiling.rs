@@ -230,6 +230,15 @@ fn prefetch<T>(p: &T) {
     let _ = p;
 }
 
+/// A table's sizing, and the fraction of all its ways that `capacity` entries fill.
+fn sizing(shards: usize, nsets: usize, capacity: u64) -> String {
+    let ways = shards * nsets * WAYS;
+    format!(
+        "{shards} shards × {nsets} sets × {WAYS} ways; capacity fills {:.1} % of the ways",
+        100.0 * capacity as f64 / ways as f64
+    )
+}
+
 /// Where a shard's writer gets entry memory, and where the entries it unlinks go.
 trait Recycler: Default + Send {
     /// Start fetching the memory the next `alloc` writes (only a hint).
@@ -639,13 +648,7 @@ impl<S: Set> Sharded<S> {
 
     /// The sizing, and the fraction of all ways that `capacity` entries fill.
     fn sizing(&self, capacity: u64) -> String {
-        let ways = self.shards.len() * self.nsets * WAYS;
-        format!(
-            "{} shards × {} sets × {WAYS} ways; capacity fills {:.1} % of the ways",
-            self.shards.len(),
-            self.nsets,
-            100.0 * capacity as f64 / ways as f64
-        )
+        sizing(self.shards.len(), self.nsets, capacity)
     }
 
     /// Entries allocated fresh, and inserts, so far.
@@ -1435,13 +1438,7 @@ impl ProToy {
     }
 
     fn sizing(&self, capacity: u64) -> String {
-        let ways = self.shards.len() * self.nsets * WAYS;
-        format!(
-            "{} shards × {} sets × {WAYS} ways; capacity fills {:.1} % of the ways",
-            self.shards.len(),
-            self.nsets,
-            100.0 * capacity as f64 / ways as f64
-        )
+        sizing(self.shards.len(), self.nsets, capacity)
     }
 
     /// Admissions, and those that had to evict from their full set, so far.

@@ -401,11 +401,36 @@ fn cluster_batches_keep_per_key_order_across_slots() {
     assert!(scan_all(&s).is_empty());
 }
 
-/// A node's connection and id, for the resharding test.
-fn cluster_node(url: &str) -> (redis::Connection, String) {
-    let mut c = raw(url);
-    let id: String = redis::cmd("CLUSTER").arg("MYID").query(&mut c).unwrap();
-    (c, id)
+/// Each primary's connection, id and port, for the resharding tests.
+fn cluster_nodes(urls: &[String]) -> Vec<(redis::Connection, String, u16)> {
+    urls.iter()
+        .map(|u| {
+            let mut c = raw(u);
+            let id: String = redis::cmd("CLUSTER").arg("MYID").query(&mut c).unwrap();
+            let port = u.rsplit(':').next().unwrap().parse().unwrap();
+            (c, id, port)
+        })
+        .collect()
+}
+
+/// The slot of the (raw) key `key`, and which of `nodes` holds its keys.
+fn slot_and_owner(nodes: &mut [(redis::Connection, String, u16)], key: &[u8]) -> (u16, usize) {
+    let slot: u16 = redis::cmd("CLUSTER")
+        .arg("KEYSLOT")
+        .arg(key)
+        .query(&mut nodes[0].0)
+        .unwrap();
+    let owner = (0..nodes.len())
+        .find(|&i| {
+            let n: usize = redis::cmd("CLUSTER")
+                .arg("COUNTKEYSINSLOT")
+                .arg(slot)
+                .query(&mut nodes[i].0)
+                .unwrap();
+            n > 0
+        })
+        .expect("some primary holds the slot's keys");
+    (slot, owner)
 }
 
 /// Move `slot` (with its keys) from the node `from` to the node `to`, the way
@@ -458,29 +483,8 @@ fn cluster_batches_follow_a_resharding() {
     // The store's pooled connection learns the slot map now.
     s.write_batch(&[put(&k, &v1)]).unwrap();
     let raw = t_key(&s, &k);
-    let mut nodes: Vec<(redis::Connection, String, u16)> = urls
-        .iter()
-        .map(|u| {
-            let (c, id) = cluster_node(u);
-            let port = u.rsplit(':').next().unwrap().parse().unwrap();
-            (c, id, port)
-        })
-        .collect();
-    let slot: u16 = redis::cmd("CLUSTER")
-        .arg("KEYSLOT")
-        .arg(&raw)
-        .query(&mut nodes[0].0)
-        .unwrap();
-    let owner = (0..nodes.len())
-        .find(|&i| {
-            let n: usize = redis::cmd("CLUSTER")
-                .arg("COUNTKEYSINSLOT")
-                .arg(slot)
-                .query(&mut nodes[i].0)
-                .unwrap();
-            n > 0
-        })
-        .expect("some primary holds the key");
+    let mut nodes = cluster_nodes(&urls);
+    let (slot, owner) = slot_and_owner(&mut nodes, &raw);
     let target = (owner + 1) % nodes.len();
     move_slot(&mut nodes, slot, owner, target);
     // The pooled connection's map is stale: a batch may fail once (MOVED, not applied or
@@ -516,29 +520,8 @@ fn cluster_batches_do_not_follow_an_ask_redirect() {
     let (old, new) = ("old".to_string(), "new".to_string());
     s.write_batch(&[put(&k1, &old), put(&k2, &old)]).unwrap();
     let (raw1, raw2) = (t_key(&s, &k1), t_key(&s, &k2));
-    let mut nodes: Vec<(redis::Connection, String, u16)> = urls
-        .iter()
-        .map(|u| {
-            let (c, id) = cluster_node(u);
-            let port = u.rsplit(':').next().unwrap().parse().unwrap();
-            (c, id, port)
-        })
-        .collect();
-    let slot: u16 = redis::cmd("CLUSTER")
-        .arg("KEYSLOT")
-        .arg(&raw1)
-        .query(&mut nodes[0].0)
-        .unwrap();
-    let owner = (0..nodes.len())
-        .find(|&i| {
-            let n: usize = redis::cmd("CLUSTER")
-                .arg("COUNTKEYSINSLOT")
-                .arg(slot)
-                .query(&mut nodes[i].0)
-                .unwrap();
-            n > 0
-        })
-        .expect("some primary holds the keys");
+    let mut nodes = cluster_nodes(&urls);
+    let (slot, owner) = slot_and_owner(&mut nodes, &raw1);
     let target = (owner + 1) % nodes.len();
     let (owner_id, target_id, target_port) = (
         nodes[owner].1.clone(),
