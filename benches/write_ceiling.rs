@@ -736,11 +736,15 @@ fn sanity<S: Set>() {
     let k = 10 * cap - 1;
     t.insert(k, 7);
     assert_eq!(t.get(k), Some(7), "a replaced key reads the new value");
-    // Two threads over the same keys: a reader never sees another key's value (with reused
-    // memory too: each inserts ~100 000 entries into a toy of 1000).
+    race(&t, cap);
+    assert!(t.len() as u64 == cap);
+}
+
+/// Two threads get and insert over the same 4 × `cap` keys: a reader never sees another key's
+/// value (with reused memory too: each inserts ~100 000 entries into a toy of 1000).
+fn race<C: Target>(t: &C, cap: u64) {
     std::thread::scope(|s| {
         for seed in 1..=2 {
-            let t = &t;
             s.spawn(move || {
                 let mut rng = common::Rng::new(seed);
                 for _ in 0..200_000 {
@@ -753,7 +757,6 @@ fn sanity<S: Set>() {
             });
         }
     });
-    assert!(t.len() as u64 == cap);
 }
 
 /// The recycling toy reuses memory (else it would measure the `Box` path again).
@@ -1568,21 +1571,7 @@ fn sanity_pro() {
         }
     }
     t.check();
-    std::thread::scope(|s| {
-        for seed in 1..=2 {
-            let t = &t;
-            s.spawn(move || {
-                let mut rng = common::Rng::new(seed);
-                for _ in 0..200_000 {
-                    let k = rng.below(4 * cap);
-                    match t.get(k) {
-                        Some(v) => assert_eq!(v, k + 1),
-                        None => t.insert(k, k + 1),
-                    }
-                }
-            });
-        }
-    });
+    race(&t, cap);
     t.check();
     assert!(t.len() as u64 <= cap && t.len() as u64 + shards >= cap);
     // Scan resistance: hot keys, once hot, stay while HAND_hot has no promotion to pay for;

@@ -847,24 +847,20 @@ impl SilentServer {
     }
 }
 
-#[test]
-fn a_silent_server_costs_a_batch_one_timeout_not_one_per_command() {
+/// A write-behind batch of 20,000 puts to a server that stopped answering: reading every reply
+/// would wait 20,000 timeouts (5.5 hours); the batch must give up after the first, and the
+/// timed-out connection must be closed (the store is still open), not kept out of step with
+/// its replies.
+fn a_silent_server_costs_a_batch_one_timeout(server: &SilentServer, config: RedisConfig) {
     use std::sync::atomic::Ordering;
-    let server = SilentServer::start();
-    let s = std::sync::Arc::new(
-        Store::open(
-            RedisConfig::single(format!("redis://{}", server.addr))
-                .response_timeout(Duration::from_secs(1)),
-        )
-        .unwrap(),
-    );
-    let (k, v) = ("k".to_string(), "v".to_string());
-    s.write_batch(&[put(&k, &v), put(&k, &v)]).unwrap();
-
-    // A write-behind batch of 20,000 puts to a server that stopped answering. Reading every
-    // reply would wait 20,000 timeouts (5.5 hours); the batch must give up after the first.
-    server.silent.store(true, Ordering::SeqCst);
+    let s =
+        std::sync::Arc::new(Store::open(config.response_timeout(Duration::from_secs(1))).unwrap());
     let keys: Vec<String> = (0..20_000).map(|i| format!("k{i}")).collect();
+    let few = keys[..100].to_vec();
+    let small: Vec<_> = few.iter().map(|k| put(k, k)).collect();
+    s.write_batch(&small).unwrap();
+
+    server.silent.store(true, Ordering::SeqCst);
     let store = s.clone();
     let e = support::within_a_minute(move || {
         let ops: Vec<_> = keys.iter().map(|k| put(k, k)).collect();
@@ -872,55 +868,29 @@ fn a_silent_server_costs_a_batch_one_timeout_not_one_per_command() {
     })
     .unwrap_err();
     assert_eq!(e.kind(), StoreErrorKind::Unknown, "{e}");
-    // The timed-out connection was closed (the store is still open), not kept out of step
-    // with its replies; the next batch gets a new one.
     server
         .closed
         .recv_timeout(Duration::from_secs(60))
         .expect("the timed-out connection was closed");
     // Sent once: not again on the same connection, out of step with its replies.
     assert_eq!(server.heard.load(Ordering::SeqCst), 20_000);
+    // The next batch gets a new connection.
     server.silent.store(false, Ordering::SeqCst);
-    s.write_batch(&[put(&k, &v)]).unwrap();
+    s.write_batch(&small).unwrap();
+}
+
+#[test]
+fn a_silent_server_costs_a_batch_one_timeout_not_one_per_command() {
+    let server = SilentServer::start();
+    let url = format!("redis://{}", server.addr);
+    a_silent_server_costs_a_batch_one_timeout(&server, RedisConfig::single(url));
 }
 
 #[test]
 fn a_silent_cluster_node_costs_a_batch_one_timeout_not_one_per_command() {
-    use std::sync::atomic::Ordering;
     let server = SilentServer::start();
-    let s = std::sync::Arc::new(
-        Store::open(
-            RedisConfig::cluster([format!("redis://{}", server.addr)])
-                .response_timeout(Duration::from_secs(1)),
-        )
-        .unwrap(),
-    );
-    let (k, v) = ("k".to_string(), "v".to_string());
-    let keys: Vec<String> = (0..20_000).map(|i| format!("k{i}")).collect();
-    let small: Vec<_> = keys[..100].iter().map(|k| put(k, k)).collect();
-    s.write_batch(&small).unwrap();
-
-    // A write-behind batch of 20,000 puts to a node that stopped answering. Reading every reply
-    // would wait 20,000 timeouts (5.5 hours); the batch must give up after the first.
-    server.silent.store(true, Ordering::SeqCst);
-    let store = s.clone();
-    let started = std::time::Instant::now();
-    let e = support::within_a_minute(move || {
-        let ops: Vec<_> = keys.iter().map(|k| put(k, k)).collect();
-        store.write_batch(&ops)
-    })
-    .unwrap_err();
-    println!("the batch failed after {:?}: {e}", started.elapsed());
-    assert_eq!(e.kind(), StoreErrorKind::Unknown, "{e}");
-    // The cluster connection was retired (its node connection closed), not kept out of step.
-    server
-        .closed
-        .recv_timeout(Duration::from_secs(60))
-        .expect("the timed-out connection was closed");
-    // Sent once: not again on the same connection, out of step with its replies.
-    assert_eq!(server.heard.load(Ordering::SeqCst), 20_000);
-    server.silent.store(false, Ordering::SeqCst);
-    s.write_batch(&[put(&k, &v)]).unwrap();
+    let url = format!("redis://{}", server.addr);
+    a_silent_server_costs_a_batch_one_timeout(&server, RedisConfig::cluster([url]));
 }
 
 /// A write the server refuses with an error reply (here: out of memory) fails the batch, on a
