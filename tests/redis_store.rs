@@ -414,7 +414,7 @@ fn cluster_nodes(urls: &[String]) -> Vec<(redis::Connection, String, u16)> {
 }
 
 /// The slot of the (raw) key `key`, and which of `nodes` holds its keys.
-fn slot_and_owner(nodes: &mut [(redis::Connection, String, u16)], key: &[u8]) -> (u16, usize) {
+fn slot_and_owner(nodes: &mut Nodes, key: &[u8]) -> (u16, usize) {
     let slot: u16 = redis::cmd("CLUSTER")
         .arg("KEYSLOT")
         .arg(key)
@@ -433,21 +433,43 @@ fn slot_and_owner(nodes: &mut [(redis::Connection, String, u16)], key: &[u8]) ->
     (slot, owner)
 }
 
-/// Move `slot` (with its keys) from the node `from` to the node `to`, the way
-/// `redis-cli --cluster reshard` does.
-fn move_slot(nodes: &mut [(redis::Connection, String, u16)], slot: u16, from: usize, to: usize) {
-    let (from_id, to_id, to_port) = (nodes[from].1.clone(), nodes[to].1.clone(), nodes[to].2);
-    let setslot = |c: &mut redis::Connection, how: &str, id: &str| {
-        let _: () = redis::cmd("CLUSTER")
-            .arg("SETSLOT")
-            .arg(slot)
-            .arg(how)
-            .arg(id)
-            .query(c)
-            .unwrap();
-    };
-    setslot(&mut nodes[to].0, "IMPORTING", &from_id);
-    setslot(&mut nodes[from].0, "MIGRATING", &to_id);
+type Nodes = [(redis::Connection, String, u16)];
+
+/// `CLUSTER SETSLOT slot how id` on node `on`.
+fn setslot(nodes: &mut Nodes, on: usize, slot: u16, how: &str, id: &str) {
+    let _: () = redis::cmd("CLUSTER")
+        .arg("SETSLOT")
+        .arg(slot)
+        .arg(how)
+        .arg(id)
+        .query(&mut nodes[on].0)
+        .unwrap();
+}
+
+/// Mark `slot` as migrating from the node `from` to the node `to` (no key moved yet).
+fn start_migration(nodes: &mut Nodes, slot: u16, from: usize, to: usize) {
+    let (from_id, to_id) = (nodes[from].1.clone(), nodes[to].1.clone());
+    setslot(nodes, to, slot, "IMPORTING", &from_id);
+    setslot(nodes, from, slot, "MIGRATING", &to_id);
+}
+
+/// Move the (raw) `keys` of a migrating slot from the node `from` to the node `to`.
+fn migrate(nodes: &mut Nodes, from: usize, to: usize, keys: &[Vec<u8>]) {
+    let to_port = nodes[to].2;
+    let _: () = redis::cmd("MIGRATE")
+        .arg("127.0.0.1")
+        .arg(to_port)
+        .arg("")
+        .arg(0)
+        .arg(5000)
+        .arg("KEYS")
+        .arg(keys)
+        .query(&mut nodes[from].0)
+        .unwrap();
+}
+
+/// Move a migrating slot's remaining keys, then give the slot to `to` on every node.
+fn finish_migration(nodes: &mut Nodes, slot: u16, from: usize, to: usize) {
     loop {
         let keys: Vec<Vec<u8>> = redis::cmd("CLUSTER")
             .arg("GETKEYSINSLOT")
@@ -458,20 +480,19 @@ fn move_slot(nodes: &mut [(redis::Connection, String, u16)], slot: u16, from: us
         if keys.is_empty() {
             break;
         }
-        let _: () = redis::cmd("MIGRATE")
-            .arg("127.0.0.1")
-            .arg(to_port)
-            .arg("")
-            .arg(0)
-            .arg(5000)
-            .arg("KEYS")
-            .arg(&keys)
-            .query(&mut nodes[from].0)
-            .unwrap();
+        migrate(nodes, from, to, &keys);
     }
-    for n in nodes.iter_mut() {
-        setslot(&mut n.0, "NODE", &to_id);
+    let to_id = nodes[to].1.clone();
+    for on in 0..nodes.len() {
+        setslot(nodes, on, slot, "NODE", &to_id);
     }
+}
+
+/// Move `slot` (with its keys) from the node `from` to the node `to`, the way
+/// `redis-cli --cluster reshard` does.
+fn move_slot(nodes: &mut Nodes, slot: u16, from: usize, to: usize) {
+    start_migration(nodes, slot, from, to);
+    finish_migration(nodes, slot, from, to);
 }
 
 #[test]
@@ -523,36 +544,9 @@ fn cluster_batches_do_not_follow_an_ask_redirect() {
     let mut nodes = cluster_nodes(&urls);
     let (slot, owner) = slot_and_owner(&mut nodes, &raw1);
     let target = (owner + 1) % nodes.len();
-    let (owner_id, target_id, target_port) = (
-        nodes[owner].1.clone(),
-        nodes[target].1.clone(),
-        nodes[target].2,
-    );
     // Half a migration: k2 has moved, k1 has not.
-    let _: () = redis::cmd("CLUSTER")
-        .arg("SETSLOT")
-        .arg(slot)
-        .arg("IMPORTING")
-        .arg(&owner_id)
-        .query(&mut nodes[target].0)
-        .unwrap();
-    let _: () = redis::cmd("CLUSTER")
-        .arg("SETSLOT")
-        .arg(slot)
-        .arg("MIGRATING")
-        .arg(&target_id)
-        .query(&mut nodes[owner].0)
-        .unwrap();
-    let _: () = redis::cmd("MIGRATE")
-        .arg("127.0.0.1")
-        .arg(target_port)
-        .arg("")
-        .arg(0)
-        .arg(5000)
-        .arg("KEYS")
-        .arg(&raw2)
-        .query(&mut nodes[owner].0)
-        .unwrap();
+    start_migration(&mut nodes, slot, owner, target);
+    migrate(&mut nodes, owner, target, &[raw2]);
 
     let e = s
         .write_batch(&[put(&k1, &new), put(&k2, &new)])
@@ -568,7 +562,7 @@ fn cluster_batches_do_not_follow_an_ask_redirect() {
     assert_eq!(on_target, (0,), "no copy of the unmoved key on the target");
 
     // Finish the migration, then put everything back.
-    move_slot(&mut nodes, slot, owner, target);
+    finish_migration(&mut nodes, slot, owner, target);
     move_slot(&mut nodes, slot, target, owner);
     let dels = [WriteOp::Delete { key: &k1 }, WriteOp::Delete { key: &k2 }];
     if s.write_batch(&dels).is_err() {

@@ -133,22 +133,11 @@ enum Use {
 }
 
 enum Conn {
-    Single(SingleConn),
+    Single(NodeConn),
     Cluster(Box<ClusterConn>),
 }
 
-/// A single-node connection whose pipelines stop reading at the first failed read.
-///
-/// redis-rs reads every reply of a pipeline even after a read failed (so that the connection
-/// stays in step), and each read waits up to the response timeout: a server that stops
-/// answering held a batch of n commands for n timeouts (a write-behind batch of 512 at the
-/// default 2 s: 17 minutes, with `flush` waiting behind it). Here the first failed read ends
-/// the pipeline; the error then retires the connection (see [`breaks_connection`]), so nothing
-/// reads from it out of step. The store never sends `MULTI` pipelines, whose leading replies
-/// this does not interpret.
-struct SingleConn(redis::Connection);
-
-/// Send a pipeline and read its replies, stopping at the first failed read (see [`SingleConn`]).
+/// Send a pipeline and read its replies, stopping at the first failed read (see [`NodeConn`]).
 fn pipeline_until_failure(
     con: &mut redis::Connection,
     cmd: &[u8],
@@ -173,47 +162,26 @@ fn pipeline_until_failure(
     Ok(replies)
 }
 
-impl ConnectionLike for SingleConn {
-    fn req_packed_command(&mut self, cmd: &[u8]) -> RedisResult<Value> {
-        self.0.req_packed_command(cmd)
-    }
-
-    fn req_packed_commands(
-        &mut self,
-        cmd: &[u8],
-        offset: usize,
-        count: usize,
-    ) -> RedisResult<Vec<Value>> {
-        pipeline_until_failure(&mut self.0, cmd, offset, count)
-    }
-
-    fn get_db(&self) -> i64 {
-        self.0.get_db()
-    }
-
-    fn check_connection(&mut self) -> bool {
-        self.0.check_connection()
-    }
-
-    fn is_open(&self) -> bool {
-        self.0.is_open()
-    }
-}
-
-/// A cluster node's connection that stops at the first failed read or write, as [`SingleConn`]
-/// does: redis-rs's cluster client otherwise waits the response timeout once per reply, and on
-/// a timeout retries on the same connection. Once a call failed (an I/O or protocol error, not
-/// a server's error reply such as MOVED, which redis-rs must see to follow it) the connection
-/// is out of step: every later call fails at once with that error without touching the socket
-/// (redis-rs's immediate retries on it then cost nothing), and the store retires the whole
-/// cluster connection (see [`breaks_connection`]). redis-rs 1.8.1 does not consult a node's
-/// `is_open`; it is false here anyway.
-struct ClusterNodeConn {
+/// A connection to one node (the single node, or one of a cluster's) that stops at the first
+/// failed read or write.
+///
+/// redis-rs reads every reply of a pipeline even after a read failed (so that the connection
+/// stays in step), and each read waits up to the response timeout: a server that stops
+/// answering held a batch of n commands for n timeouts (a write-behind batch of 512 at the
+/// default 2 s: 17 minutes, with `flush` waiting behind it); redis-rs's cluster client also
+/// retries on the same connection after a timeout. Here the first failed read ends the
+/// pipeline, and once a call failed (an I/O or protocol error, not a server's error reply such
+/// as MOVED, which redis-rs must see to follow it) the connection is out of step: every later
+/// call fails at once with that error without touching the socket, and the store retires the
+/// connection (see [`breaks_connection`]). redis-rs 1.8.1 does not consult a cluster node's
+/// `is_open`; it is false here anyway. The store never sends `MULTI` pipelines, whose leading
+/// replies this does not interpret.
+struct NodeConn {
     con: redis::Connection,
     failed: Option<RedisError>,
 }
 
-impl ClusterNodeConn {
+impl NodeConn {
     fn run<T>(
         &mut self,
         f: impl FnOnce(&mut redis::Connection) -> RedisResult<T>,
@@ -231,14 +199,14 @@ impl ClusterNodeConn {
     }
 }
 
-impl Connect for ClusterNodeConn {
+impl Connect for NodeConn {
     fn connect<T: IntoConnectionInfo>(info: T, timeout: Option<Duration>) -> RedisResult<Self> {
         let con = <redis::Connection as Connect>::connect(info, timeout)?;
         // redis-rs sends a PING before it sets the response timeout; unbounded, that PING would
         // hang on a node that accepts connections but does not answer.
         con.set_read_timeout(timeout)?;
         con.set_write_timeout(timeout)?;
-        Ok(ClusterNodeConn { con, failed: None })
+        Ok(NodeConn { con, failed: None })
     }
 
     fn send_packed_command(&mut self, cmd: &[u8]) -> RedisResult<()> {
@@ -258,7 +226,7 @@ impl Connect for ClusterNodeConn {
     }
 }
 
-impl ConnectionLike for ClusterNodeConn {
+impl ConnectionLike for NodeConn {
     fn req_packed_command(&mut self, cmd: &[u8]) -> RedisResult<Value> {
         self.run(|c| c.req_packed_command(cmd))
     }
@@ -295,7 +263,7 @@ impl ConnectionLike for ClusterNodeConn {
 /// `req_packed_commands`: redis-rs's cluster pipelines (`cluster_pipe`) only run on
 /// `ClusterConnection<redis::Connection>`, whose node connections read every reply.
 struct ClusterConn {
-    con: ClusterConnection<ClusterNodeConn>,
+    con: ClusterConnection<NodeConn>,
     /// Each slot's primary as an index (`NO_OWNER` when no node serves it).
     owners: Vec<u16>,
 }
@@ -620,7 +588,7 @@ impl<K, V, C: Codec> RedisStore<K, V, C> {
                     .map_err(fail)?;
                 con.set_write_timeout(Some(cfg.response_timeout))
                     .map_err(fail)?;
-                Ok(Conn::Single(SingleConn(con)))
+                Ok(Conn::Single(NodeConn { con, failed: None }))
             }
             Client::Cluster { reads, batches } => {
                 let c = match kind {
@@ -628,10 +596,8 @@ impl<K, V, C: Codec> RedisStore<K, V, C> {
                     Use::Batch => batches,
                 };
                 // `get_generic_connection` is doc(hidden), outside semver: Cargo.toml keeps
-                // redis below 1.9; recheck it (and `ClusterNodeConn`) on an upgrade.
-                let con = c
-                    .get_generic_connection::<ClusterNodeConn>()
-                    .map_err(fail)?;
+                // redis below 1.9; recheck it (and `NodeConn`) on an upgrade.
+                let con = c.get_generic_connection::<NodeConn>().map_err(fail)?;
                 // redis-rs sets no write timeout on cluster nodes by default.
                 con.set_write_timeout(Some(cfg.response_timeout))
                     .map_err(fail)?;
